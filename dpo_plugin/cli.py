@@ -1,0 +1,111 @@
+"""The ``dpo-plugin`` command. The only module that prints; nothing imports it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import DpoPluginError
+from .plugins import KINDS, get_plugin_manager
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _plugins_listing() -> dict[str, Any]:
+    pm = get_plugin_manager()
+    plugins: dict[str, dict[str, Any]] = {}
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked
+            continue
+        dist, version = pm.distributions.get(name, ("dpo-plugin", __version__))
+        plugins[name] = {
+            "name": name,
+            "distribution": dist,
+            "version": version,
+            "builtin": name not in pm.distributions,
+            "registered": {kind: [] for kind in KINDS},
+        }
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        registry = pm.registry(kind)
+        kinds[kind] = {name: spec.to_dict() for name, spec in registry.items()}
+        for name, spec in registry.items():
+            plugins[spec.plugin]["registered"][kind].append(name)
+    return {"plugins": list(plugins.values()), **kinds}
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    listing = _plugins_listing()
+    if args.json:
+        print(json.dumps(listing, indent=2, default=str))
+        return 0
+    rows = []
+    for plugin in listing["plugins"]:
+        registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items() if names)
+        source = "built-in" if plugin["builtin"] else f"{plugin['distribution']} {plugin['version']}"
+        rows.append((plugin["name"], source, registered or "-"))
+    print(_table(("plugin", "from", "registers"), rows))
+    return 0
+
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    losses = _plugins_listing()["losses"]
+    if args.json:
+        print(json.dumps(losses, indent=2, default=str))
+        return 0
+    rows = [
+        (
+            name,
+            "yes" if spec["needs_reference"] else "no",
+            ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "-",
+            spec["plugin"],
+            spec["description"],
+        )
+        for name, spec in losses.items()
+    ]
+    print(_table(("loss", "reference", "parameters (defaults)", "plugin", "description"), rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpo-plugin", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dpo-plugin {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins and what each registered")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.set_defaults(func=cmd_plugins)
+
+    losses = sub.add_parser("losses", help="list the registered losses with their parameters")
+    losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    losses.set_defaults(func=cmd_losses)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except DpoPluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

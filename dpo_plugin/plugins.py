@@ -1,0 +1,199 @@
+"""The plugin manager: built-in default plugins, then the ``dpo_plugin`` entry-point group.
+
+Environment variables (read when the manager is first built):
+
+``DPO_PLUGIN_LOAD_PLUGINS``
+    Comma-separated entry-point or distribution names: load only these third-party plugins
+    (an empty value loads none). The built-ins always load.
+``DPO_PLUGIN_BLOCK_PLUGINS``
+    Comma-separated plugin names never to load: entry-point names, or built-in module names
+    such as ``dpo_plugin.losses.dpo``.
+``DPO_PLUGIN_TRACE``
+    Set to ``1`` to log every hook call and every registration (logger ``dpo_plugin.trace``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .registry import LossSpec, Registry, Spec
+
+logger = logging.getLogger(__name__)
+trace_logger = logging.getLogger("dpo_plugin.trace")
+
+ENTRY_POINT_GROUP = "dpo_plugin"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "dpo_plugin.losses.dpo",
+    "dpo_plugin.losses.squared",
+    "dpo_plugin.losses.pointwise",
+    "dpo_plugin.losses.aot",
+    "dpo_plugin.losses.reference_free",
+    "dpo_plugin.losses.adaptive",
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registrable item: its hook and the spec type its registry builds."""
+
+    label: str
+    hook: str
+    spec_type: type[Spec]
+
+
+KINDS: dict[str, Kind] = {
+    "losses": Kind("loss", "register_losses", LossSpec),
+    "reference_strategies": Kind("reference strategy", "register_reference_strategies", Spec),
+    "adapters": Kind("adapter", "register_adapters", Spec),
+    "judges": Kind("judge", "register_judges", Spec),
+    "checks": Kind("check", "register_checks", Spec),
+}
+
+
+def _names(env_value: str) -> set[str]:
+    return {_normalise(n) for n in env_value.split(",") if n.strip()}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus the registries built from the ``register_*`` hooks (rebuilt on change)."""
+
+    def __init__(self) -> None:
+        super().__init__("dpo_plugin")
+        self.add_hookspecs(hookspecs)
+        self._registries: dict[str, Registry] = {}
+        #: plugin name → (distribution name, version) for plugins loaded from entry points
+        self.distributions: dict[str, tuple[str, str]] = {}
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self._registries.clear()
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        self._registries.clear()
+        return super().unregister(plugin, name)
+
+    def registry(self, kind: str) -> Registry:
+        """The registry of ``kind`` (a key of :data:`KINDS`), built by calling its hook plugin by plugin."""
+        if kind not in self._registries:
+            spec = KINDS[kind]
+            registry = Registry(spec.label, spec.spec_type)
+            caller = getattr(self.hook, spec.hook)
+            plugins = self.get_plugins()
+            for impl in caller.get_hookimpls():
+                # Call each plugin's implementation alone so the registry knows who registered what;
+                # going through pluggy's caller keeps DPO_PLUGIN_TRACE's monitoring in the loop.
+                only = self.subset_hook_caller(spec.hook, plugins - {impl.plugin})
+                only(register=registry.registrar(impl.plugin_name))
+            trace_logger.debug("%s: %s", kind, ", ".join(f"{n} ({s.plugin})" for n, s in registry.items()))
+            self._registries[kind] = registry
+        return self._registries[kind]
+
+    def check_pending(self) -> None:
+        """pluggy's check that every hook implementation names a known hook, with a suggestion."""
+        try:
+            super().check_pending()
+        except pluggy.PluginValidationError as error:
+            hooks = [n for n in vars(hookspecs) if n.startswith(("register_", "post_"))]
+            unknown = re.search(r"unknown hook '([^']+)'", str(error))
+            close = difflib.get_close_matches(unknown.group(1), hooks, n=1) if unknown else []
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise pluggy.PluginValidationError(
+                error.plugin, f"{error}.{hint} The hooks are: {', '.join(hooks)}."
+            ) from None
+
+    def load_default_plugins(self) -> None:
+        for module_name in DEFAULT_PLUGINS:
+            if not self.is_blocked(module_name) and not self.has_plugin(module_name):
+                self.register(importlib.import_module(module_name), name=module_name)
+
+    def load_entry_point_plugins(self, only: set[str] | None = None) -> None:
+        """Register the ``dpo_plugin`` entry points (only those named in ``only``, when given)."""
+        for dist in importlib.metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or self.is_blocked(ep.name) or self.has_plugin(ep.name):
+                    continue
+                dist_name = dist.metadata["Name"] or ""
+                if only is not None and not ({_normalise(ep.name), _normalise(dist_name)} & only):
+                    continue
+                if self.is_blocked(_normalise(dist_name)):
+                    continue
+                self.register(ep.load(), name=ep.name)
+                self.distributions[ep.name] = (dist_name, dist.version)
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, with built-ins and entry-point plugins loaded and checked."""
+    global _manager
+    if _manager is None:
+        _manager = _build_manager()
+    return _manager
+
+
+def _build_manager() -> PluginManager:
+    pm = PluginManager()
+    for name in os.environ.get("DPO_PLUGIN_BLOCK_PLUGINS", "").split(","):
+        if name.strip():
+            pm.set_blocked(name.strip())
+            pm.set_blocked(_normalise(name))
+    if os.environ.get("DPO_PLUGIN_TRACE", "").strip() not in ("", "0", "false"):
+        pm.trace.root.setwriter(lambda message: trace_logger.info(message.rstrip()))
+        pm.enable_tracing()
+        trace_logger.setLevel(logging.DEBUG)
+    pm.load_default_plugins()
+    load = os.environ.get("DPO_PLUGIN_LOAD_PLUGINS")
+    pm.load_entry_point_plugins(only=None if load is None else _names(load))
+    pm.check_pending()
+    return pm
+
+
+def reset_plugin_manager() -> None:
+    """Forget the process-wide manager, so the next call rebuilds it (re-reading the environment)."""
+    global _manager
+    _manager = None
+
+
+def _registry(kind: str) -> Registry:
+    return get_plugin_manager().registry(kind)
+
+
+def losses() -> Registry:
+    """Read-only mapping of every registered loss name to its :class:`~dpo_plugin.registry.LossSpec`."""
+    return _registry("losses")
+
+
+def reference_strategies() -> Registry:
+    """Read-only mapping of every registered reference-strategy name to its spec."""
+    return _registry("reference_strategies")
+
+
+def adapters() -> Registry:
+    """Read-only mapping of every registered adapter-recipe name to its spec."""
+    return _registry("adapters")
+
+
+def judges() -> Registry:
+    """Read-only mapping of every registered judge name to its spec."""
+    return _registry("judges")
+
+
+def checks() -> Registry:
+    """Read-only mapping of every registered post-training check name to its spec."""
+    return _registry("checks")

