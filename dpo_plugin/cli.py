@@ -78,6 +78,31 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trl.run import parse_train_args, run_training
+
+    request = parse_train_args(args.rest)
+    result = run_training(request)
+    print(f"Trained model saved to {result.output_dir}")
+    shown = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    print(_table(("metric", "value"), [(k, f"{v:.4g}") for k, v in shown.items()]))
+    if result.report is not None:
+        print(_checks_table(result.report))
+        return 1 if (request.config.strict_checks and not result.report["passed"]) else 0
+    return 0
+
+
+def _checks_table(report: dict[str, Any]) -> str:
+    rows = []
+    for name, check in report["checks"].items():
+        status = "skipped" if check.get("skipped") else ("passed" if check["passed"] else "FAILED")
+        interval = check.get("interval")
+        shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
+        rows.append((name, status, shown, check.get("threshold", "-"), check.get("skipped") or ""))
+    verdict = "PASSED" if report["passed"] else "NOT PASSED"
+    return _table(("check", "result", "95% interval", "threshold", "note"), rows) + f"\nOverall: {verdict}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpo-plugin", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dpo-plugin {__version__}")
@@ -91,12 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     losses = sub.add_parser("losses", help="list the registered losses with their parameters")
     losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
     losses.set_defaults(func=cmd_losses)
+
+    train = sub.add_parser(
+        "train",
+        help="train from a YAML: --config FILE.yaml [--key value ...] (every `trl dpo` key plus the plugin fields)",
+        add_help=False,
+    )
+    train.set_defaults(func=cmd_train, takes_rest=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -7,7 +7,7 @@ Environment variables (read when the manager is first built):
     (an empty value loads none). The built-ins always load.
 ``DPO_PLUGIN_BLOCK_PLUGINS``
     Comma-separated plugin names never to load: entry-point names, or built-in module names
-    such as ``dpo_plugin.losses.dpo``.
+    such as ``dpo_plugin.loss_variants.dpo``.
 ``DPO_PLUGIN_TRACE``
     Set to ``1`` to log every hook call and every registration (logger ``dpo_plugin.trace``).
 """
@@ -26,7 +26,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .registry import LossSpec, Registry, Spec
+from .registry import CheckSpec, LossSpec, Registry, Spec
 
 logger = logging.getLogger(__name__)
 trace_logger = logging.getLogger("dpo_plugin.trace")
@@ -34,12 +34,17 @@ trace_logger = logging.getLogger("dpo_plugin.trace")
 ENTRY_POINT_GROUP = "dpo_plugin"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "dpo_plugin.losses.dpo",
-    "dpo_plugin.losses.squared",
-    "dpo_plugin.losses.pointwise",
-    "dpo_plugin.losses.aot",
-    "dpo_plugin.losses.reference_free",
-    "dpo_plugin.losses.adaptive",
+    "dpo_plugin.loss_variants.dpo",
+    "dpo_plugin.loss_variants.squared",
+    "dpo_plugin.loss_variants.pointwise",
+    "dpo_plugin.loss_variants.aot",
+    "dpo_plugin.loss_variants.reference_free",
+    "dpo_plugin.loss_variants.adaptive",
+    "dpo_plugin.reference.auto",
+    "dpo_plugin.reference.model",
+    "dpo_plugin.reference.adapter",
+    "dpo_plugin.reference.precomputed",
+    "dpo_plugin.adapter_recipes.builtin",
 )
 
 
@@ -57,7 +62,7 @@ KINDS: dict[str, Kind] = {
     "reference_strategies": Kind("reference strategy", "register_reference_strategies", Spec),
     "adapters": Kind("adapter", "register_adapters", Spec),
     "judges": Kind("judge", "register_judges", Spec),
-    "checks": Kind("check", "register_checks", Spec),
+    "checks": Kind("check", "register_checks", CheckSpec),
 }
 
 

@@ -179,6 +179,21 @@ class LossSpec(Spec):
         }
 
 
+@dataclass(frozen=True)
+class CheckSpec(Spec):
+    """A registered post-training check: ``obj(ctx: EvalContext, **check_params) -> CheckResult``.
+
+    ``needs_judge``: the check compares generations with a judge (the config must name one);
+    ``needs_reference``: without a reference model the check is skipped with a reason.
+    """
+
+    needs_judge: bool = False
+    needs_reference: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "needs_judge": self.needs_judge, "needs_reference": self.needs_reference}
+
+
 def _fmt_default(value: Any) -> str:
     return "<required>" if value is inspect.Parameter.empty else repr(value)
 

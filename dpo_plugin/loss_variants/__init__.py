@@ -2,6 +2,6 @@
 
 Every loss is a pure function ``fn(logps: PairLogps, *, <params>) -> LossOutput`` returning
 per-pair values; shared mechanics (f-divergence scores, length normalisation, implicit rewards)
-live in :mod:`dpo_plugin.losses.scores`. Each module registers its losses through the
+live in :mod:`dpo_plugin.loss_variants.scores`. Each module registers its losses through the
 ``register_losses`` hook, exactly as a third-party plugin would.
 """

@@ -1,6 +1,6 @@
 """The logistic (Bradley–Terry) family: DPO and the variants that change its logit or its labels.
 
-``Δ`` is the f-divergence score difference of :func:`~dpo_plugin.losses.scores.score_difference`
+``Δ`` is the f-divergence score difference of :func:`~dpo_plugin.loss_variants.scores.score_difference`
 (with the default ``reverse_kl``: ``log π/π_ref(y_w) − log π/π_ref(y_l)``); ``σ`` is the sigmoid.
 """
 

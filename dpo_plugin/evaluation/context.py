@@ -1,0 +1,48 @@
+"""What a post-training check receives: the models, the held-out data and how to score it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import numpy as np
+
+
+@dataclass
+class PairScores:
+    """Summed completion log-probabilities of held-out pairs under one model, with token counts (all ``[N]``)."""
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    chosen_tokens: np.ndarray
+    rejected_tokens: np.ndarray
+
+
+@dataclass
+class EvalContext:
+    """Everything a check may use; built by the trainer (or by ``dpo-plugin evaluate``) after training.
+
+    ``score_pairs(which)`` scores the held-out pairs under ``"policy"`` or ``"reference"`` (None when
+    the run has no reference); ``reference_model()`` is a context manager yielding the reference
+    model to generate from (None when there is none); ``reference_note`` says where the reference
+    comes from (e.g. the step-0 reference under TR-DPO).
+    """
+
+    policy: Any
+    tokenizer: Any
+    prompts: list[Any]
+    score_pairs: Callable[[str], PairScores | None]
+    reference_model: Callable[[], ContextManager[Any]]
+    reference_note: str
+    beta: float
+    output_dir: Path
+    judge: Any = None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+
+    @staticmethod
+    def no_reference() -> ContextManager[None]:
+        return contextlib.nullcontext(None)

@@ -1,0 +1,240 @@
+"""Strategies that hold a reference model: ``copy``, ``path`` and ``sync`` (TR-DPO)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from ..registry import Register
+from .base import ReferenceStrategy, parameter_bytes
+
+logger = logging.getLogger(__name__)
+
+
+def _torch_dtype(dtype: str | None) -> Any:
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return None
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ConfigError(f"Unknown dtype {dtype!r} in reference_params; use e.g. float32, bfloat16 or float16.")
+    return resolved
+
+
+def frozen_copy(model: Any, dtype: str | None = None) -> Any:
+    """A frozen, eval-mode deep copy of ``model`` (optionally cast to ``dtype``).
+
+    TRL's fused LM head replaces ``forward`` on the instance with a closure over the original
+    model's forward, so a deep copy of a patched model would still run the live policy. The copy's
+    instance-level ``forward`` is dropped, restoring its class's own; TRL then patches the copy itself.
+    """
+    clone = copy.deepcopy(model)
+    clone.__dict__.pop("forward", None)
+    target = _torch_dtype(dtype)
+    if target is not None:
+        clone.to(target)
+    clone.eval()
+    clone.requires_grad_(False)
+    return clone
+
+
+class ModelReference(ReferenceStrategy):
+    """A strategy whose reference is a separate model held by the trainer (``trainer.ref_model``)."""
+
+    def logps(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
+        return self.trainer.sequence_logps(self.trainer.ref_model, inputs)
+
+    @contextlib.contextmanager
+    def generation_model(self) -> Iterator[Any]:
+        yield self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+
+    def memory_bytes(self) -> int:
+        return parameter_bytes(self.trainer.ref_model) if self.trainer is not None else 0
+
+
+class CopyReference(ModelReference):
+    """A frozen in-memory copy of the policy at step 0 (TRL reloads it from disk instead)."""
+
+    name = "copy"
+
+    def __init__(self, *, dtype: str | None = None):
+        super().__init__()
+        _torch_dtype(dtype)
+        self.dtype = dtype
+
+    def prepare(self, policy: Any, **kwargs: Any) -> Any:
+        super().prepare(policy, **kwargs)
+        return frozen_copy(policy, self.dtype)
+
+    def describe(self) -> str:
+        return f"copy (frozen in-memory copy of the initial policy{', ' + self.dtype if self.dtype else ''})"
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a hub id (``org/name``): starts with ``.``, ``/`` or ``~``, or has two slashes."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
+def load_reference_model(source: str, *, policy: Any, dtype: str | None = None, **kwargs: Any) -> Any:
+    """Load a causal LM from a hub id or local path as a frozen reference, checking it fits the policy first."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if _looks_local(source) and not os.path.exists(os.path.expanduser(source)):
+        raise ConfigError(f"The reference model path {source!r} does not exist.")
+    try:
+        config = AutoConfig.from_pretrained(os.path.expanduser(source), **kwargs)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"Cannot load the reference model {source!r}: {error}") from None
+    check_vocabulary(config, policy, source)
+    target = _torch_dtype(dtype) or getattr(policy, "dtype", None)
+    model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(source), dtype=target, **kwargs)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_vocabulary(config: Any, policy: Any, source: str) -> None:
+    """The reference must score the policy's token ids: same vocabulary size."""
+    ref_vocab = config.get_text_config().vocab_size
+    policy_vocab = policy.config.get_text_config().vocab_size
+    if ref_vocab != policy_vocab:
+        raise ConfigError(
+            f"The reference model {source!r} has a vocabulary of {ref_vocab} tokens, the policy {policy_vocab}: "
+            "their log-probabilities are not comparable. Use a reference with the policy's tokenizer."
+        )
+
+
+class PathReference(ModelReference):
+    """A separate model by hub id or local path (e.g. an SFT checkpoint), or the ``ref_model`` passed in."""
+
+    name = "path"
+
+    def __init__(
+        self, *, model: Any = None, dtype: str | None = None, revision: str | None = None, trust_remote_code: bool = False
+    ):
+        super().__init__()
+        _torch_dtype(dtype)
+        self.model, self.dtype = model, dtype
+        self.load_kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+
+    def prepare(self, policy: Any, *, ref_model: Any = None, **kwargs: Any) -> Any:
+        if self.model is not None and ref_model is not None:
+            raise ConfigError(
+                "Both reference_params.model and a ref_model object were given for reference: path; give one."
+            )
+        source = self.model if self.model is not None else ref_model
+        if source is None:
+            raise ConfigError("reference: path needs the model: reference_params: {model: HUB_ID_OR_PATH}.")
+        if isinstance(source, str):
+            return load_reference_model(source, policy=policy, dtype=self.dtype, **self.load_kwargs)
+        check_vocabulary(source.config, policy, type(source).__name__)
+        source.eval()
+        source.requires_grad_(False)
+        return source
+
+    def describe(self) -> str:
+        source = self.model if isinstance(self.model, str) else "the ref_model passed to the trainer"
+        return f"path ({source})"
+
+
+@contextlib.contextmanager
+def effective_weights(model: Any) -> Iterator[dict[str, Any]]:
+    """The policy's weights by the names of the plain model: PEFT adapters merged in for the duration."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        yield dict(model.named_parameters())
+        return
+    model.merge_adapter()
+    try:
+        prefix = model.base_model.prefix
+        yield {
+            name.replace(".base_layer", ""): param
+            for name, param in model.get_base_model().named_parameters()
+            if prefix not in name
+        }
+    finally:
+        model.unmerge_adapter()
+
+
+class SyncReference(CopyReference):
+    """TR-DPO: every ``sync_steps`` steps, ``ref ← α·policy + (1 − α)·ref`` (α = 1: hard update); PEFT included.
+
+    Gorbatovski et al. 2024, "Learn Your Reference Model for Real Good Alignment", arXiv:2404.09656.
+    With PEFT the adapters are merged into the policy's weights for the update. The post-training
+    checks compare against the step-0 reference, kept on the CPU when checks are requested.
+    """
+
+    name = "sync"
+
+    def __init__(self, *, sync_steps: int = 512, alpha: float = 0.6, dtype: str | None = None):
+        super().__init__(dtype=dtype)
+        if not isinstance(sync_steps, int) or isinstance(sync_steps, bool) or sync_steps < 1:
+            raise ConfigError(f"reference: sync needs sync_steps >= 1 (an integer), got {sync_steps!r}.")
+        if not 0 < alpha <= 1:
+            raise ConfigError(f"reference: sync needs 0 < alpha <= 1, got {alpha!r}.")
+        self.sync_steps, self.alpha = sync_steps, float(alpha)
+        self.initial_state: dict[str, Any] | None = None
+        self.syncs = 0
+
+    def setup(self, trainer: Any) -> None:
+        super().setup(trainer)
+        if trainer.args.checks:
+            ref = trainer.accelerator.unwrap_model(trainer.ref_model)
+            self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in ref.state_dict().items()}
+
+    def on_step_end(self, state: Any) -> None:
+        if state.global_step % self.sync_steps == 0:
+            self.sync()
+
+    def sync(self) -> None:
+        """``ref ← α·policy + (1 − α)·ref`` on every parameter the two share."""
+        import torch
+
+        ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+        policy = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        updated = 0
+        with torch.no_grad(), effective_weights(policy) as weights:
+            for name, param in ref.named_parameters():
+                source = weights.get(name)
+                if source is not None and source.shape == param.shape:
+                    param.mul_(1 - self.alpha).add_(source.to(param.dtype), alpha=self.alpha)
+                    updated += 1
+        if not updated:
+            raise RuntimeError("reference: sync found no parameter shared by the policy and the reference.")
+        self.syncs += 1
+        logger.info("TR-DPO: synced %d reference tensors (alpha=%s, sync #%d).", updated, self.alpha, self.syncs)
+
+    @contextlib.contextmanager
+    def generation_model(self) -> Iterator[Any]:
+        ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+        if self.initial_state is None:
+            yield ref
+            return
+        current = {k: v.detach().to("cpu", copy=True) for k, v in ref.state_dict().items()}
+        ref.load_state_dict(self.initial_state)
+        try:
+            yield ref
+        finally:
+            ref.load_state_dict(current)
+
+    def memory_bytes(self) -> int:
+        snapshot = sum(t.numel() * t.element_size() for t in (self.initial_state or {}).values())
+        return super().memory_bytes() + snapshot
+
+    def describe(self) -> str:
+        return f"sync (TR-DPO: every {self.sync_steps} steps, alpha={self.alpha}; checks use the step-0 reference)"
+
+
+@hookimpl
+def register_reference_strategies(register: Register) -> None:
+    register("copy", CopyReference)
+    register("path", PathReference)
+    register("sync", SyncReference)

@@ -1,0 +1,214 @@
+"""``DPOConfig``: TRL's config with every TRL field, plus the plugin fields.
+
+Plugin fields (all optional): ``loss_type`` accepts any registered loss name (or a list, mixed with
+TRL's ``loss_weights``); ``loss_params`` maps a loss name to its parameters; ``reference`` /
+``reference_params`` choose the reference-model strategy; ``adapter`` / ``adapter_params`` the peft
+recipe; ``checks`` / ``check_params`` / ``judge`` / ``judge_params`` / ``strict_checks`` the
+post-training checks; ``kl_warn``, ``merge_adapter``, ``allow_data_errors``.
+
+TRL's own reference fields map onto ``reference``: ``precompute_ref_log_probs: true`` means
+``reference: precomputed`` and ``sync_ref_model: true`` means ``reference: sync`` (with
+``ref_model_sync_steps``/``ref_model_mixup_alpha``); setting both sides inconsistently is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import inspect
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import trl
+
+from ..errors import ConfigError
+from ..plugins import adapters, checks, judges, reference_strategies
+from .loss_mix import LossMix
+
+_EXPLICIT_OVERRIDE: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "dpo_plugin_explicit_fields", default=None
+)
+
+PLUGIN_DICT_FIELDS = ("loss_params", "reference_params", "adapter_params", "check_params", "judge_params")
+
+
+@contextlib.contextmanager
+def explicit_fields(names: set[str] | frozenset[str]) -> Iterator[None]:
+    """Within this block, configs record ``names`` as the fields the user set (for parsers that pass every field)."""
+    token = _EXPLICIT_OVERRIDE.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _EXPLICIT_OVERRIDE.reset(token)
+
+
+@dataclass
+class DPOConfig(trl.DPOConfig):
+    """TRL's ``DPOConfig`` plus the plugin fields (see the module docstring)."""
+
+    _VALID_DICT_FIELDS = trl.DPOConfig._VALID_DICT_FIELDS + list(PLUGIN_DICT_FIELDS)
+
+    loss_params: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Parameters per loss, e.g. {simpo: {gamma: 0.5}}. Precedence: loss_params > DPOConfig field > loss default."},
+    )
+    reference: str = field(
+        default="auto",
+        metadata={"help": "Reference-model strategy (`dpo-plugin plugins` lists them): auto, copy, path, adapter, precomputed, none, sync."},
+    )
+    reference_params: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Options of the reference strategy, e.g. {model: PATH} for `path`."}
+    )
+    adapter: str = field(
+        default="none", metadata={"help": "Adapter recipe: none (full fine-tune), lora, dora, rslora, pissa, olora, qlora."}
+    )
+    adapter_params: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Options of the adapter recipe, e.g. {r: 16, target_modules: all-linear}."}
+    )
+    checks: list[str] = field(
+        default_factory=list, metadata={"help": "Post-training checks to run, e.g. reward_margin win_rate."}
+    )
+    check_params: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Options per check, e.g. {win_rate: {threshold: 0.5, max_new_tokens: 32}}."}
+    )
+    judge: str | None = field(default=None, metadata={"help": "Judge for the win-rate check: function, reward_model, llm, openai."})
+    judge_params: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Options of the judge, e.g. {function: 'module:attr'}."}
+    )
+    strict_checks: bool = field(
+        default=False, metadata={"help": "Exit non-zero (raise in the API) when a requested check does not pass."}
+    )
+    kl_warn: float | None = field(
+        default=1.0,
+        metadata={"help": "Warn once when the mean per-token log-ratio policy/reference on the chosen completions exceeds this in size."},
+    )
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "After training a PEFT adapter, also save a merged full model in <output_dir>/merged."}
+    )
+    allow_data_errors: bool = field(
+        default=False, metadata={"help": "Train even when the data-quality checks find errors (they are logged)."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss_type, str):
+            self.loss_type = [self.loss_type]
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ConfigError(
+                f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} losses "
+                f"{list(self.loss_type)}: give one weight per loss, in the same order."
+            )
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            if "bf16" in str(error):
+                raise ConfigError(
+                    "bf16 is enabled (TRL's DPOConfig defaults to bf16=True) but this machine does not support "
+                    "bf16 training (no suitable GPU). Set `bf16: false` in the YAML (or `--bf16 false`, or "
+                    f"DPOConfig(bf16=False)). Original error: {error}"
+                ) from None
+            raise
+        self._check_dict_fields()
+        self._map_trl_reference_fields()
+        self._check_names()
+        self.loss_mix()
+
+    # -- validation -----------------------------------------------------------------------------
+    def _check_dict_fields(self) -> None:
+        for name in PLUGIN_DICT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value) if value.strip() else None
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"{name} must be a mapping (YAML) or a JSON object string: {error}") from None
+                setattr(self, name, value)
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a mapping, got {type(value).__name__} {value!r}.")
+        for name in ("check_params", "loss_params"):
+            for key, value in (getattr(self, name) or {}).items():
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{name}[{key!r}] must be a mapping of option → value, got {value!r}.")
+        if isinstance(self.checks, str):
+            self.checks = [self.checks]
+
+    def _map_trl_reference_fields(self) -> None:
+        if self.precompute_ref_log_probs:
+            if self.reference not in ("auto", "precomputed"):
+                raise ConfigError(
+                    f"precompute_ref_log_probs: true (TRL) means reference: precomputed, but reference is "
+                    f"{self.reference!r}. Set only one of them."
+                )
+            self.reference = "precomputed"
+        if self.sync_ref_model:
+            if self.reference not in ("auto", "sync"):
+                raise ConfigError(
+                    f"sync_ref_model: true (TRL) means reference: sync, but reference is {self.reference!r}. "
+                    "Set only one of them."
+                )
+            if self.precompute_ref_log_probs:
+                raise ConfigError("sync_ref_model and precompute_ref_log_probs exclude each other: a synced reference changes.")
+            params = dict(self.reference_params or {})
+            for key, trl_field in (("sync_steps", "ref_model_sync_steps"), ("alpha", "ref_model_mixup_alpha")):
+                value = getattr(self, trl_field)
+                if key in params and trl_field in self.explicit_fields and params[key] != value:
+                    raise ConfigError(
+                        f"reference_params.{key}={params[key]!r} contradicts TRL's {trl_field}={value!r}; set one."
+                    )
+                params.setdefault(key, value)
+            self.reference = "sync"
+            self.reference_params = params
+
+    def _check_names(self) -> None:
+        reference_strategies()[self.reference]
+        adapters()[self.adapter]
+        registered_checks = checks()
+        for name in self.checks:
+            registered_checks[name]
+        if self.judge is not None:
+            judges()[self.judge]
+        stray = set(self.check_params or {}) - set(self.checks)
+        if stray:
+            raise ConfigError(f"check_params names {sorted(stray)}, which are not in checks {self.checks}.")
+        if self.judge_params and self.judge is None:
+            raise ConfigError("judge_params is set but judge is not: name the judge, e.g. judge: function.")
+        from .checks import check_params
+
+        check_params(self.checks, self.check_params, self.judge)
+
+    # -- plugin plans ---------------------------------------------------------------------------
+    @property
+    def explicit_fields(self) -> frozenset[str]:
+        """The fields the user set (constructor keywords, or the YAML/CLI keys for the command line)."""
+        return self.__dict__.get("_explicit_fields", frozenset())
+
+    def loss_mix(self) -> LossMix:
+        """The resolved, validated :class:`LossMix` (fresh instances of stateful losses each call)."""
+        explicit = {name: getattr(self, name) for name in self.explicit_fields if hasattr(self, name)}
+        return LossMix.resolve(
+            self.loss_type,
+            self.loss_weights,
+            self.loss_params,
+            explicit,
+            reference_available=self.reference != "none",
+            use_weighting=self.use_weighting,
+        )
+
+
+_dataclass_init = DPOConfig.__init__
+
+
+def _recording_init(self: DPOConfig, *args: Any, **kwargs: Any) -> None:
+    override = _EXPLICIT_OVERRIDE.get()
+    if override is None:
+        names = [f.name for f in dataclasses.fields(DPOConfig) if f.init]
+        override = frozenset(names[: len(args)]) | frozenset(kwargs)
+    self.__dict__["_explicit_fields"] = override
+    _dataclass_init(self, *args, **kwargs)
+
+
+_recording_init.__signature__ = inspect.signature(_dataclass_init)  # type: ignore[attr-defined]
+_recording_init.__doc__ = _dataclass_init.__doc__
+DPOConfig.__init__ = _recording_init  # type: ignore[method-assign]

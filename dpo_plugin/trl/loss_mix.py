@@ -1,0 +1,161 @@
+"""The weighted mix of registered losses a run trains with, resolved and validated from the config.
+
+``loss = Σ_k w_k · mean_i(c_i · ℓ_k,i)``, where ``ℓ_k`` is the k-th loss's per-pair output, ``w_k``
+its ``loss_weights`` entry and ``c_i`` the optional WPO pair weights (Zhou et al. 2024,
+arXiv:2406.11827), as TRL 1.16 combines its ``loss_type`` list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DpoPluginError
+from ..plugins import losses as loss_registry
+from ..registry import BoundLoss, LossSpec
+from ..types import LossOutput, PairLogps
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Component:
+    """One loss of the mix: its spec, resolved parameters, weight and bound callable."""
+
+    spec: LossSpec
+    params: dict[str, Any]
+    weight: float
+    loss: BoundLoss
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class LossMix:
+    """The resolved losses of a run; calling it gives the weighted scalar loss and each component's output."""
+
+    def __init__(self, components: Sequence[Component]):
+        self.components = list(components)
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(c.spec.needs_reference for c in self.components)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.components]
+
+    def __call__(self, logps: PairLogps, pair_weights: Tensor | None = None) -> tuple[Tensor, list[LossOutput]]:
+        total: Tensor | float = 0.0
+        outputs = []
+        for component in self.components:
+            out = component.loss(logps)
+            losses = out.losses if pair_weights is None else out.losses * pair_weights
+            total = total + losses.mean() * component.weight
+            outputs.append(out)
+        return total, outputs
+
+    @classmethod
+    def resolve(
+        cls,
+        loss_types: Sequence[str],
+        loss_weights: Sequence[float] | None = None,
+        loss_params: Mapping[str, Mapping[str, Any]] | None = None,
+        explicit: Mapping[str, Any] | None = None,
+        *,
+        reference_available: bool = True,
+        use_weighting: bool = False,
+    ) -> LossMix:
+        """Resolve names, parameters and weights; every inconsistency is a :class:`ConfigError`.
+
+        ``explicit`` holds the DPOConfig fields the user set explicitly (name → value). A field
+        that some registered loss takes as a parameter but none of the chosen losses does is an
+        error naming the losses that take it (never a silent drop).
+        """
+        registry = loss_registry()
+        loss_params = dict(loss_params or {})
+        explicit = dict(explicit or {})
+        if not loss_types:
+            raise ConfigError("loss_type is empty: name at least one loss (see `dpo-plugin losses`).")
+        if len(set(loss_types)) != len(loss_types):
+            raise ConfigError(f"loss_type lists a loss twice: {list(loss_types)}; give it one weight instead.")
+        weights = list(loss_weights) if loss_weights is not None else [1.0] * len(loss_types)
+        if len(weights) != len(loss_types):
+            raise ConfigError(
+                f"loss_weights has {len(weights)} values for {len(loss_types)} losses {list(loss_types)}: "
+                "give one weight per loss, in the same order."
+            )
+        specs = [registry[name] for name in loss_types]
+        stray = set(loss_params) - set(loss_types)
+        if stray:
+            raise ConfigError(
+                f"loss_params names {sorted(stray)}, which {'is' if len(stray) == 1 else 'are'} not in "
+                f"loss_type {list(loss_types)}; add the loss to loss_type or remove its parameters."
+            )
+        for name, params in loss_params.items():
+            if not isinstance(params, Mapping):
+                raise ConfigError(f"loss_params[{name!r}] must be a mapping of parameter → value, got {params!r}.")
+
+        all_params = {p for spec in registry.values() for p in spec.params}
+        chosen_params = {p for spec in specs for p in spec.params}
+        config_values = {k: v for k, v in explicit.items() if k in all_params}
+        for key in sorted(set(config_values) - chosen_params):
+            users = sorted(n for n, s in registry.items() if key in s.params)
+            raise ConfigError(
+                f"{key}={config_values[key]!r} is set, but none of the chosen losses {list(loss_types)} uses it; "
+                f"losses that take {key}: {', '.join(users)}. Choose one of them or remove {key}."
+            )
+        if explicit.get("f_divergence_type", "reverse_kl") != "reverse_kl":
+            unsupported = [s.name for s in specs if s.needs_reference and not s.supports_f_divergence]
+            if unsupported:
+                supported = sorted(n for n, s in registry.items() if s.supports_f_divergence)
+                raise ConfigError(
+                    f"f_divergence_type={explicit['f_divergence_type']!r} has no valid generalisation for "
+                    f"{unsupported}; losses that support it: {', '.join(supported)}."
+                )
+        if use_weighting:
+            coupled = [s.name for s in specs if s.batch_coupled]
+            if coupled:
+                raise ConfigError(
+                    f"use_weighting (WPO) cannot weight pairs of {coupled}: they sort or mix across the batch, "
+                    "so per-pair weights would be misaligned. Set use_weighting: false or choose another loss."
+                )
+        if not reference_available:
+            needing = [s.name for s in specs if s.needs_reference]
+            if needing:
+                free = sorted(n for n, s in registry.items() if not s.needs_reference)
+                raise ConfigError(
+                    f"reference: none, but {needing} need a reference model. Choose another reference strategy, "
+                    f"or reference-free losses: {', '.join(free)}."
+                )
+        components = []
+        for spec, weight in zip(specs, weights):
+            params = spec.resolve_params(loss_params.get(spec.name), config_values)
+            _dry_run(spec, params)
+            components.append(Component(spec, params, float(weight), spec.create(**params)))
+        return cls(components)
+
+
+def _dry_run(spec: LossSpec, params: dict[str, Any]) -> None:
+    """Call a fresh instance of the loss on a tiny synthetic batch so bad parameters fail before training."""
+    logps = PairLogps(
+        chosen=torch.tensor([-4.0, -6.0]),
+        rejected=torch.tensor([-5.0, -5.5]),
+        ref_chosen=torch.tensor([-4.5, -6.0]),
+        ref_rejected=torch.tensor([-4.8, -5.0]),
+        chosen_tokens=torch.tensor([3, 4]),
+        rejected_tokens=torch.tensor([4, 3]),
+    )
+    try:
+        spec.create(**params)(logps)
+    except DpoPluginError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"Loss {spec.name!r} (plugin {spec.plugin!r}) rejects its parameters {params}: {error}") from None
+

@@ -1,0 +1,164 @@
+"""The plugin DPOTrainer end to end on a tiny model: in-memory models, metrics, bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import trl
+from datasets import Dataset
+
+from dpo_plugin.errors import ConfigError, UnknownNameError
+from dpo_plugin.trl import DPOConfig, DPOTrainer
+from trainer_fixtures import config_kwargs, preference_dataset
+
+
+def _train(model, tokenizer, tmp_path, steps=2, **overrides):
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=steps, **overrides))
+    trainer = DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+    trainer.train()
+    return trainer
+
+
+def test_in_memory_model_trains_where_trl_crashes(make_model, tokenizer, tmp_path):
+    """A model never saved, without ref_model: TRL 1.16 tries to reload it from config._name_or_path."""
+    with pytest.raises((OSError, ValueError)):
+        trl.DPOTrainer(
+            make_model(),
+            args=trl.DPOConfig(**config_kwargs(output_dir=str(tmp_path))),
+            train_dataset=preference_dataset(),
+            processing_class=tokenizer,
+        )
+    model = make_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = _train(model, tokenizer, tmp_path, steps=3)
+    assert trainer.reference_strategy.describe().startswith("auto → copy")
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed, "the policy did not train"
+    reference = trainer.ref_model
+    for name, param in reference.named_parameters():
+        assert torch.equal(param, before[name]), f"reference weight {name} changed"
+
+
+def test_reference_copy_stays_fixed_while_policy_trains(make_model, tokenizer, tmp_path):
+    """The copy trap: TRL's fused head patches forward in a closure; the copy must not run the live policy."""
+    model = make_model()
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=3, learning_rate=5e-2))
+    trainer = DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+    ids = torch.tensor([tokenizer("What is 2 + 2?")["input_ids"]])
+    reference = trainer.ref_model
+    with torch.no_grad():
+        ref_logits = reference(input_ids=ids).logits.clone()
+        ref_generated = reference.generate(ids, max_new_tokens=5, do_sample=False)
+        policy_logits = trainer.model(input_ids=ids).logits.clone()
+    trainer.train()
+    with torch.no_grad():
+        assert torch.equal(reference(input_ids=ids).logits, ref_logits)
+        assert torch.equal(reference.generate(ids, max_new_tokens=5, do_sample=False), ref_generated)
+        assert not torch.allclose(trainer.model(input_ids=ids).logits, policy_logits)
+
+
+def test_metrics_are_logged_per_component(make_model, tokenizer, tmp_path):
+    trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    logged = trainer.state.log_history[0]
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                "logps/chosen", "logps/rejected", "loss/sigmoid", "loss/sft", "logratio/chosen", "logratio/rejected",
+                "entropy", "mean_token_accuracy", "logits/chosen"):  # fmt: skip
+        assert key in logged, key
+    # the total is the weighted sum of the components (one step, logged as it happened)
+    assert logged["loss"] == pytest.approx(logged["loss/sigmoid"] + 0.5 * logged["loss/sft"], rel=1e-4)
+    # at step 1 the policy is the reference: DPO's loss is log 2 and the rewards are 0
+    assert logged["loss/sigmoid"] == pytest.approx(0.693147, abs=1e-5)
+    assert logged["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_metrics_are_namespaced(make_model, tokenizer, tmp_path):
+    trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["orpo"])
+    logged = trainer.state.log_history[0]
+    assert {"orpo/nll", "orpo/log_odds_ratio", "loss/orpo"} <= logged.keys()
+    assert "logratio/chosen" not in logged  # reference-free: no reference forward
+
+
+def test_reference_free_losses_skip_the_reference(make_model, tokenizer, tmp_path):
+    trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["simpo"])
+    assert trainer.ref_model is None
+    assert trainer.reference_strategy.describe() == "auto → none (reference-free)"
+    logged = trainer.state.log_history[0]
+    # rewards come from SimPO itself: β·(mean log-prob per token), β = 2
+    assert logged["rewards/chosen"] < 0 and "logratio/chosen" not in logged
+
+
+def test_mixing_reference_free_and_reference_losses_is_allowed(make_model, tokenizer, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
+        trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["simpo", "sigmoid"])
+    assert trainer.ref_model is not None
+    assert any("the reference forward runs for the latter" in r.getMessage() for r in caplog.records)
+    assert "auto → copy" in caplog.text
+
+
+def test_kl_warn_warns_once(make_model, tokenizer, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
+        _train(make_model(), tokenizer, tmp_path, steps=4, learning_rate=0.5, kl_warn=1e-4)
+    assert sum("drifted from the reference" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}, "loss_weights"),
+        ({"loss_type": ["sigmoid"], "label_smoothing": 0.1}, "cdpo"),
+        ({"loss_type": ["simpo"], "loss_params": {"simpo": {"gama": 0.3}}}, "gamma"),
+        ({"loss_type": ["sigmoid"], "loss_params": {"simpo": {"gamma": 0.3}}}, "not in loss_type"),
+        ({"loss_type": ["sigmoid"], "beta": 0.0}, "beta"),
+        ({"loss_type": ["robust"], "label_smoothing": 0.5}, "[0, 0.5)"),
+        ({"loss_type": ["nca_pair"], "f_divergence_type": "forward_kl"}, "nca_pair"),
+        ({"loss_type": ["aot"], "use_weighting": True}, "use_weighting"),
+        ({"loss_type": ["sigmoid"], "reference": "none"}, "reference-free"),
+        ({"loss_type": ["exo_pair"], "label_smoothing": 0.0}, "label_smoothing > 0"),
+    ],
+)
+def test_bad_config_fails_before_anything_loads(overrides, message):
+    with pytest.raises(ConfigError, match=".*") as info:
+        DPOConfig(**config_kwargs(**overrides))
+    assert message in str(info.value)
+
+
+def test_unknown_loss_name_lists_the_closest():
+    with pytest.raises(UnknownNameError) as info:
+        DPOConfig(**config_kwargs(loss_type=["sigmod"]))
+    assert "Did you mean 'sigmoid'" in str(info.value) and "simpo" in str(info.value)
+
+
+def test_bf16_on_a_machine_without_support_says_what_to_set():
+    if torch.cuda.is_available():
+        pytest.skip("this machine supports bf16")
+    with pytest.raises(ConfigError, match="bf16: false"):
+        DPOConfig(output_dir="unused")
+
+
+def test_loss_param_precedence(make_model, tokenizer, tmp_path):
+    """loss_params > a DPOConfig field set explicitly > the loss's own default."""
+    assert DPOConfig(**config_kwargs(loss_type=["simpo"])).loss_mix().components[0].params == {"beta": 2.0, "gamma": 0.5}
+    assert DPOConfig(**config_kwargs(loss_type=["simpo"], beta=0.5)).loss_mix().components[0].params["beta"] == 0.5
+    mix = DPOConfig(**config_kwargs(loss_type=["simpo"], beta=0.5, loss_params={"simpo": {"beta": 3}})).loss_mix()
+    assert mix.components[0].params["beta"] == 3.0
+
+
+def test_dataset_without_preference_columns_names_the_columns(make_model, tokenizer, tmp_path):
+    bad = Dataset.from_list([{"question": "q", "answer": "a"}] * 4)
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path)))
+    with pytest.raises(ConfigError) as info:
+        DPOTrainer(make_model(), args=args, train_dataset=bad, processing_class=tokenizer)
+    assert "question" in str(info.value) and "answer" in str(info.value) and "chosen" in str(info.value)
+
+
+def test_training_refuses_data_with_errors(make_model, tokenizer, tmp_path):
+    rows = preference_dataset().to_list()
+    rows[2]["rejected"] = rows[2]["chosen"]
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="identical_pair"):
+        DPOTrainer(make_model(), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), allow_data_errors=True))
+    trainer = DPOTrainer(make_model(), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    assert [f.code for f in trainer.data_report.errors] == ["identical_pair"]
