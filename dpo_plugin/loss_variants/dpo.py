@@ -97,7 +97,9 @@ def discopop(
     """
     logits = beta * score_difference(logps, f_divergence_type, f_alpha_divergence_coef)
     weight = torch.sigmoid(logits / discopop_tau)
-    losses = -F.logsigmoid(logits) * (1 - weight) + torch.exp(-logits) * weight
+    # e^{−z}·w as exp(−z + log w): the same value, without inf·0 = NaN when z ≪ 0 (TRL's form overflows there)
+    exponential = torch.exp(-logits + F.logsigmoid(logits / discopop_tau))
+    losses = -F.logsigmoid(logits) * (1 - weight) + exponential
     return with_dpo_rewards(losses, logps, beta)
 
 
