@@ -92,13 +92,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DpoPluginError(f"{flag} must be a JSON object: {error}") from None
+    if not isinstance(value, dict):
+        raise DpoPluginError(f"{flag} must be a JSON object, got {text!r}.")
+    return value
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .trl.run import evaluate_saved_model
+
+    report = evaluate_saved_model(
+        args.model,
+        args.data,
+        reference=args.reference,
+        checks=args.checks,
+        judge=args.judge,
+        judge_params=_json_option(args.judge_params, "--judge-params"),
+        check_params=_json_option(args.check_params, "--check-params"),
+        output_dir=args.output_dir,
+        split=args.split,
+        beta=args.beta,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+    )
+    print(_checks_table(report))
+    print(f"Report: {args.output_dir}/eval/report.md")
+    return 1 if args.strict and not report["passed"] else 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from .data import load_preference_data
+    from .data_quality import check_data
+
+    dataset = load_preference_data(args.data, split=args.split)
+    tokenizer = None
+    if args.model:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    report = check_data(dataset, tokenizer=tokenizer, max_length=args.max_length if tokenizer else None)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return 0 if report.ok else 1
+
+
 def _checks_table(report: dict[str, Any]) -> str:
     rows = []
     for name, check in report["checks"].items():
         status = "skipped" if check.get("skipped") else ("passed" if check["passed"] else "FAILED")
         interval = check.get("interval")
         shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
-        rows.append((name, status, shown, check.get("threshold", "-"), check.get("skipped") or ""))
+        note = check.get("skipped") or "; ".join(check.get("details", {}).get("reasons", []))
+        rows.append((name, status, shown, check.get("threshold", "-"), note))
     verdict = "PASSED" if report["passed"] else "NOT PASSED"
     return _table(("check", "result", "95% interval", "threshold", "note"), rows) + f"\nOverall: {verdict}"
 
@@ -123,6 +173,30 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     train.set_defaults(func=cmd_train, takes_rest=True)
+
+    evaluate = sub.add_parser("evaluate", help="run the post-training checks on a saved model, without training")
+    evaluate.add_argument("--model", required=True, help="the trained model (hub id or folder)")
+    evaluate.add_argument("--reference", help="the reference model (hub id or folder); without it the checks are skipped")
+    evaluate.add_argument("--data", required=True, help="preference data: hub name, file or folder")
+    evaluate.add_argument("--split", default="test", help="the held-out split (default: test)")
+    evaluate.add_argument("--checks", nargs="+", default=["reward_margin", "win_rate"])
+    evaluate.add_argument("--judge", help="judge for win_rate: function, reward_model, llm, openai")
+    evaluate.add_argument("--judge-params", help='JSON, e.g. \'{"function": "module:attr"}\'')
+    evaluate.add_argument("--check-params", help='JSON, e.g. \'{"win_rate": {"max_new_tokens": 32}}\'')
+    evaluate.add_argument("--output-dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/")
+    evaluate.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards (as in training)")
+    evaluate.add_argument("--max-length", type=int, default=1024)
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    check = sub.add_parser("check-data", help="data-quality checks of a preference dataset (exit 1 on errors)")
+    check.add_argument("--data", required=True, help="hub name, file or folder")
+    check.add_argument("--split", default="train")
+    check.add_argument("--model", help="a model or tokenizer, to count pairs dropped or truncated at --max-length")
+    check.add_argument("--max-length", type=int, default=1024)
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.set_defaults(func=cmd_check_data)
     return parser
 
 

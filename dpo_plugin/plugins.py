@@ -45,6 +45,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dpo_plugin.reference.adapter",
     "dpo_plugin.reference.precomputed",
     "dpo_plugin.adapter_recipes.builtin",
+    "dpo_plugin.evaluation.judges.builtin",
+    "dpo_plugin.evaluation.checks.builtin",
 )
 
 

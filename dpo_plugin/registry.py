@@ -184,11 +184,13 @@ class CheckSpec(Spec):
     """A registered post-training check: ``obj(ctx: EvalContext, **check_params) -> CheckResult``.
 
     ``needs_judge``: the check compares generations with a judge (the config must name one);
-    ``needs_reference``: without a reference model the check is skipped with a reason.
+    ``needs_reference``: without a reference model the check is skipped with a reason;
+    ``settings``: a callable validating ``check_params`` (e.g. a dataclass), called before training.
     """
 
     needs_judge: bool = False
     needs_reference: bool = True
+    settings: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "needs_judge": self.needs_judge, "needs_reference": self.needs_reference}

@@ -95,11 +95,45 @@ class ReferenceStrategy:
         return self.name
 
 
+@contextlib.contextmanager
+def model_for_checks(trainer: Any, source: str | None, dtype: str | None = None) -> Iterator[Any]:
+    """A reference for the post-training checks when the strategy keeps none in memory.
+
+    ``source`` (``reference_params.model``) if given, else the folder the policy was loaded from
+    (its initial weights), else None. Loaded for the checks and freed afterwards.
+    """
+    import gc
+    import os
+
+    from .model import load_reference_model
+
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    initial = getattr(getattr(policy, "config", None), "_name_or_path", "") or ""
+    if source is None and os.path.isdir(initial) and os.path.realpath(initial) != os.path.realpath(trainer.args.output_dir):
+        source = initial
+    if source is None:
+        yield None
+        return
+    model = load_reference_model(source, policy=policy, dtype=dtype).to(trainer.accelerator.device)
+    try:
+        yield model
+    finally:
+        del model
+        gc.collect()
+
+
 class NoReference(ReferenceStrategy):
-    """No reference model, for reference-free losses (SimPO, CPO, ORPO, SFT)."""
+    """No reference model, for reference-free losses (SimPO, CPO, ORPO, SFT); the checks may name one (``model``)."""
 
     name = "none"
     provides_logps = False
+
+    def __init__(self, *, model: str | None = None):
+        super().__init__()
+        self.model = model
+
+    def generation_model(self) -> Iterator[Any]:  # type: ignore[override]
+        return model_for_checks(self.trainer, self.model)
 
     def prepare(self, policy: Any, *, needs_reference: bool = True, **kwargs: Any) -> Any:
         if needs_reference:
@@ -113,7 +147,7 @@ class NoReference(ReferenceStrategy):
         return None, None
 
     def describe(self) -> str:
-        return "none (reference-free)"
+        return "none (reference-free)" + (f"; checks compare with {self.model}" if self.model else "")
 
 
 def parameter_bytes(model: Any) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..registry import Register
-from .base import ReferenceStrategy
+from .base import ReferenceStrategy, model_for_checks
 from .model import frozen_copy, load_reference_model
 
 logger = logging.getLogger(__name__)
@@ -228,15 +228,13 @@ class PrecomputedReference(ReferenceStrategy):
 
     @contextlib.contextmanager
     def generation_model(self) -> Iterator[Any]:
-        if self.model is None:
-            yield None
+        """The model the cache was computed from: the PEFT policy with adapters off, or reloaded (model or initial path)."""
+        if self.adapters_off:
+            with self.trainer.adapters_off() as model:
+                yield model
             return
-        model = load_reference_model(self.model, policy=self.trainer.model, dtype=self.dtype)
-        try:
-            yield model.to(self.trainer.accelerator.device)
-        finally:
-            del model
-            gc.collect()
+        with model_for_checks(self.trainer, self.model, self.dtype) as model:
+            yield model
 
     def describe(self) -> str:
         return f"precomputed (reference log-probs of {self.source_name}, cached in {self.cache_dir})"

@@ -38,10 +38,16 @@ def check_params(names: list[str], params: dict[str, dict[str, Any]] | None, jud
         spec = registry[name]
         if spec.needs_judge and judge is None:
             raise ConfigError(f"Check {name!r} compares generations with a judge: set judge (e.g. judge: function).")
-        accepted = [p.name for p in list(inspect.signature(spec.obj).parameters.values())[1:]]
-        unknown = set((params or {}).get(name, {})) - set(accepted)
+        given = (params or {}).get(name, {})
+        parameters = list(inspect.signature(spec.settings or spec.obj).parameters.values())
+        if spec.settings is None:
+            parameters = parameters[1:]  # the EvalContext
+        accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = set(given) - set(accepted)
         if unknown:
             raise ConfigError(f"Check {name!r} does not take {sorted(unknown)}; it takes: {', '.join(accepted) or 'nothing'}.")
+        if spec.settings is not None:
+            spec.settings(**given)
 
 
 def _eval_split(trainer: Any) -> Any:
@@ -93,11 +99,11 @@ def build_eval_context(trainer: Any) -> EvalContext | None:
     def score_pairs(which: str) -> PairScores | None:
         if which == "policy":
             return _score(trainer, dataset, lambda batch: trainer.sequence_logps(trainer.model, batch))
+        if strategy.provides_logps and "ref_chosen_logps" in dataset.column_names:
+            return _score(trainer, dataset, strategy.logps)  # precomputed: the cached reference
         with strategy.generation_model() as reference:
             if reference is not None:
                 return _score(trainer, dataset, lambda batch: trainer.sequence_logps(reference, batch))
-        if strategy.provides_logps and "ref_chosen_logps" in dataset.column_names:
-            return _score(trainer, dataset, strategy.logps)
         return None
 
     @contextlib.contextmanager

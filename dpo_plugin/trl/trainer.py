@@ -24,7 +24,7 @@ import trl.trainer.dpo_trainer as trl_dpo
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import create_model_from_path, use_adapter
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, use_adapter
 
 from ..errors import ConfigError
 from ..plugins import adapters, reference_strategies
@@ -107,6 +107,13 @@ def _log_truncation(report: Any, prepared: Any, args: DPOConfig) -> None:
     for finding in findings:
         logger.warning("Data quality: %s", finding.message)
     report.findings.extend(findings)
+
+
+def _ensure_fused_head(model: Any) -> None:
+    """Give a model TRL's fused log-prob head if it has none yet (e.g. a reference reloaded for the checks)."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    if "forward" not in base.__dict__:  # TRL's patch replaces forward on the instance
+        add_fused_lm_head(base)
 
 
 class _ReferenceCallback(TrainerCallback):
@@ -293,6 +300,7 @@ class DPOTrainer(trl.DPOTrainer):
         ``model`` (a PEFT policy) with its adapters disabled, or with the frozen "ref" adapter when
         training an existing adapter.
         """
+        _ensure_fused_head(self.accelerator.unwrap_model(model))
         model_kwargs = {k: v for k, v in inputs.items() if k not in NON_MODEL_KEYS}
         model_kwargs["use_cache"] = False
         completion_mask = inputs["completion_mask"]

@@ -1,0 +1,1 @@
+"""Built-in post-training checks: ``check(ctx: EvalContext, **check_params) -> CheckResult``."""
