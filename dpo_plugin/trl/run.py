@@ -238,13 +238,15 @@ def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
 
 def run_training(request: TrainRequest) -> TrainResult:
     """Load data and model, train, save, and run the requested post-training checks."""
+    from ..smollm import resolve_model_name
     from .trainer import DPOTrainer
 
     config = request.config
     _apply_model_config_adapter(request)
     config.model_init_kwargs = _model_init_kwargs(request)
     train, evaluation = load_datasets(request)
-    trainer = DPOTrainer(model=request.model.model_name_or_path, args=config, train_dataset=train, eval_dataset=evaluation)
+    model = resolve_model_name(request.model.model_name_or_path)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model(config.output_dir)
     trainer.state.save_to_json(str(Path(config.output_dir) / "trainer_state.json"))
@@ -275,8 +277,10 @@ def evaluate_saved_model(
     import torch
 
     from ..data import load_preference_data
+    from ..smollm import resolve_model_name
     from .trainer import DPOTrainer
 
+    model, reference = resolve_model_name(model), reference and resolve_model_name(reference)
     held_out = load_preference_data(data, split=split)
     with_reference = (
         {"reference": "path", "reference_params": {"model": reference}, "beta": beta, "loss_type": ["sigmoid"]}
