@@ -136,7 +136,13 @@ def cmd_check_data(args: argparse.Namespace) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-    report = check_data(dataset, tokenizer=tokenizer, max_length=args.max_length if tokenizer else None)
+    logging.getLogger("dpo_plugin.data_quality").setLevel(logging.ERROR)  # the table shows the warnings
+    report = check_data(
+        dataset,
+        tokenizer=tokenizer,
+        max_length=args.max_length if tokenizer else None,
+        truncation_mode=args.truncation_mode,
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0 if report.ok else 1
 
@@ -195,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--split", default="train")
     check.add_argument("--model", help="a model or tokenizer, to count pairs dropped or truncated at --max-length")
     check.add_argument("--max-length", type=int, default=1024)
+    check.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=cmd_check_data)
     return parser

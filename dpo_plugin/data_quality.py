@@ -1,32 +1,48 @@
 """Data-quality checks for preference data, run by ``dpo-plugin check-data`` and before every training run.
 
 "Watch your dataset quality like a hawk": each finding has a code, a severity (errors stop
-training unless ``allow_data_errors``; warnings are logged), a count and a few example rows.
+training unless ``allow_data_errors: true``; warnings are logged), a count and a few example
+rows. Rows are read as TRL 1.16's DPOTrainer reads them (implicit prompts extracted with TRL's
+``extract_prompt``, tokenised with TRL's own helpers), so the counts match what training sees.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+import textwrap
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .data import MESSAGES, validate_preference_columns, value_format
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-ROLES = {"system", "user", "assistant", "tool"}
+ROLES = ("system", "developer", "user", "assistant", "tool")
+PARTS = ("prompt", "chosen", "rejected")
+TEMPLATE_COLUMNS = ("tools", "chat_template_kwargs")  # per-row chat-template arguments TRL passes on
+TRUNCATION_MODES = ("keep_start", "keep_end")
 MAX_EXAMPLES = 3
+EXCERPT_WIDTH = 60
+
+MISSING = "Missing or empty prompt, chosen or rejected: TRL cannot train on these rows."
+WRONG_TYPE = "Wrong value type: every row needs text, or lists of {role, content} messages, like the first row."
+MALFORMED = "Malformed message: each message must be a mapping with 'role' and 'content'."
+UNKNOWN_ROLE = f"Unknown message role (known roles: {', '.join(ROLES)})."
+EMPTY_CONTENT = "Empty message content."
+NOT_ASSISTANT = "Chosen or rejected does not end with an assistant message (the turn DPO trains on)."
 
 
 @dataclass
 class Finding:
-    """One problem found in the data: how many rows have it, and a few of them."""
+    """One kind of problem: how many rows have it, and up to ``MAX_EXAMPLES`` of them (``{"row", "excerpt"}``)."""
 
     code: str
-    severity: str
+    severity: str  # "error" or "warning"
     message: str
     count: int
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -49,79 +65,204 @@ class DataReport:
 
     @property
     def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "ok": self.ok, "findings": [asdict(f) for f in self.findings]}
+        return {
+            "rows": self.rows,
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "findings": [asdict(f) for f in self.findings],
+        }
 
     def format_table(self) -> str:
-        """A plain-text table: severity, code, count, message, example rows."""
+        """A plain-text table (severity, code, count, message, examples), errors first."""
         if not self.findings:
             return f"{self.rows} pairs: no problems found."
-        rows = [("severity", "code", "count", "message", "examples")]
-        for f in self.findings:
-            examples = "; ".join(f"row {e['row']}: {e['excerpt']}" if "row" in e else str(e) for e in f.examples)
-            rows.append((f.severity, f.code, str(f.count), f.message, examples))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
-        lines.insert(1, "-" * (sum(widths) + 8 + len("examples")))
-        return f"{self.rows} pairs, {len(self.errors)} error(s), {len(self.warnings)} warning(s)\n" + "\n".join(lines)
+        summary = f"{self.rows} pairs: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        header = [["severity"], ["code"], ["count"], ["message"], ["examples"]]
+        body = [
+            [
+                [f.severity],
+                [f.code],
+                [str(f.count)],
+                textwrap.wrap(f.message, 60),
+                [f"row {e['row']}: {e['excerpt']}" for e in f.examples] or ["-"],
+            ]
+            for f in sorted(self.findings, key=lambda f: f.severity != "error")
+        ]
+        widths = [max(len(line) for row in [header, *body] for line in row[i]) for i in range(5)]
+
+        def render(row: list[list[str]]) -> list[str]:
+            height = max(len(cell) for cell in row)
+            return [
+                "  ".join((cell[k] if k < len(cell) else "").ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+                for k in range(height)
+            ]
+
+        lines = render(header) + ["  ".join("-" * w for w in widths)]
+        for row in body:
+            lines += render(row)
+        return summary + "\n" + "\n".join(lines)
 
 
-def _text(value: Any) -> str:
-    """The text of a plain string or of a list of chat messages."""
+def _row_list(finding: Finding) -> str:
+    """`` Rows 3, 4, 5, ….`` for a finding with examples (the ellipsis when it has more rows)."""
+    if not finding.examples:
+        return ""
+    more = ", …" if finding.count > len(finding.examples) else ""
+    return f" Rows {', '.join(str(e['row']) for e in finding.examples)}{more}."
+
+
+def ensure_clean(report: DataReport, *, allow_errors: bool = False) -> None:
+    """Raise a ConfigError summarising the report's errors; with ``allow_errors`` log them instead."""
+    if report.ok:
+        return
+    summary = " ".join(f"[{f.code}, {f.count} row(s)] {f.message}{_row_list(f)}" for f in report.errors)
+    if allow_errors:
+        logger.warning("Training despite data errors (allow_data_errors: true): %s", summary)
+        return
+    raise ConfigError(
+        f"The training data has errors. {summary} Run `dpo-plugin check-data` to see them, fix the data, or set "
+        "allow_data_errors: true to train anyway."
+    )
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A usable row, with the prompt made explicit as TRL does (``extra``: its per-row chat-template arguments)."""
+
+    row: int
+    prompt: Any
+    chosen: Any
+    rejected: Any
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a row is unusable: a finding code, its generic message and this row's detail."""
+
+    code: str
+    message: str
+    detail: str
+
+
+def text_of(value: Any) -> str:
+    """The text of a string or of a list of messages (their contents, one per line)."""
     if isinstance(value, list):
-        return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in value)
+        return "\n".join(_content_text(m.get("content")) if isinstance(m, dict) else str(m) for m in value)
     return "" if value is None else str(value)
 
 
-def _excerpt(value: Any, width: int = 60) -> str:
-    text = " ".join(_text(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a multimodal content list."""
+    if isinstance(content, list):
+        return " ".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
 
 
-def _finding(code: str, severity: str, message: str, rows: Sequence[int], excerpts: dict[int, Any]) -> Finding:
-    examples = [{"row": r, "excerpt": _excerpt(excerpts.get(r, ""))} for r in rows[:MAX_EXAMPLES]]
-    return Finding(code, severity, message, len(rows), examples)
-
-
-def _format_problem(value: Any, part: str, conversational: bool) -> str | None:
-    """Why a conversational field is malformed (None when it is fine)."""
-    if not conversational:
-        return None if isinstance(value, str) else f"{part} is {type(value).__name__}, not text"
-    if not isinstance(value, list):
-        return f"{part} is {type(value).__name__}, not a list of messages"
-    for message in value:
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            return f"{part} has a message that is not a {{role, content}} mapping"
-        if message["role"] not in ROLES:
-            return f"{part} has an unknown role {message['role']!r}"
-    if part in ("chosen", "rejected") and value and value[-1].get("role") != "assistant":
-        return f"{part} does not end with an assistant message"
-    return None
-
-
-def _empty(value: Any) -> bool:
-    if value is None:
-        return True
+def _excerpt(value: Any) -> str:
     if isinstance(value, list):
-        return not value or all(not str(m.get("content", "")).strip() for m in value if isinstance(m, dict))
-    return not str(value).strip()
+        value = " / ".join(
+            f"{m.get('role')}: {_content_text(m.get('content'))}" if isinstance(m, dict) else str(m) for m in value
+        )
+    text = " ".join(text_of(value).split())
+    return text if len(text) <= EXCERPT_WIDTH else text[: EXCERPT_WIDTH - 1] + "…"
+
+
+NON_WORD = re.compile(r"[\W_]+")
 
 
 def _normalised(text: str) -> str:
-    return re.sub(r"\W+", " ", text.lower()).strip()
+    """Lower case, punctuation and runs of whitespace collapsed to one space."""
+    return NON_WORD.sub(" ", text.casefold()).strip()
 
 
-def _rows(dataset: Any) -> Iterable[dict[str, Any]]:
-    """Rows with an explicit prompt (TRL's extract_prompt for implicit-prompt data)."""
-    from trl.data_utils import extract_prompt
+def _hashable(value: Any) -> str:
+    """A string standing for a text or a list of messages, equal exactly when the values are equal."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
-    implicit = "prompt" not in dataset.column_names
-    for row in dataset:
-        if implicit and isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list):
-            row = {**row, **extract_prompt(row)}
-        yield row
+
+def _read_rows(dataset: Any) -> list[dict[str, Any]]:
+    """Rows as dicts of the columns that matter (a ``Dataset`` is read column-wise, which is much faster)."""
+    from datasets import Dataset
+
+    if isinstance(dataset, Dataset):
+        present = [c for c in (*PARTS, *TEMPLATE_COLUMNS) if c in dataset.column_names]
+        columns = dataset.select_columns(present).with_format(None).to_dict()
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+    return [dict(row) for row in dataset]
+
+
+def _message_problem(messages: list[Any], part: str) -> Problem | None:
+    """The first structural problem of a list of chat messages, if any."""
+    for position, message in enumerate(messages):
+        where = f"{part}[{position}]"
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            shown = f"has keys {sorted(message)}" if isinstance(message, dict) else f"is {type(message).__name__}"
+            return Problem("format_error", MALFORMED, f"{where} {shown}")
+        if message["role"] not in ROLES:
+            return Problem("format_error", UNKNOWN_ROLE, f"{where} has role {message['role']!r}")
+        if not _content_text(message["content"]).strip() and not message.get("tool_calls"):
+            return Problem("format_error", EMPTY_CONTENT, f"{where} ({message['role']}) is empty")
+    if part != "prompt" and messages[-1]["role"] != "assistant":
+        return Problem("format_error", NOT_ASSISTANT, f"{part} ends with a {messages[-1]['role']} message")
+    return None
+
+
+def _part_problem(value: Any, part: str, data_format: str) -> Problem | None:
+    if value is None or (isinstance(value, (str, list)) and not value):
+        return Problem("missing_field", MISSING, f"{part} is {'missing' if value is None else 'empty'}")
+    if isinstance(value, str) and not value.strip():
+        return Problem("missing_field", MISSING, f"{part} is blank")
+    if isinstance(value, list) and data_format == MESSAGES:
+        return _message_problem(value, part)
+    found = value_format(value)
+    if found != data_format:
+        return Problem(
+            "format_error", WRONG_TYPE, f"{part} is {found or type(value).__name__} but the data holds {data_format}"
+        )
+    return None
+
+
+def _pair_or_problem(index: int, row: dict[str, Any], data_format: str) -> Pair | Problem:
+    """A usable pair (implicit prompt extracted with TRL's ``extract_prompt``), or why the row is unusable."""
+    implicit = "prompt" not in row
+    for part in PARTS[1:] if implicit else PARTS:
+        problem = _part_problem(row.get(part), part, data_format)
+        if problem:
+            return problem
+    parts = row
+    if implicit:
+        from trl.data_utils import extract_prompt  # imported only for implicit-prompt data: it is slow to import
+
+        parts = extract_prompt(row)
+        if not parts["prompt"]:
+            return Problem(
+                "missing_field", MISSING, "prompt is empty: chosen and rejected share no beginning (implicit prompt)"
+            )
+    extra = {name: row[name] for name in TEMPLATE_COLUMNS if row.get(name) is not None}
+    return Pair(index, parts["prompt"], parts["chosen"], parts["rejected"], extra)
+
+
+def read_pairs(dataset: Any) -> tuple[list[Pair], dict[int, Problem]]:
+    """The usable pairs of a dataset, as TRL reads them, and the problem of each other row (by row number)."""
+    data_format = validate_preference_columns(dataset)
+    pairs, problems = [], {}
+    for index, row in enumerate(_read_rows(dataset)):
+        outcome = _pair_or_problem(index, row, data_format)
+        if isinstance(outcome, Problem):
+            problems[index] = outcome
+        else:
+            pairs.append(outcome)
+    return pairs, problems
+
+
+def _finding(code: str, severity: str, message: str, rows: Sequence[int], excerpt: Callable[[int], str]) -> Finding:
+    return Finding(code, severity, message, len(rows), [{"row": r, "excerpt": excerpt(r)} for r in rows[:MAX_EXAMPLES]])
 
 
 def check_data(
@@ -132,113 +273,205 @@ def check_data(
     truncation_mode: str = "keep_start",
     min_pairs: int = 100,
     min_prompt_diversity: float = 0.2,
+    length_bias_threshold: float = 0.8,
+    significance: float = 0.05,
 ) -> DataReport:
-    """Check a preference dataset (standard or conversational, explicit or implicit prompt).
+    """Check a preference dataset (``Dataset``, ``IterableDataset`` or list of row dicts) and report findings.
 
-    With a tokenizer and ``max_length``, also counts the pairs TRL would drop (prompt alone fills
-    max_length) and the completions it would truncate, tokenising as TRL does.
+    Errors: missing/empty fields, malformed conversations, chosen identical to rejected, no pairs.
+    Warnings: exact and near duplicates, contradictory pairs, near-identical chosen/rejected, fewer
+    than ``min_pairs`` pairs, distinct prompts below ``min_prompt_diversity`` of the pairs, and a
+    length bias (chosen longer than rejected in more than ``length_bias_threshold`` or less than
+    ``1 - length_bias_threshold`` of the pairs, two-sided binomial test at ``significance``). With a
+    tokenizer lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt alone
+    fills ``max_length`` under ``keep_start``) and the pairs it truncates.
     """
-    from scipy.stats import binomtest
-
-    findings: list[Finding] = []
-    rows = list(_rows(dataset))
-    report = DataReport(len(rows))
-    if not rows:
-        report.findings.append(Finding("too_few_pairs", "error", "The dataset has no pairs.", 0))
-        return report
-    conversational = isinstance(rows[0].get("chosen"), list)
-    missing, identical, malformed, mixed = [], [], defaultdict(list), []
-    exact: dict[str, list[int]] = defaultdict(list)
-    near: dict[str, list[int]] = defaultdict(list)
-    prompts: set[str] = set()
-    chosen_longer = comparable = 0
-    for index, row in enumerate(rows):
-        parts = {part: row.get(part) for part in ("prompt", "chosen", "rejected")}
-        if any(isinstance(v, list) != conversational for v in (parts["chosen"], parts["rejected"]) if v is not None):
-            mixed.append(index)
-            continue
-        if any(_empty(v) for v in parts.values()):
-            missing.append(index)
-            continue
-        problem = next((p for part, v in parts.items() if (p := _format_problem(v, part, conversational))), None)
-        if problem:
-            malformed[problem].append(index)
-            continue
-        prompt, chosen, rejected = (_text(parts[p]) for p in ("prompt", "chosen", "rejected"))
-        if chosen == rejected:
-            identical.append(index)
-        exact[repr((prompt, chosen, rejected))].append(index)
-        near[repr((_normalised(prompt), _normalised(chosen), _normalised(rejected)))].append(index)
-        prompts.add(prompt)
-        if len(chosen) != len(rejected):
-            comparable += 1
-            chosen_longer += len(chosen) > len(rejected)
-
-    excerpts = {i: rows[i].get("chosen") for i in range(len(rows))}
-    if mixed:
-        findings.append(_finding("mixed_format", "error", "Some rows are conversational (message lists), others plain text; use one format.", mixed, excerpts))
-    if missing:
-        findings.append(_finding("missing_field", "error", "Missing or empty prompt, chosen or rejected.", missing, excerpts))
-    for problem, indices in malformed.items():
-        findings.append(_finding("format_error", "error", f"Conversational format error: {problem}.", indices, excerpts))
-    if identical:
-        findings.append(_finding("identical_pair", "error", "Chosen is identical to rejected: the pair carries no preference.", identical, excerpts))
-    duplicates = [i for group in exact.values() for i in group[1:]]
-    if duplicates:
-        findings.append(_finding("duplicate_pair", "warning", "Exact duplicate pairs (each repeat weighs the pair more).", duplicates, excerpts))
-    exact_rows = {i for group in exact.values() if len(group) > 1 for i in group}
-    near_duplicates = [i for group in near.values() if len(group) > 1 for i in group[1:] if i not in exact_rows]
-    if near_duplicates:
-        findings.append(_finding("near_duplicate", "warning", "Near-duplicate pairs (same text up to case, spacing and punctuation).", near_duplicates, excerpts))
-    valid = len(rows) - len(missing) - len(mixed) - sum(len(v) for v in malformed.values())
-    if valid < min_pairs:
-        findings.append(Finding("too_few_pairs", "warning", f"Only {valid} usable pairs (fewer than {min_pairs}): expect noisy training.", valid))
-    if valid and len(prompts) / valid < min_prompt_diversity:
-        findings.append(
-            Finding("low_prompt_diversity", "warning", f"Only {len(prompts)} distinct prompts for {valid} pairs ({len(prompts) / valid:.0%}).", len(prompts))
-        )
-    if comparable >= 10:
-        share = chosen_longer / comparable
-        p_value = binomtest(chosen_longer, comparable, 0.5).pvalue
-        if (share >= 0.8 or share <= 0.2) and p_value < 0.05:
-            findings.append(
-                Finding(
-                    "length_bias",
-                    "warning",
-                    f"Chosen is longer than rejected in {share:.0%} of pairs (binomial p={p_value:.2g}): the model may "
-                    "learn length rather than quality (consider rdpo, sigmoid_norm, ld_alpha or rebalancing the data).",
-                    chosen_longer,
-                )
+    if truncation_mode not in TRUNCATION_MODES:
+        raise ConfigError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}.")
+    if max_length is not None and (tokenizer is None or max_length < 1):
+        raise ConfigError("max_length needs a tokenizer (to count tokens as TRL does) and must be a positive integer.")
+    pairs, problems = read_pairs(dataset)
+    by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for row, problem in problems.items():
+        by_kind[(problem.code, problem.message)].append(row)
+    findings = [
+        _finding(code, "error", message, rows, lambda row: problems[row].detail)
+        for (code, message), rows in by_kind.items()
+    ]
+    findings += _pair_findings(pairs, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
+    if tokenizer is not None and pairs:
+        prompt_lens, chosen_lens, rejected_lens = token_lengths(pairs, tokenizer)
+        lengths, unit = list(zip(chosen_lens, rejected_lens)), "tokens"
+        if max_length is not None:
+            findings += token_findings(
+                prompt_lens,
+                chosen_lens,
+                rejected_lens,
+                max_length=max_length,
+                truncation_mode=truncation_mode,
+                rows=[p.row for p in pairs],
             )
-    if tokenizer is not None and max_length is not None:
-        lengths = token_lengths(rows, tokenizer)
-        findings.extend(token_findings(*lengths, max_length=max_length, truncation_mode=truncation_mode))
-    report.findings = findings
+    else:
+        lengths, unit = [(len(text_of(p.chosen)), len(text_of(p.rejected))) for p in pairs], "characters"
+    bias = _length_bias(pairs, lengths, unit, threshold=length_bias_threshold, significance=significance)
+    findings += [bias] if bias else []
+    report = DataReport(len(pairs) + len(problems), findings)
     for finding in report.warnings:
-        logger.warning("Data quality: %s (%d).", finding.message, finding.count)
+        logger.warning("Data quality, %s (%d): %s", finding.code, finding.count, finding.message)
     return report
 
 
-def token_lengths(rows: Sequence[dict[str, Any]], tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
-    """Token counts of prompt, chosen and rejected per row, tokenised as TRL 1.16 does (EOS added to plain text)."""
-    from trl.data_utils import _tokenize, common_prefix_length
-
-    prompt_lens, chosen_lens, rejected_lens = [], [], []
-    eos = tokenizer.eos_token or ""
-    for row in rows:
-        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
-        if isinstance(chosen, list):
-            prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
-            with_chosen = _tokenize(tokenizer, prompt + chosen)["input_ids"]
-            with_rejected = _tokenize(tokenizer, prompt + rejected)["input_ids"]
+def _pair_findings(pairs: Sequence[Pair], *, min_pairs: int, min_prompt_diversity: float) -> list[Finding]:
+    """Findings on the usable pairs' texts: identical, duplicate and contradictory pairs, size, prompt diversity."""
+    by_row = {p.row: p for p in pairs}
+    identical, near_identical, duplicates, near_duplicates, contradictions = [], [], [], [], []
+    first_of: dict[tuple[str, str, str], int] = {}  # (prompt, chosen, rejected) → first row
+    near_groups: defaultdict[tuple[str, ...], dict] = defaultdict(dict)  # normalised texts → {exact: first row}
+    prompts: Counter[str] = Counter()
+    prompt_rows: dict[str, int] = {}
+    for pair in pairs:
+        prompt, chosen, rejected = (_hashable(part) for part in (pair.prompt, pair.chosen, pair.rejected))
+        normalised = tuple(_normalised(text_of(part)) for part in (pair.prompt, pair.chosen, pair.rejected))
+        if chosen == rejected:
+            identical.append(pair.row)
+        elif normalised[1] == normalised[2]:
+            near_identical.append(pair.row)
+        exact, swapped = (prompt, chosen, rejected), (prompt, rejected, chosen)
+        if exact in first_of:
+            duplicates.append((pair.row, first_of[exact]))
         else:
-            prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
-            with_chosen = _tokenize(tokenizer, prompt + chosen + ("" if chosen.endswith(eos) else eos))["input_ids"]
-            with_rejected = _tokenize(tokenizer, prompt + rejected + ("" if rejected.endswith(eos) else eos))["input_ids"]
-        start = min(common_prefix_length(prompt_ids, with_chosen), common_prefix_length(prompt_ids, with_rejected))
+            first_of[exact] = pair.row
+            if swapped in first_of and swapped != exact:
+                contradictions.append((pair.row, first_of[swapped]))
+            group = near_groups[normalised]
+            if group:
+                near_duplicates.append((pair.row, next(iter(group.values()))))
+            group[exact] = pair.row
+        prompts[prompt] += 1
+        prompt_rows.setdefault(prompt, pair.row)
+
+    def of(row: int) -> str:
+        return _excerpt(by_row[row].chosen)
+
+    def like(found: list[tuple[int, int]], relation: str) -> Callable[[int], str]:
+        earlier = dict(found)
+        return lambda row: f"{relation} row {earlier[row]}: {of(row)}"
+
+    kinds = [
+        ("identical_pair", "error", "Chosen is identical to rejected: the pair carries no preference.", identical, of),
+        (
+            "near_identical_pair",
+            "warning",
+            "Chosen and rejected differ only in case, spacing or punctuation: a weak or accidental preference.",
+            near_identical,
+            of,
+        ),
+        (
+            "duplicate_pair",
+            "warning",
+            "Exact duplicate pairs: each repeat weighs the pair more in training.",
+            [row for row, _ in duplicates],
+            like(duplicates, "same as"),
+        ),
+        (
+            "near_duplicate",
+            "warning",
+            "Near-duplicate pairs: the same texts up to case, spacing and punctuation.",
+            [row for row, _ in near_duplicates],
+            like(near_duplicates, "like"),
+        ),
+        (
+            "contradictory_pair",
+            "warning",
+            "Contradictory pairs: the same prompt and answers, chosen and rejected swapped; their gradients cancel.",
+            [row for row, _ in contradictions],
+            like(contradictions, "swaps"),
+        ),
+    ]
+    findings = [_finding(*kind) for kind in kinds if kind[3]]
+    if not pairs:
+        findings.append(Finding("too_few_pairs", "error", "The dataset has no usable pairs.", 0))
+    elif len(pairs) < min_pairs:
+        message = f"Only {len(pairs)} usable pairs (fewer than {min_pairs}): expect noisy training and checks."
+        findings.append(Finding("too_few_pairs", "warning", message, len(pairs)))
+    if pairs and len(prompts) / len(pairs) < min_prompt_diversity:
+        message = (
+            f"Low prompt diversity: {len(prompts)} distinct prompts for {len(pairs)} pairs "
+            f"({len(prompts) / len(pairs):.0%}, below {min_prompt_diversity:.0%}); the model sees few situations."
+        )
+        examples = [
+            {"row": prompt_rows[key], "excerpt": f"{n} pairs: {_excerpt(by_row[prompt_rows[key]].prompt)}"}
+            for key, n in prompts.most_common(MAX_EXAMPLES)
+        ]
+        findings.append(Finding("low_prompt_diversity", "warning", message, len(prompts), examples))
+    return findings
+
+
+def _length_bias(
+    pairs: Sequence[Pair], lengths: Sequence[tuple[int, int]], unit: str, *, threshold: float, significance: float
+) -> Finding | None:
+    """Chosen longer than rejected in a share of the pairs (ties left out) beyond ``threshold`` or below its
+    complement, and significantly different from ½ by a two-sided exact binomial (sign) test."""
+    from scipy.stats import binomtest
+
+    longer = [p.row for p, (c, r) in zip(pairs, lengths) if c > r]
+    shorter = [p.row for p, (c, r) in zip(pairs, lengths) if c < r]
+    untied = len(longer) + len(shorter)
+    if not untied:
+        return None
+    share = len(longer) / untied
+    p_value = binomtest(len(longer), untied, 0.5).pvalue
+    if not (share > threshold or share < 1 - threshold) or p_value >= significance:
+        return None
+    rows, word, lesson = (
+        (longer, "longer", "longer is better") if share > 0.5 else (shorter, "shorter", "shorter is better")
+    )
+    length = {p.row: n for p, n in zip(pairs, lengths)}
+    return _finding(
+        "length_bias",
+        "warning",
+        f"Chosen is {word} than rejected in {len(rows)} of {untied} pairs of different length "
+        f"({len(rows) / untied:.0%}, in {unit}; binomial test p={p_value:.2g}): the model may learn that {lesson} "
+        "rather than what makes an answer good. Consider a length-normalised loss (sigmoid_norm, simpo), rdpo, "
+        "TRL's ld_alpha, or rebalancing the data.",
+        rows,
+        lambda row: f"chosen {length[row][0]} vs rejected {length[row][1]} {unit}",
+    )
+
+
+def token_lengths(pairs: Sequence[Pair], tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+    """Token counts of prompt, chosen and rejected per pair, tokenised as TRL 1.16's ``DPOTrainer._prepare_dataset``.
+
+    Conversational pairs go through the chat template (the prompt with the generation prompt);
+    plain-text completions get the EOS token appended. The completion starts where the tokenised
+    prompt and prompt+completion diverge (TRL's ``common_prefix_length``).
+    """
+    from trl.data_utils import _tokenize, common_prefix_length, is_conversational
+
+    eos = tokenizer.eos_token or ""
+    prompt_lens, chosen_lens, rejected_lens = [], [], []
+    for pair in pairs:
+        example = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+        if is_conversational(example):
+            tools = pair.extra.get("tools")
+            kwargs = {
+                "tools": json.loads(tools) if isinstance(tools, str) else tools,
+                **pair.extra.get("chat_template_kwargs", {}),
+            }
+            prompt_ids = _tokenize(tokenizer, pair.prompt, add_generation_prompt=True, **kwargs)["input_ids"]
+            chosen_ids, rejected_ids = (
+                _tokenize(tokenizer, pair.prompt + c, **kwargs)["input_ids"] for c in (pair.chosen, pair.rejected)
+            )
+        else:
+            prompt_ids = _tokenize(tokenizer, pair.prompt)["input_ids"]
+            chosen_ids, rejected_ids = (
+                _tokenize(tokenizer, pair.prompt + c + ("" if c.endswith(eos) else eos))["input_ids"]
+                for c in (pair.chosen, pair.rejected)
+            )
+        start = min(common_prefix_length(prompt_ids, chosen_ids), common_prefix_length(prompt_ids, rejected_ids))
         prompt_lens.append(start)
-        chosen_lens.append(len(with_chosen) - start)
-        rejected_lens.append(len(with_rejected) - start)
+        chosen_lens.append(len(chosen_ids) - start)
+        rejected_lens.append(len(rejected_ids) - start)
     return prompt_lens, chosen_lens, rejected_lens
 
 
@@ -249,50 +482,45 @@ def token_findings(
     *,
     max_length: int,
     truncation_mode: str = "keep_start",
+    rows: Sequence[int] | None = None,
 ) -> list[Finding]:
-    """Pairs TRL drops (prompt alone fills max_length, keep_start) and completions it truncates."""
+    """What TRL 1.16 does to over-long pairs (``rows``: their row numbers, by default 0, 1, …).
+
+    ``keep_start``: a pair whose prompt alone has ``max_length`` tokens or more is dropped; one with
+    prompt + longer completion above ``max_length`` loses the end of its completion. ``keep_end``
+    keeps the last ``max_length`` tokens, so such a pair loses the beginning of its prompt.
+    """
+    rows = list(range(len(prompt_lens))) if rows is None else list(rows)
+    longest = [max(c, r) for c, r in zip(chosen_lens, rejected_lens)]
+    position = {row: i for i, row in enumerate(rows)}
+
+    def sizes(row: int) -> str:
+        i = position[row]
+        return f"prompt {prompt_lens[i]} + chosen {chosen_lens[i]} / rejected {rejected_lens[i]} tokens"
+
+    over = [row for row, p, n in zip(rows, prompt_lens, longest) if p + n > max_length]
+    if truncation_mode == "keep_end":
+        message = (
+            f"Pairs longer than max_length={max_length} tokens: truncation_mode=keep_end cuts their beginning, so "
+            "the model sees the answers without the start of the prompt (or without any prompt)."
+        )
+        return [_finding("truncated_prompt", "warning", message, over, sizes)] if over else []
+    dropped = [row for row, p in zip(rows, prompt_lens) if p >= max_length]
+    truncated = [row for row in over if prompt_lens[position[row]] < max_length]
     findings = []
-    dropped = [i for i, p in enumerate(prompt_lens) if truncation_mode == "keep_start" and p >= max_length]
     if dropped:
-        findings.append(
-            Finding(
-                "prompt_too_long",
-                "warning",
-                f"{len(dropped)} pairs have a prompt of max_length={max_length} tokens or more: TRL drops them.",
-                len(dropped),
-                [{"row": i, "excerpt": f"{prompt_lens[i]} prompt tokens"} for i in dropped[:MAX_EXAMPLES]],
-            )
+        every = len(dropped) == len(rows)
+        message = (
+            f"{len(dropped)} of {len(rows)} pairs have a prompt of max_length={max_length} tokens or more: TRL "
+            "drops them (truncation_mode=keep_start)"
+            + (", leaving nothing to train on." if every else ".")
+            + " Raise max_length or shorten the prompts."
         )
-    kept = set(range(len(prompt_lens))) - set(dropped)
-    truncated = [
-        i for i in sorted(kept) if prompt_lens[i] + max(chosen_lens[i], rejected_lens[i]) > max_length
-    ]
+        findings.append(_finding("prompt_too_long", "error" if every else "warning", message, dropped, sizes))
     if truncated:
-        findings.append(
-            Finding(
-                "truncated_completion",
-                "warning",
-                f"{len(truncated)} pairs exceed max_length={max_length} tokens: their completions are truncated "
-                "(the model never sees how they end).",
-                len(truncated),
-                [
-                    {"row": i, "excerpt": f"{prompt_lens[i]}+{max(chosen_lens[i], rejected_lens[i])} tokens"}
-                    for i in truncated[:MAX_EXAMPLES]
-                ],
-            )
+        message = (
+            f"Pairs longer than max_length={max_length} tokens: TRL cuts the end of their chosen or rejected "
+            "completion, so the model never sees how it ends (which may be where the preference lies)."
         )
+        findings.append(_finding("truncated_completion", "warning", message, truncated, sizes))
     return findings
-
-
-def ensure_clean(report: DataReport, *, allow_errors: bool = False) -> None:
-    """Raise a ConfigError summarising the errors, unless ``allow_errors`` (then they are logged)."""
-    if report.ok:
-        return
-    summary = "; ".join(f"{f.code}: {f.count} ({f.message})" for f in report.errors)
-    if allow_errors:
-        logger.warning("Training despite data errors (allow_data_errors: true): %s", summary)
-        return
-    raise ConfigError(
-        f"The training data has errors: {summary}. Run `dpo-plugin check-data` for the rows, fix the data, or set "
-        "allow_data_errors: true to train anyway."
-    )

@@ -84,5 +84,5 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="No such file"):
         load_datasets(request)
     request = parse_train_args(["--config", _yaml(tmp_path, dataset_name="someone/not-a-dataset")])
-    with pytest.raises(ConfigError, match="Cannot load the dataset 'someone/not-a-dataset'"):
+    with pytest.raises(ConfigError, match="'someone/not-a-dataset' is not in the local cache and the Hugging Face Hub is offline"):
         load_datasets(request)

@@ -1,16 +1,26 @@
-"""Preference-data loading (files, folders, hub names) and column validation."""
+"""Preference-data loading (files, folders, saved datasets, hub names), split selection and column validation."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import subprocess
+import sys
+import threading
 
 import pytest
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from dpo_plugin.data import load_preference_data, train_eval_splits, validate_preference_columns
 from dpo_plugin.errors import ConfigError
 
 ROWS = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(10)]
+USER, ASSISTANT = "user", "assistant"
+
+
+def _messages(*turns: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content in turns]
 
 
 def _write(path, rows=ROWS):
@@ -25,47 +35,219 @@ def _write(path, rows=ROWS):
     return path
 
 
+def _without_chained_traceback(error: BaseException) -> bool:
+    """No datasets traceback is printed under the ConfigError (no cause, and no context or one suppressed)."""
+    return error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet", ".csv"])
-def test_local_files(tmp_path, suffix):
+def test_local_files_become_a_train_split(tmp_path, suffix):
     loaded = load_preference_data(str(_write(tmp_path / f"pairs{suffix}")))
-    assert list(loaded) == ["train"] and loaded["train"]["chosen"] == [r["chosen"] for r in ROWS]
+    assert isinstance(loaded, DatasetDict) and list(loaded) == ["train"]
+    assert loaded["train"].to_list() == ROWS
+    split = load_preference_data(str(tmp_path / f"pairs{suffix}"), split="train")
+    assert isinstance(split, Dataset) and list(split["rejected"]) == [r["rejected"] for r in ROWS]
 
 
-def test_folder_with_split_files_and_saved_dataset(tmp_path):
+def test_conversational_jsonl_keeps_the_messages(tmp_path):
+    rows = [
+        {
+            "prompt": _messages((USER, f"q{i}")),
+            "chosen": _messages((ASSISTANT, "yes")),
+            "rejected": _messages((ASSISTANT, "no")),
+        }
+        for i in range(3)
+    ]
+    loaded = load_preference_data(str(_write(tmp_path / "chat.jsonl", rows)), split="train")
+    assert loaded.to_list() == rows
+
+
+def test_folder_with_split_files(tmp_path):
     (tmp_path / "data").mkdir()
     _write(tmp_path / "data" / "train.jsonl")
     _write(tmp_path / "data" / "test.jsonl", ROWS[:3])
     loaded = load_preference_data(str(tmp_path / "data"))
+    assert sorted(loaded) == ["test", "train"]
     train, evaluation = train_eval_splits(loaded)
-    assert len(train) == 10 and len(evaluation) == 3
+    assert train.to_list() == ROWS and evaluation.to_list() == ROWS[:3]
+
+
+def test_saved_dataset_dict_and_saved_dataset(tmp_path):
+    DatasetDict({"train": Dataset.from_list(ROWS), "dev": Dataset.from_list(ROWS[:2])}).save_to_disk(
+        str(tmp_path / "dict")
+    )
+    loaded = load_preference_data(str(tmp_path / "dict"))
+    assert sorted(loaded) == ["dev", "train"] and loaded["dev"].to_list() == ROWS[:2]
+    Dataset.from_list(ROWS[:4]).save_to_disk(str(tmp_path / "single"))  # a single Dataset becomes the train split
+    single = load_preference_data(str(tmp_path / "single"))
+    assert isinstance(single, DatasetDict) and list(single) == ["train"] and single["train"].to_list() == ROWS[:4]
+
+
+def test_streaming_gives_iterable_datasets(tmp_path):
+    streamed = load_preference_data(str(_write(tmp_path / "pairs.jsonl")), streaming=True)
+    assert isinstance(streamed, IterableDatasetDict) and list(streamed["train"]) == ROWS
     DatasetDict({"train": Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "saved"))
-    assert load_preference_data(str(tmp_path / "saved"), split="train")["prompt"][0] == "p0"
+    saved = load_preference_data(str(tmp_path / "saved"), split="train", streaming=True)
+    assert isinstance(saved, IterableDataset) and list(saved) == ROWS
 
 
-def test_split_selection_and_fraction(tmp_path):
-    loaded = load_preference_data(str(_write(tmp_path / "pairs.jsonl")))
-    with pytest.raises(ConfigError, match="no split 'validation'; its splits are: train"):
-        load_preference_data(str(tmp_path / "pairs.jsonl"), split="validation")
-    train, evaluation = train_eval_splits(loaded)
-    assert evaluation is None
-    train, evaluation = train_eval_splits(loaded, eval_fraction=0.3, seed=1)
-    assert len(train) == 7 and len(evaluation) == 3
-    assert set(train["prompt"]) | set(evaluation["prompt"]) == {r["prompt"] for r in ROWS}
-
-
-def test_missing_paths_and_offline_hub(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="No such file or directory"):
-        load_preference_data(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(ConfigError, match="unsupported file type '.txt'"):
-        load_preference_data(str(_write(tmp_path / "pairs.jsonl").rename(tmp_path / "pairs.txt")))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConfigError, match="hub is offline"):
-        load_preference_data("someone/preferences")
-
-
-def test_columns():
-    validate_preference_columns(Dataset.from_list(ROWS))
-    validate_preference_columns(Dataset.from_list([{"chosen": "a b", "rejected": "a c"}]))  # implicit prompt
+def test_missing_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as info:
-        validate_preference_columns(Dataset.from_list([{"question": "q", "answer": "a"}]))
-    assert "['question', 'answer']" in str(info.value) and "missing: ['chosen', 'rejected']" in str(info.value)
+        load_preference_data("missing.jsonl")
+    assert str(info.value).startswith(
+        f"No such file or directory 'missing.jsonl' (resolved to {tmp_path / 'missing.jsonl'})"
+    )
+    with pytest.raises(ConfigError, match=r"No such file or directory './no/such/folder'"):
+        load_preference_data("./no/such/folder")
+
+
+def test_unreadable_files_give_short_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"unsupported file type '\.txt'; preference data files must end in \.json"):
+        load_preference_data(str(_write(tmp_path / "pairs.jsonl").rename(tmp_path / "pairs.txt")))
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": \n')
+    with pytest.raises(ConfigError) as info:
+        load_preference_data(str(tmp_path / "broken.jsonl"))
+    message = str(info.value)
+    assert message.startswith(f"Cannot read '{tmp_path / 'broken.jsonl'}' as json: ") and "\n" not in message
+    assert "(ArrowInvalid: JSON parse error" in message
+    assert _without_chained_traceback(info.value)
+    with pytest.raises(ConfigError, match="applies to hub datasets and dataset folders, not to a single data file"):
+        load_preference_data(str(_write(tmp_path / "p.csv")), config="x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="Cannot load the folder .* as a dataset: .*holds data files"):
+        load_preference_data(str(tmp_path / "empty"))
+
+
+def test_offline_hub_name():
+    # conftest sets HF_HUB_OFFLINE=1 before datasets is imported
+    with pytest.raises(ConfigError) as info:
+        load_preference_data("someone/preferences")
+    assert str(info.value) == (
+        "No such file or directory 'someone/preferences', and 'someone/preferences' is not in the local cache and "
+        "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)."
+    )
+    assert _without_chained_traceback(info.value)
+
+
+class _NoRepos(http.server.BaseHTTPRequestHandler):
+    """A hub endpoint that knows no repository (404 for every request)."""
+
+    def _not_found(self) -> None:
+        body = b'{"error": "Repository not found"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = _not_found
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_unknown_hub_name_against_a_real_endpoint(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoRepos)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    script = (
+        "from dpo_plugin.data import load_preference_data\n"
+        "from dpo_plugin.errors import ConfigError\n"
+        "try:\n    load_preference_data('someone/preferences')\n"
+        "except ConfigError as error:\n    print(error)\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert result.stdout.strip() == (
+        "No such file or directory 'someone/preferences', and 'someone/preferences' is not a dataset on the Hugging "
+        "Face Hub (if it is private or gated, log in: hf auth login)."
+    ), result.stderr[-2000:]
+
+
+def test_split_selection_errors_list_the_splits(tmp_path):
+    path = str(_write(tmp_path / "pairs.jsonl"))
+    with pytest.raises(ConfigError, match=r"no split 'validation'; its splits are: train\. Choose one of them\."):
+        load_preference_data(path, split="validation")
+    two = DatasetDict({"train": Dataset.from_list(ROWS), "test": Dataset.from_list(ROWS[:2])})
+    with pytest.raises(ConfigError, match=r"no split 'training'; its splits are: train, test"):
+        train_eval_splits(two, train_split="training")
+
+
+def test_eval_split_present_missing_or_carved_by_fraction():
+    only_train = DatasetDict({"train": Dataset.from_list(ROWS)})
+    assert train_eval_splits(only_train)[1] is None
+    single = Dataset.from_list(ROWS)
+    assert train_eval_splits(single) == (single, None)
+    train, evaluation = train_eval_splits(only_train, eval_fraction=0.3, seed=1)
+    assert len(train) == 7 and len(evaluation) == 3
+    assert sorted([*train["prompt"], *evaluation["prompt"]]) == sorted(r["prompt"] for r in ROWS)
+    again_train, again_eval = train_eval_splits(only_train, eval_fraction=0.3, seed=1)
+    assert again_eval.to_list() == evaluation.to_list() and again_train.to_list() == train.to_list()
+    with_test = DatasetDict({"train": Dataset.from_list(ROWS), "test": Dataset.from_list(ROWS[:2])})
+    train, evaluation = train_eval_splits(with_test, eval_fraction=0.5)  # an existing eval split wins
+    assert len(train) == 10 and evaluation.to_list() == ROWS[:2]
+    for fraction in (0, 1, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="eval_fraction must lie strictly between 0 and 1"):
+            train_eval_splits(only_train, eval_fraction=fraction)
+    with pytest.raises(ConfigError, match="not a streaming one"):
+        train_eval_splits(IterableDatasetDict({"train": single.to_iterable_dataset()}), eval_fraction=0.2)
+
+
+def test_accepted_formats():
+    assert validate_preference_columns(Dataset.from_list(ROWS)) == "text"
+    assert validate_preference_columns(Dataset.from_list([{"chosen": "Q: a A: b", "rejected": "Q: a A: c"}])) == "text"
+    conversation = {
+        "chosen": _messages((USER, "q"), (ASSISTANT, "yes")),
+        "rejected": _messages((USER, "q"), (ASSISTANT, "no")),
+    }
+    assert validate_preference_columns(Dataset.from_list([conversation])) == "messages"  # implicit prompt
+    explicit = {
+        "prompt": _messages((USER, "q")),
+        "chosen": _messages((ASSISTANT, "y")),
+        "rejected": _messages((ASSISTANT, "n")),
+    }
+    assert validate_preference_columns(Dataset.from_list([explicit])) == "messages"
+
+    def generate():
+        yield explicit
+
+    streamed = IterableDataset.from_generator(generate)
+    assert streamed.features is None and validate_preference_columns(streamed) == "messages"
+
+
+def test_missing_columns_name_found_and_expected():
+    with pytest.raises(ConfigError) as info:
+        validate_preference_columns(Dataset.from_list([{"question": "q", "answer": "a", "chosen": "c"}]))
+    message = str(info.value)
+    assert "columns ['question', 'answer', 'chosen']" in message and "missing: ['rejected']" in message
+    with pytest.raises(ConfigError, match="unpaired preference data .*KTO"):
+        validate_preference_columns(Dataset.from_list([{"prompt": "p", "completion": "c", "label": True}]))
+
+
+def test_wrong_column_types():
+    with pytest.raises(ConfigError, match=r"Column 'chosen' holds Value\('int64'\); expected text"):
+        validate_preference_columns(Dataset.from_list([{"prompt": "p", "chosen": 1, "rejected": "r"}]))
+    with pytest.raises(ConfigError, match=r"Column 'rejected' holds no values \(null in every row\)"):
+        validate_preference_columns(Dataset.from_list([{"prompt": "p", "chosen": "c", "rejected": None}]))
+    sharegpt = [{"from": "human", "value": "hi"}]
+    with pytest.raises(ConfigError, match="maybe_convert_to_chatml"):
+        validate_preference_columns(Dataset.from_list([{"chosen": sharegpt, "rejected": sharegpt}]))
+    with pytest.raises(ConfigError, match="'chosen' holds text but 'rejected' holds messages"):
+        validate_preference_columns(Dataset.from_list([{"chosen": "c", "rejected": _messages((ASSISTANT, "r"))}]))
+    mixed = {"prompt": "q", "chosen": _messages((ASSISTANT, "y")), "rejected": _messages((ASSISTANT, "n"))}
+    with pytest.raises(
+        ConfigError, match="'prompt' holds text but chosen/rejected hold messages.*remove the prompt column"
+    ):
+        validate_preference_columns(Dataset.from_list([mixed]))

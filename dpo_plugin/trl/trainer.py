@@ -100,7 +100,9 @@ def _log_truncation(report: Any, prepared: Any, args: DPOConfig) -> None:
     if report is None or args.max_length is None or not isinstance(prepared, Dataset):
         return
     lengths = [prepared[c] for c in ("prompt_ids", "chosen_ids", "rejected_ids")]
-    findings = token_findings(*([len(ids) for ids in column] for column in lengths), max_length=args.max_length)
+    findings = token_findings(
+        *([len(ids) for ids in column] for column in lengths), max_length=args.max_length, truncation_mode=args.truncation_mode
+    )
     dropped = report.rows - len(prepared)
     if dropped:
         logger.warning("TRL dropped %d of %d training pairs whose prompt alone fills max_length=%d.", dropped, report.rows, args.max_length)
