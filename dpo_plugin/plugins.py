@@ -94,6 +94,10 @@ class PluginManager(pluggy.PluginManager):
         self._registries.clear()
         return super().unregister(plugin, name)
 
+    def is_blocked(self, name: str) -> bool:
+        """Whether ``name`` is blocked as written or in its normalised spelling (``My_Plugin`` = ``my-plugin``)."""
+        return super().is_blocked(name) or super().is_blocked(_normalise(name))
+
     def registry(self, kind: str) -> Registry:
         """The registry of ``kind`` (a key of :data:`KINDS`), built by calling its hook plugin by plugin."""
         if kind not in self._registries:

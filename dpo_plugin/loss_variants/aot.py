@@ -20,6 +20,8 @@ def aot(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) ->
     Melnyk et al. 2024, "Distributional Preference Alignment of LLMs via Optimal Transport",
     arXiv:2406.05882 (TRL ``aot``).
     """
+    if not logps.has_reference:
+        logps.logratios()  # raises the error that says how to get reference log-probs
     policy, _ = torch.sort(logps.chosen - logps.rejected, dim=0)
     reference, _ = torch.sort(logps.ref_chosen - logps.ref_rejected, dim=0)
     return with_dpo_rewards(smoothed_logistic(beta * (policy - reference), label_smoothing), logps, beta)
