@@ -1,164 +1,139 @@
-"""The adapter-recipe contract, the LoRA-family recipes, and TRL ModelConfig's peft options."""
+"""The adapter-recipe contract, full fine-tuning (``none``), TRL ModelConfig's peft options, and saving.
+
+A recipe has an optional pre-load part, run before the model loads (QLoRA's quantization and its
+CUDA check), and a peft-config part built for the loaded model. ``changes_base_weights`` tells the
+trainer whether the recipe's initialisation rewrites the base weights (PiSSA, OLoRA): then "the
+policy with its adapters disabled" is no longer the initial model, so the reference must be a copy.
+"""
 
 from __future__ import annotations
 
 import copy
-import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 
-logger = logging.getLogger(__name__)
-
-LORA_PARAMS: dict[str, Any] = {
-    "r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.05,
-    "target_modules": "all-linear",
-    "modules_to_save": None,
-    "bias": "none",
-}
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 @dataclass(frozen=True)
-class NoAdapter:
-    """Full fine-tuning: no adapter."""
+class Param:
+    """One ``adapter_params`` entry: its default, and ``parse`` returning the value to use or raising ``ValueError``.
 
-    changes_base_weights: bool = False
+    ``expected`` says what a valid value is, for the error message.
+    """
+
+    default: Any
+    parse: Callable[[Any], Any]
+    expected: str
+
+
+class AdapterRecipe(ABC):
+    """Base of adapter recipes: the ``adapter_params`` it accepts, a pre-load step and a peft config."""
+
+    #: True when the recipe's initialisation rewrites the base weights (the trainer then refuses the
+    #: ``adapter`` reference strategy and uses a frozen copy).
+    changes_base_weights: ClassVar[bool] = False
+    #: name → :class:`Param` of every ``adapter_params`` entry the recipe accepts.
+    params: ClassVar[Mapping[str, Param]] = {}
+
+    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``params`` over the defaults, each parsed; unknown names and invalid values are :class:`ConfigError`."""
+        params = dict(params or {})
+        who = type(self).__name__
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            accepted = ", ".join(f"{name} (default {p.default!r})" for name, p in self.params.items())
+            raise ConfigError(
+                f"adapter_params {unknown} are not options of {who}; "
+                + (f"accepted: {accepted}." if accepted else f"{who} takes no adapter_params.")
+            )
+        resolved = {}
+        for name, param in self.params.items():
+            value = params.get(name, param.default)
+            try:
+                resolved[name] = param.parse(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"adapter_params.{name} of {who} must be {param.expected}; got {value!r}.") from None
+        return resolved
 
     def pre_load(self, params: Mapping[str, Any], model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if params:
-            raise ConfigError(f"adapter: none takes no adapter_params, got {sorted(params)}.")
-        return model_init_kwargs
+        """Check ``params`` and return the ``from_pretrained`` kwargs to load the model with (here: unchanged)."""
+        self.resolve_params(params)
+        return dict(model_init_kwargs)
+
+    @abstractmethod
+    def peft_config(self, model: Any, params: Mapping[str, Any]) -> PeftConfig | None:
+        """The peft config to wrap ``model`` with (None: train the model itself)."""
+
+
+class FullFineTuning(AdapterRecipe):
+    """Full fine-tuning: no adapter, every weight of the model trains."""
 
     def peft_config(self, model: Any, params: Mapping[str, Any]) -> None:
-        self.pre_load(params, {})
-        return None
+        """No peft config: the model itself trains (``params`` must be empty)."""
+        self.resolve_params(params)
 
 
-@dataclass(frozen=True)
-class LoraRecipe:
-    """A LoRA-family recipe: LoRA plus the peft options that make it DoRA, rsLoRA, PiSSA or OLoRA.
-
-    ``adapter_params``: r (16), lora_alpha (32), lora_dropout (0.05), target_modules ("all-linear",
-    a list of module names, or a regex), modules_to_save, bias ("none").
-    """
-
-    peft_options: Mapping[str, Any] = field(default_factory=dict)
-    changes_base_weights: bool = False
-
-    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """``params`` merged over the defaults, type- and range-checked."""
-        unknown = sorted(set(params) - set(LORA_PARAMS))
-        if unknown:
-            raise ConfigError(f"adapter_params {unknown} are not LoRA options; accepted: {', '.join(LORA_PARAMS)}.")
-        values = {**LORA_PARAMS, **params}
-        if not isinstance(values["r"], int) or isinstance(values["r"], bool) or values["r"] <= 0:
-            raise ConfigError(f"adapter_params.r must be a positive integer, got {values['r']!r}.")
-        if not isinstance(values["lora_alpha"], (int, float)) or values["lora_alpha"] <= 0:
-            raise ConfigError(f"adapter_params.lora_alpha must be a positive number, got {values['lora_alpha']!r}.")
-        if not isinstance(values["lora_dropout"], (int, float)) or not 0 <= values["lora_dropout"] < 1:
-            raise ConfigError(f"adapter_params.lora_dropout must lie in [0, 1), got {values['lora_dropout']!r}.")
-        if values["bias"] not in ("none", "all", "lora_only"):
-            raise ConfigError(f"adapter_params.bias must be none, all or lora_only, got {values['bias']!r}.")
-        targets = values["target_modules"]
-        if not (isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
-            raise ConfigError(f"adapter_params.target_modules must be 'all-linear', a regex or a list of names, got {targets!r}.")
-        return values
-
-    def pre_load(self, params: Mapping[str, Any], model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
-        self.validate(params)
-        return model_init_kwargs
-
-    def peft_config(self, model: Any, params: Mapping[str, Any]) -> Any:
-        from peft import LoraConfig
-
-        values = self.validate(params)
-        values["target_modules"] = resolve_target_modules(model, values["target_modules"])
-        return LoraConfig(task_type="CAUSAL_LM", **values, **self.peft_options)
-
-
-def linear_module_names(model: Any) -> list[str]:
-    """Full names of the model's ``nn.Linear`` modules (quantized linears included)."""
-    import torch
-
-    output = model.get_output_embeddings()
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
-        if module is not output
-    ]
-
-
-def resolve_target_modules(model: Any, targets: str | list[str]) -> str | list[str]:
-    """Check that the targets match linear layers of ``model`` (never the LM head) and return them for peft.
-
-    As peft matches them: a list entry matches a module whose name is it or ends with ``.<entry>``;
-    a string other than "all-linear" is a regex matched against the full module names.
-    """
-    head = {name for name, module in model.named_modules() if module is model.get_output_embeddings()}
-    names = linear_module_names(model)
-    layer_names = ", ".join(sorted({n.rsplit(".", 1)[-1] for n in names}))
-    if targets == "all-linear":
-        return targets
-
-    def hits(target: str, candidates: Any) -> bool:
-        if isinstance(targets, str):
-            return any(re.fullmatch(target, n) for n in candidates)
-        return any(n == target or n.endswith("." + target) for n in candidates)
-
-    wanted = [targets] if isinstance(targets, str) else targets
-    if any(hits(t, head) for t in wanted):
-        raise ConfigError(
-            "target_modules include the LM head, which TRL's fused log-prob path reads as lm_head.weight directly, so "
-            "an adapter there would never train; remove it (use modules_to_save to train the head fully)."
-        )
-    missing = [t for t in wanted if not hits(t, names)]
-    if missing:
-        raise ConfigError(
-            f"target_modules {missing} match no linear layer of {type(model).__name__}; its linear layers are named: "
-            f"{layer_names}."
-        )
-    return targets
+# ModelConfig's loading options that no recipe implements, with the value that means "not used".
+_UNSUPPORTED_MODEL_CONFIG = {"load_in_8bit": False, "lora_target_parameters": None, "lora_task_type": "CAUSAL_LM"}
+# ModelConfig's flags that each select one recipe; at most one may be set.
+_RECIPE_FLAGS = {"load_in_4bit": "qlora", "use_dora": "dora", "use_rslora": "rslora"}
 
 
 def adapter_from_model_config(model_args: Any) -> tuple[str, dict[str, Any]] | None:
-    """TRL ModelConfig's use_peft / lora_* / use_dora / use_rslora / load_in_4bit as a recipe name and params."""
-    if not getattr(model_args, "use_peft", False):
+    """TRL ModelConfig's ``use_peft`` options as an adapter recipe name and its ``adapter_params``.
+
+    ``use_peft`` with ``load_in_4bit`` → qlora, ``use_dora`` → dora, ``use_rslora`` → rslora, else
+    lora; ``lora_r``/``lora_alpha``/``lora_dropout``/``lora_target_modules``/``lora_modules_to_save``
+    → r/lora_alpha/lora_dropout/target_modules/modules_to_save. None when ``use_peft`` is off.
+    Without ``lora_target_modules`` the recipe's default (all linear layers but the output layer)
+    applies, where TRL would leave peft's per-architecture default (e.g. q_proj, v_proj for Llama).
+    Options no recipe implements (8-bit loading, target parameters, a task type other than causal
+    LM, fp4) and two recipe flags at once are a :class:`ConfigError`, never dropped silently.
+    """
+    if not model_args.use_peft:
         return None
+    for option, unused in _UNSUPPORTED_MODEL_CONFIG.items():
+        if getattr(model_args, option) != unused:
+            raise ConfigError(
+                f"ModelConfig {option}={getattr(model_args, option)!r} has no adapter recipe; remove it, or pick "
+                "an `adapter:` that fits (`dpo-plugin plugins` lists them)."
+            )
+    flags = [flag for flag in _RECIPE_FLAGS if getattr(model_args, flag)]
+    if len(flags) > 1:
+        raise ConfigError(f"ModelConfig sets {' and '.join(flags)}; no adapter recipe combines them, keep one.")
+    if model_args.load_in_4bit and model_args.bnb_4bit_quant_type != "nf4":
+        quant_type = model_args.bnb_4bit_quant_type
+        raise ConfigError(f"ModelConfig bnb_4bit_quant_type={quant_type!r}: adapter qlora quantizes to nf4 only.")
     params: dict[str, Any] = {
         "r": model_args.lora_r,
         "lora_alpha": model_args.lora_alpha,
         "lora_dropout": model_args.lora_dropout,
     }
-    if model_args.lora_target_modules:
-        targets = model_args.lora_target_modules
-        params["target_modules"] = targets if isinstance(targets, str) else list(targets)
+    targets = model_args.lora_target_modules
+    if targets:
+        # ModelConfig turns a one-element list into its element; a plain module name is meant as a list entry.
+        plain_name = isinstance(targets, str) and targets.lower() != "all-linear" and re.fullmatch(r"[\w.]+", targets)
+        params["target_modules"] = [targets] if plain_name else targets if isinstance(targets, str) else list(targets)
     if model_args.lora_modules_to_save:
         params["modules_to_save"] = list(model_args.lora_modules_to_save)
-    if getattr(model_args, "load_in_4bit", False):
-        name = "qlora"
-    elif getattr(model_args, "use_dora", False):
-        name = "dora"
-    elif getattr(model_args, "use_rslora", False):
-        name = "rslora"
-    else:
-        name = "lora"
-    return name, params
+    return (_RECIPE_FLAGS[flags[0]] if flags else "lora"), params
 
 
 def save_initial_adapter(model: Any, directory: str | Path) -> Path:
-    """Save a PiSSA/OLoRA adapter as initialised, so the trained one can be saved relative to the original base.
+    """Save a PiSSA/OLoRA adapter as initialised, for :func:`save_converted_adapter` after training.
 
-    peft's documented way: the initial adapter is saved with ``init_lora_weights=True`` (so loading it
-    does not re-run the SVD/QR), and later passed as ``path_initial_model_for_weight_conversion``.
+    peft's documented way: the initial adapter is saved with ``init_lora_weights=True`` (so loading
+    it does not re-run the SVD/QR) and later passed as ``path_initial_model_for_weight_conversion``.
     """
-    config = model.peft_config["default"]
+    config = model.peft_config[model.active_adapter]
     init = config.init_lora_weights
     config.init_lora_weights = True
     try:
@@ -168,19 +143,30 @@ def save_initial_adapter(model: Any, directory: str | Path) -> Path:
     return Path(directory)
 
 
-def save_converted_adapter(model: Any, output_dir: str | Path, initial_dir: str | Path) -> None:
-    """Save a trained PiSSA/OLoRA adapter converted to a plain LoRA on the original (unmodified) base weights."""
+def save_converted_adapter(model: Any, output_dir: str | Path, initial_dir: str | Path) -> Path:
+    """Save a trained PiSSA/OLoRA adapter converted to a plain LoRA on the original (unmodified) base weights.
+
+    peft's conversion: ΔW = B·A − B₀·A₀ (trained minus initial adapter) written as one LoRA of rank 2r,
+    so it loads on the original model like any LoRA adapter.
+    """
     model.save_pretrained(output_dir, path_initial_model_for_weight_conversion=str(initial_dir))
+    return Path(output_dir)
 
 
 def merge_and_save(model: Any, output_dir: str | Path) -> Path:
-    """Merge a PEFT model's adapters into a copy of its weights and save the plain model to ``output_dir``.
+    """Merge a PEFT model's active adapters into a copy of its base weights; save the plain model in ``output_dir``.
 
-    The copy keeps the trained PeftModel usable. For PiSSA/OLoRA, whose initialisation rewrote the
-    base weights, merging into those (residual) weights gives the trained model itself.
+    peft's ``merge_and_unload`` writes W + (α/r)·B·A (DoRA: its magnitude-rescaled weight) into each
+    adapted layer; it runs on a deep copy, so the trained PeftModel stays usable. For PiSSA/OLoRA the
+    base already holds the residual W − (α/r)·B₀·A₀, so the merge gives the trained model itself: the
+    same weights as the converted adapter (:func:`save_converted_adapter`) merged into the original base.
     """
-    merged = copy.deepcopy(model).merge_and_unload()
-    merged.__dict__.pop("forward", None)  # TRL's fused-head patch does not belong in a saved model
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        raise ConfigError(f"merge_and_save needs a PEFT model; a {type(model).__name__} has no adapter to merge.")
+    merged = copy.deepcopy(model).merge_and_unload(safe_merge=True)
+    merged.__dict__.pop("forward", None)  # TRL's fused-LM-head patch lives on the instance; not part of the model
     output_dir = Path(output_dir)
     merged.save_pretrained(output_dir)
     return output_dir
