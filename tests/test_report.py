@@ -3,48 +3,78 @@
 from __future__ import annotations
 
 import json
+import math
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.image  # noqa: E402
+import matplotlib.image
+import numpy as np
+import pytest
 
-from dpo_plugin.evaluation.report import write_report  # noqa: E402
-from dpo_plugin.types import CheckResult  # noqa: E402
+from dpo_plugin.evaluation.report import write_report
+from dpo_plugin.types import CheckResult
 
 HISTORY = [
-    {"loss": 0.7 - 0.05 * s, "rewards/margins": 0.1 * s, "rewards/accuracies": 0.5 + 0.04 * s, "logps/chosen": -50 + s,
-     "logps/rejected": -60 - s, "logratio/chosen": 0.01 * s, "logratio/rejected": -0.02 * s, "step": s}
+    {"loss": 0.7 - 0.05 * s, "rewards/margins": 0.1 * s, "rewards/accuracies": 0.5 + 0.04 * s, "rewards/chosen": 0.01 * s,
+     "rewards/rejected": -0.01 * s, "logps/chosen": -50 + s, "logps/rejected": -60 - s, "logratio/chosen": 0.01 * s,
+     "logratio/rejected": -0.02 * s, "step": s}
     for s in range(1, 6)
-] + [{"eval_loss": 0.5, "eval_rewards/margins": 0.4, "step": 5}]  # fmt: skip
+] + [{"eval_loss": 0.5, "eval_rewards/margins": 0.4, "step": 5}, {"train_runtime": 3.0, "train_loss": 0.6, "step": 5}]  # fmt: skip
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DPI = 110  # the plots' resolution: a figure of w × h inches is (110·w) × (110·h) pixels
 
 
 def _results(win_passed=True):
-    margin = CheckResult("reward_margin", True, {"accuracy": 0.8, "n": 10}, (0.6, 0.9), 0.5, {"margins": [0.1, -0.2, 0.5, 0.3]})
-    samples = [{"prompt": "a | b\nc", "reference": "ref | x", "policy": "pol", "verdict": "policy wins"}]
+    margin = CheckResult(
+        "reward_margin", True, {"accuracy": np.float32(0.75), "n": np.int64(10), "margin_mean": math.nan}, (0.6, 0.9), 0.5,
+        {"margins": [0.1, -0.2, 0.5, 0.3], "reasons": []},
+    )  # fmt: skip
+    samples = [{"prompt": "a | b\nc", "reference": "ref | x", "policy": "<b>bold</b>", "verdict": "policy wins"}]
     win = CheckResult(
-        "win_rate", win_passed, {"win_rate": 0.7, "wins": 6, "ties": 2, "losses": 2, "failures": 0}, (0.52, 0.83), 0.5, {"samples": samples}
-    )
+        "win_rate", win_passed, {"win_rate": 0.7, "wins": 6, "ties": 2, "losses": 2, "failures": 1}, (0.52, 0.83), 0.5,
+        {"samples": samples, "judge_errors": ["HTTP 500 | bad"], "reasons": [] if win_passed else ["lower bound 0.45 <= 0.5"]},
+    )  # fmt: skip
     return [margin, win]
 
 
-def _is_png(path):
-    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(path).shape[0] > 50
+def _png_shape(path):
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    return matplotlib.image.imread(path).shape
 
 
-def test_report_files(tmp_path):
-    report = write_report(_results(), tmp_path, HISTORY, extra={"reference": "copy"})
+def test_report_files_and_contract_shape(tmp_path):
+    report = write_report(_results(), tmp_path, HISTORY, extra={"reference": "copy", "losses": ["sigmoid", "sft"]})
     folder = tmp_path / "eval"
     loaded = json.loads((folder / "report.json").read_text())
+    assert report == loaded
     assert loaded["passed"] is True and set(loaded["checks"]) == {"reward_margin", "win_rate"}
-    assert loaded["checks"]["win_rate"]["passed"] is True and loaded["checks"]["win_rate"]["metrics"]["wins"] == 6
-    assert loaded["reference"] == "copy" and report == loaded
-    markdown = (folder / "report.md").read_text()
-    assert "| reward_margin | passed | accuracy = 0.800 | [0.600, 0.900] | 0.5 |" in markdown
-    assert "| a \\| b<br>c | ref \\| x | pol | policy wins |" in markdown
-    for name in ("training_curves.png", "win_rate.png", "margin_histogram.png"):
-        assert _is_png(folder / name), name
-        assert f"![{name[:-4]}]({name})" in markdown
+    assert loaded["reference"] == "copy" and loaded["losses"] == ["sigmoid", "sft"]
+    margin = loaded["checks"]["reward_margin"]
+    assert set(margin) == {"passed", "metrics", "interval", "threshold", "details"}
+    assert margin["metrics"] == {"accuracy": 0.75, "n": 10, "margin_mean": None}  # numpy → numbers, NaN → null
+    assert margin["interval"] == [0.6, 0.9] and margin["threshold"] == 0.5 and margin["passed"] is True
+    assert loaded["checks"]["win_rate"]["metrics"]["wins"] == 6
+    images = ["training_curves.png", "win_rate.png", "margin_histogram.png"]
+    assert loaded["files"] == ["report.json", "report.md", *images]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(loaded["files"])
+    for name in images:
+        assert len(_png_shape(folder / name)) == 3
+    assert _png_shape(folder / "training_curves.png")[:2] == (round(3.2 * 2 * DPI), round(4.2 * 3 * DPI))  # 6 panels
+
+
+def test_report_markdown(tmp_path):
+    write_report(_results(win_passed=False), tmp_path, HISTORY, extra={"reference": "copy | frozen"})
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "**Overall: NOT PASSED**" in markdown and "- reference: copy \\| frozen" in markdown
+    assert "| check | result | headline | 95% interval | threshold | note |" in markdown
+    assert "| reward_margin | passed | accuracy = 0.750 | [0.600, 0.900] | 0.500 |  |" in markdown
+    assert "| win_rate | FAILED | win_rate = 0.700 | [0.520, 0.830] | 0.500 | lower bound 0.45 &lt;= 0.5 |" in markdown
+    assert "| prompt | reference | policy | verdict |" in markdown
+    assert "| a \\| b<br>c | ref \\| x | &lt;b&gt;bold&lt;/b&gt; | policy wins |" in markdown  # pipes, newlines, HTML
+    assert "- HTTP 500 \\| bad" in markdown and "| margin_mean | - |" in markdown and "| accuracy | 0.75 |" in markdown
+    for name in ("training_curves", "win_rate", "margin_histogram"):
+        assert f"![{name}]({name}.png)" in markdown
 
 
 def test_report_fails_when_a_check_fails_is_skipped_or_missing(tmp_path):
@@ -52,5 +82,48 @@ def test_report_fails_when_a_check_fails_is_skipped_or_missing(tmp_path):
     skipped = CheckResult("win_rate", False, skipped="no judge")
     report = write_report([_results()[0], skipped], tmp_path, [])
     assert report["passed"] is False and report["checks"]["win_rate"]["skipped"] == "no judge"
-    assert "| win_rate | skipped |" in (tmp_path / "eval" / "report.md").read_text()
-    assert write_report([], tmp_path, [])["passed"] is False
+    assert report["checks"]["win_rate"]["passed"] is False
+    assert "| win_rate | skipped | - | - | - | no judge |" in (tmp_path / "eval" / "report.md").read_text()
+    marked_passed = CheckResult("win_rate", True, skipped="no reference")  # a skip never passes
+    report = write_report([_results()[0], marked_passed], tmp_path, [])
+    assert report["passed"] is False and report["checks"]["win_rate"]["passed"] is False
+    empty = write_report([], tmp_path / "empty", [])
+    assert empty["passed"] is False and empty["checks"] == {} and empty["files"] == ["report.json", "report.md"]
+    assert "(no checks ran)" in (tmp_path / "empty" / "eval" / "report.md").read_text()
+
+
+def test_training_curves_skip_what_was_not_logged(tmp_path):
+    history = [{"loss": 1.0 / s, "step": s} for s in range(1, 4)] + [
+        {"eval_loss": 0.4, "step": 3},
+        {"loss": None, "step": 4},
+    ]
+    report = write_report([_results()[0]], tmp_path, history)
+    assert "training_curves.png" in report["files"]
+    assert _png_shape(tmp_path / "eval" / "training_curves.png")[:2] == (
+        round(3.2 * DPI),
+        round(4.2 * DPI),
+    )  # one panel
+    nothing = write_report([_results()[0]], tmp_path / "none", [{"train_runtime": 1.0, "step": 1}])
+    assert "training_curves.png" not in nothing["files"]
+    assert not (tmp_path / "none" / "eval" / "training_curves.png").exists()
+
+
+def test_several_checks_with_the_same_plot_get_their_own_files(tmp_path):
+    outcome = {"win_rate": math.nan, "wins": 0, "ties": 0, "losses": 0, "failures": 3}  # no usable prompts
+    results = [
+        CheckResult("win_rate", False, outcome, (0.0, 1.0), 0.5),
+        CheckResult(
+            "win_rate/gpt", False, dict(outcome, win_rate=0.6, wins=3, ties=0, losses=2, failures=0), (0.2, 0.9), 0.5
+        ),
+    ]
+    report = write_report(results, tmp_path, [])
+    assert report["files"] == ["report.json", "report.md", "win_rate_win_rate.png", "win_rate_win_rate_gpt.png"]
+    for name in report["files"][2:]:
+        assert _png_shape(tmp_path / "eval" / name)[:2] == (round(3.4 * DPI), round(9 * DPI))
+
+
+def test_report_input_errors(tmp_path):
+    with pytest.raises(ValueError, match="extra may not set"):
+        write_report(_results(), tmp_path, [], extra={"passed": True})
+    with pytest.raises(ValueError, match="unique"):
+        write_report([_results()[0], _results()[0]], tmp_path, [])

@@ -1,19 +1,23 @@
-"""PNG plots of a run for the report (matplotlib, Agg backend)."""
+"""PNG plots for the report (matplotlib, Agg backend): training curves, win/tie/loss bars, margin histogram."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
-CURVES = (
-    ("loss", "loss"),
-    ("rewards/margins", "reward margin"),
-    ("rewards/accuracies", "reward accuracy"),
-    ("logps/chosen", "log-prob, chosen"),
-    ("logps/rejected", "log-prob, rejected"),
-    ("logratio/chosen", "log-ratio to the reference per token"),
+#: Panels of the training-curves figure: title → the keys TRL logs (each also as ``eval_<key>``).
+CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("loss", ("loss",)),
+    ("reward margin", ("rewards/margins",)),
+    ("reward accuracy", ("rewards/accuracies",)),
+    ("implicit rewards", ("rewards/chosen", "rewards/rejected")),
+    ("log-probabilities", ("logps/chosen", "logps/rejected")),
+    ("per-token log-ratio to the reference", ("logratio/chosen", "logratio/rejected")),
 )
+OUTCOME_COLOURS = {"wins": "#2a9d8f", "ties": "#adb5bd", "losses": "#e76f51", "failures": "#6c757d"}
 
 
 def _pyplot() -> Any:
@@ -25,67 +29,88 @@ def _pyplot() -> Any:
     return plt
 
 
-def training_curves(log_history: Sequence[dict[str, Any]], path: Path) -> Path | None:
-    """One panel per logged quantity (train and eval_ series) against the step; None when nothing was logged."""
-    panels = [(key, title) for key, title in CURVES if any(key in e or f"eval_{key}" in e for e in log_history)]
-    if not panels:
-        return None
-    plt = _pyplot()
-    columns = 3
-    rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    for axis, (key, title) in zip(axes.flat, panels):
-        series = [(key, "-", "train"), ("eval_" + key, "o--", "eval")]
-        if key == "logratio/chosen":
-            series = [(key, "-", "chosen"), ("logratio/rejected", "-", "rejected")]
-        for name, style, label in series:
-            points = [(e["step"], e[name]) for e in log_history if name in e and "step" in e]
-            if points:
-                axis.plot(*zip(*points), style, label=label)
-        axis.set_title(title, fontsize=10)
-        axis.set_xlabel("step")
-        axis.legend(fontsize=8)
-    for axis in list(axes.flat)[len(panels) :]:
-        axis.set_visible(False)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _series(log_history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, float]]:
+    """``(step, value)`` of every log entry with a finite number under ``key``."""
+    return [
+        (entry["step"], float(entry[key])) for entry in log_history if "step" in entry and _is_number(entry.get(key))
+    ]
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
 
 
-def win_rate_bars(name: str, metrics: dict[str, Any], interval: Sequence[float] | None, threshold: float | None, path: Path) -> Path:
-    """Wins, ties and losses of the policy, and the win rate with its interval and threshold."""
+def training_curves(log_history: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """One panel per quantity of :data:`CURVE_PANELS` that was logged (train solid, eval dashed); None when none was."""
+    panels = []
+    for title, keys in CURVE_PANELS:
+        lines = []
+        for label in (name for key in keys for name in (key, f"eval_{key}")):
+            points = _series(log_history, label)
+            if points:
+                lines.append((label, points))
+        if lines:
+            panels.append((title, lines))
+    if not panels:
+        return None
+    plt = _pyplot()
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for axis, (title, lines) in zip(axes.flat, panels):
+        for label, points in lines:
+            axis.plot(*zip(*points), "o--" if label.startswith("eval_") else "-", label=label, markersize=3)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("step")
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
+    return _save(plt, figure, path)
+
+
+def win_rate_bars(
+    name: str, metrics: Mapping[str, Any], interval: Sequence[float] | None, threshold: float | None, path: Path
+) -> Path:
+    """Per-prompt wins, ties, losses and judge failures; beside them the win rate with its interval and threshold."""
     plt = _pyplot()
     figure, (counts, rate) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 1]})
-    bars = {"wins": "wins", "ties": "ties", "losses": "losses", "judge failures": "failures"}
-    counts.bar(list(bars), [metrics.get(key, 0) for key in bars.values()], color=["#2a9d8f", "#adb5bd", "#e76f51", "#6c757d"])
-    counts.set_title(f"{name}: per-prompt outcome (both orders)", fontsize=10)
-    win = metrics.get("win_rate", float("nan"))
-    if interval is not None:
-        rate.errorbar([0], [win], yerr=[[win - interval[0]], [interval[1] - win]], fmt="o", capsize=8)
+    counts.bar(
+        list(OUTCOME_COLOURS), [metrics.get(key, 0) for key in OUTCOME_COLOURS], color=list(OUTCOME_COLOURS.values())
+    )
+    counts.set_ylabel("prompts")
+    counts.set_title(f"{name}: policy vs reference, judged in both orders", fontsize=10)
+    win = metrics.get("win_rate")
+    if _is_number(win):
+        low, high = interval if interval is not None else (win, win)
+        rate.errorbar([0], [win], yerr=[[max(0.0, win - low)], [max(0.0, high - win)]], fmt="o", capsize=8)
+        rate.set_title(f"win rate {win:.3f} [{low:.3f}, {high:.3f}]", fontsize=10)
+    else:
+        rate.text(0, 0.5, "no usable prompts", ha="center")
+        rate.set_title("win rate", fontsize=10)
     if threshold is not None:
-        rate.axhline(threshold, color="#e76f51", linestyle="--", label=f"threshold {threshold}")
+        rate.axhline(threshold, color=OUTCOME_COLOURS["losses"], linestyle="--", label=f"threshold {threshold}")
         rate.legend(fontsize=8)
     rate.set_xlim(-1, 1)
     rate.set_ylim(0, 1)
     rate.set_xticks([])
-    rate.set_title("win rate, 95% interval", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def margin_histogram(margins: Sequence[float], path: Path) -> Path:
-    """Histogram of the held-out reward margins β·Δ (right of 0: the chosen answer is preferred)."""
+    """Histogram of held-out reward margins r_w − r_l (right of 0: the chosen answer is preferred)."""
     plt = _pyplot()
+    values = [float(m) for m in margins if _is_number(m)]
     figure, axis = plt.subplots(figsize=(5.5, 3.4))
-    axis.hist(margins, bins=min(40, max(5, len(margins) // 3)), color="#457b9d")
+    axis.hist(values, bins=min(40, max(5, len(values) // 3)), color="#457b9d")
     axis.axvline(0, color="black", linewidth=1)
     axis.set_xlabel("reward margin (chosen − rejected)")
     axis.set_ylabel("pairs")
-    axis.set_title(f"held-out reward margins (n={len(margins)})", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    axis.set_title(f"held-out reward margins (n={len(values)})", fontsize=10)
+    return _save(plt, figure, path)

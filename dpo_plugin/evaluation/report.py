@@ -1,11 +1,18 @@
-"""The evaluation report in ``<output_dir>/eval/``: report.json, report.md and PNG plots."""
+"""The evaluation report in ``<output_dir>/eval/``: report.json, report.md and PNG plots.
+
+report.json is the public contract: ``{"passed": bool, "checks": {name: CheckResult.to_dict()}, ...}``
+plus the ``extra`` entries and ``"files"`` (what was written). It passes only when there is at least
+one check and every check passed; a skipped check never passes. Non-finite numbers are written as null.
+"""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,81 +21,150 @@ from . import plots
 
 logger = logging.getLogger(__name__)
 
+#: The metric shown in the summary table for the built-in checks; other checks may name theirs in
+#: ``details["headline"]``, or have a metric named like the check.
 HEADLINE = {"reward_margin": "accuracy", "win_rate": "win_rate"}
+RESERVED_KEYS = ("passed", "checks", "files")
+SAMPLE_COLUMNS = ("prompt", "reference", "policy", "verdict")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy/torch scalars and arrays as Python numbers and lists, tuples as lists, NaN/±inf as None."""
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        return [jsonable(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy or torch, scalar or array
+        return jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", "<br>")
+def cell(value: Any) -> str:
+    """``value`` as one Markdown table cell: HTML escaped, pipes escaped, line breaks as ``<br>``."""
+    text = html.escape(str(value), quote=False).replace("|", "\\|")
+    return re.sub(r"\r\n|\r|\n", "<br>", text)
+
+
+def _number(value: Any, spec: str = ".3f") -> str:
+    """A float formatted with ``spec``; a missing or non-finite number as ``-``; anything else as text."""
+    value = jsonable(value)
+    if isinstance(value, float):
+        return format(value, spec)
+    return "-" if value is None else str(value)
 
 
 def _status(result: CheckResult) -> str:
-    return "skipped" if result.skipped else ("passed" if result.passed else "FAILED")
+    return "skipped" if result.skipped is not None else ("passed" if result.passed else "FAILED")
 
 
-def _markdown(results: Sequence[CheckResult], report: dict[str, Any], images: list[Path]) -> str:
-    lines = [
-        "# Post-training checks",
-        "",
-        f"**Overall: {'PASSED' if report['passed'] else 'NOT PASSED'}**",
-        "",
-    ]
-    for key in ("reference", "losses"):
-        if key in report:
-            lines.append(f"- {key}: {_cell(report[key])}")
-    lines += ["", "| check | result | headline | 95% interval | threshold | note |", "|---|---|---|---|---|---|"]
+def _headline(result: CheckResult) -> str:
+    metric = result.details.get("headline") or HEADLINE.get(result.name) or result.name
+    return f"{metric} = {_number(result.metrics[metric])}" if metric in result.metrics else "-"
+
+
+def _interval(result: CheckResult) -> str:
+    if result.interval is None:
+        return "-"
+    return f"[{_number(float(result.interval[0]))}, {_number(float(result.interval[1]))}]"
+
+
+def _check_entry(result: CheckResult) -> dict[str, Any]:
+    entry = result.to_dict()
+    entry["passed"] = bool(result.passed) and result.skipped is None
+    return entry
+
+
+def _markdown(
+    results: Sequence[CheckResult], report: Mapping[str, Any], extra: Mapping[str, Any], images: Sequence[str]
+) -> str:
+    lines = ["# Post-training checks", "", f"**Overall: {'PASSED' if report['passed'] else 'NOT PASSED'}**", ""]
+    if extra:
+        lines += [f"- {cell(key)}: {cell(value)}" for key, value in extra.items()] + [""]
+    lines += ["| check | result | headline | 95% interval | threshold | note |", "|---|---|---|---|---|---|"]
     for r in results:
-        metric = HEADLINE.get(r.name)
-        headline = f"{metric} = {r.metrics[metric]:.3f}" if metric in r.metrics and isinstance(r.metrics[metric], float) else "-"
-        interval = f"[{r.interval[0]:.3f}, {r.interval[1]:.3f}]" if r.interval else "-"
-        note = r.skipped or "; ".join(r.details.get("reasons", []))
-        lines.append(f"| {r.name} | {_status(r)} | {headline} | {interval} | {r.threshold if r.threshold is not None else '-'} | {_cell(note)} |")
+        note = r.skipped if r.skipped is not None else "; ".join(map(str, r.details.get("reasons", [])))
+        lines.append(
+            f"| {cell(r.name)} | {_status(r)} | {cell(_headline(r))} | {_interval(r)} | {_number(r.threshold)} | {cell(note)} |"
+        )
+    if not results:
+        lines.append("| (no checks ran) | FAILED | - | - | - | - |")
     for r in results:
         if r.metrics:
-            lines += ["", f"## {r.name}", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {_cell(v)} |" for k, v in r.metrics.items()]
+            lines += ["", f"## {cell(r.name)}", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {cell(key)} | {cell(_number(value, '.4g'))} |" for key, value in r.metrics.items()]
+        errors = r.details.get("judge_errors")
+        if errors:
+            lines += ["", f"### {cell(r.name)}: judge failures", ""] + [f"- {cell(error)}" for error in errors]
         samples = r.details.get("samples")
         if samples:
-            lines += ["", f"### {r.name}: side-by-side samples", "", "| prompt | reference | policy | verdict |", "|---|---|---|---|"]
-            lines += [f"| {_cell(s['prompt'])} | {_cell(s['reference'])} | {_cell(s['policy'])} | {_cell(s['verdict'])} |" for s in samples]
+            lines += [
+                "",
+                f"### {cell(r.name)}: side-by-side samples",
+                "",
+                "| " + " | ".join(SAMPLE_COLUMNS) + " |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                "| " + " | ".join(cell(sample.get(column, "")) for column in SAMPLE_COLUMNS) + " |"
+                for sample in samples
+            ]
     if images:
-        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images]
+        lines += ["", "## Plots", ""] + [f"![{Path(name).stem}]({name})" for name in images]
     return "\n".join(lines) + "\n"
 
 
-def write_report(
-    results: Sequence[CheckResult], output_dir: str | Path, log_history: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Write report.json, report.md and the plots to ``<output_dir>/eval/``; return the report.
+def _plot_file(kind: str, check: str, owners: Sequence[str]) -> str:
+    """``<kind>.png`` when one check has this plot, else ``<kind>_<check>.png``."""
+    return f"{kind}.png" if len(owners) == 1 else f"{kind}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', check)}.png"
 
-    The report passes only when there is at least one check and every check passed (a skipped check fails).
+
+def _plots(results: Sequence[CheckResult], log_history: Sequence[Mapping[str, Any]], folder: Path) -> list[str]:
+    written = [plots.training_curves(log_history, folder / "training_curves.png")]
+    with_outcomes = [r for r in results if {"wins", "ties", "losses"} <= r.metrics.keys()]
+    with_margins = [r for r in results if r.details.get("margins")]
+    for r in with_outcomes:
+        path = folder / _plot_file("win_rate", r.name, [o.name for o in with_outcomes])
+        written.append(plots.win_rate_bars(r.name, r.metrics, r.interval, r.threshold, path))
+    for r in with_margins:
+        path = folder / _plot_file("margin_histogram", r.name, [o.name for o in with_margins])
+        written.append(plots.margin_histogram(r.details["margins"], path))
+    return [path.name for path in written if path is not None]
+
+
+def write_report(
+    results: Sequence[CheckResult],
+    output_dir: str | Path,
+    log_history: Sequence[Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write report.json, report.md and the PNG plots to ``<output_dir>/eval/``; return the report (as in report.json).
+
+    ``extra`` entries (e.g. the reference strategy) are added at the top level of the report; they
+    may not use the keys ``passed``, ``checks`` or ``files``.
     """
+    extra = dict(extra or {})
+    clash = [key for key in RESERVED_KEYS if key in extra]
+    if clash:
+        raise ValueError(f"write_report: extra may not set {clash}; those keys are the report's own.")
+    names = [r.name for r in results]
+    if len(set(names)) != len(names):
+        raise ValueError(f"write_report: check names must be unique, got {names}.")
     folder = Path(output_dir) / "eval"
     folder.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {
-        "passed": bool(results) and all(r.passed for r in results),
-        "checks": {r.name: r.to_dict() for r in results},
-        **(extra or {}),
-    }
-    images = [p for p in [plots.training_curves(log_history, folder / "training_curves.png")] if p]
-    for r in results:
-        if {"wins", "ties", "losses"} <= r.metrics.keys():
-            images.append(plots.win_rate_bars(r.name, r.metrics, r.interval, r.threshold, folder / f"{r.name}.png"))
-        if r.details.get("margins"):
-            images.append(plots.margin_histogram(r.details["margins"], folder / "margin_histogram.png"))
-    report["files"] = ["report.json", "report.md"] + [p.name for p in images]
-    (folder / "report.json").write_text(json.dumps(_jsonable(report), indent=2))
-    (folder / "report.md").write_text(_markdown(results, report, images))
-    logger.info("Evaluation report written to %s (%s).", folder, "passed" if report["passed"] else "not passed")
-    return _jsonable(report)
+    images = _plots(results, log_history, folder)
+    report = jsonable(
+        {
+            "passed": bool(results) and all(r.passed and r.skipped is None for r in results),
+            "checks": {r.name: _check_entry(r) for r in results},
+            **extra,
+            "files": ["report.json", "report.md", *images],
+        }
+    )
+    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    (folder / "report.md").write_text(_markdown(results, report, extra, images))
+    logger.info("Evaluation report written to %s: %s.", folder, "passed" if report["passed"] else "NOT passed")
+    return report

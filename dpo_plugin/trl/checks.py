@@ -25,10 +25,12 @@ def build_judge(name: str | None, params: dict[str, Any] | None) -> Any:
     if name is None:
         return None
     factory = judges()[name].obj
+    params = params or {}
     try:
-        return factory(**(params or {}))
+        inspect.signature(factory).bind(**params)
     except TypeError as error:
-        raise ConfigError(f"judge: {name}: {error}") from None
+        raise ConfigError(f"judge: {name} does not take these judge_params {sorted(params)}: {error}") from None
+    return factory(**params)
 
 
 def check_params(names: list[str], params: dict[str, dict[str, Any]] | None, judge: str | None) -> None:

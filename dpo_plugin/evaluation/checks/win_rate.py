@@ -11,6 +11,9 @@ from ...types import CheckResult
 from ..context import EvalContext
 from ..generation import completion_logps, generate
 from ..judges.base import prompt_text
+from ..statistics import prompt_outcome
+
+VERDICT_NAMES = {"win": "policy wins", "loss": "reference wins", "tie": "tie", "failure": "judge failure"}
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +46,6 @@ class WinRateSettings:
             raise ConfigError(f"win_rate: threshold must lie in [0, 1), got {self.threshold}.")
         if self.batch_size < 1 or (self.max_prompts is not None and self.max_prompts < 1):
             raise ConfigError("win_rate: batch_size and max_prompts must be >= 1.")
-
-
-def _verdict_name(first: float | None, second: float | None) -> str:
-    if first is None or second is None:
-        return "judge failure"
-    if (first, second) == (0.0, 1.0):
-        return "policy wins"
-    if (first, second) == (1.0, 0.0):
-        return "reference wins"
-    return "tie"
 
 
 def win_rate(ctx: EvalContext, **params: object) -> CheckResult:
@@ -91,15 +84,12 @@ def win_rate(ctx: EvalContext, **params: object) -> CheckResult:
     logratio = (sum(p for p, _ in policy_logps) - sum(r for r, _ in reference_logps)) / tokens if tokens else math.nan
     empty = {"policy": sum(not t for t in policy.texts), "reference": sum(not t for t in reference.texts)}
 
-    errors_before = len(ctx.judge.errors)
+    errors = getattr(ctx.judge, "errors", [])  # a third-party judge may keep none
+    errors_before = len(errors)
     first = ctx.judge(prompts, policy.texts, reference.texts)
     second = ctx.judge(prompts, reference.texts, policy.texts)
-    judge_errors = ctx.judge.errors[errors_before:]
-    stats = evaluate.load(metric_path("win_rate")).compute(
-        policy_first=[math.nan if v is None else v for v in first],
-        policy_second=[math.nan if v is None else v for v in second],
-        confidence=s.confidence,
-    )
+    judge_errors = list(errors[errors_before:])
+    stats = evaluate.load(metric_path("win_rate")).compute(policy_first=first, policy_second=second, confidence=s.confidence)
     metrics = {
         **{k: v for k, v in stats.items() if k != "interval"},
         "empty_policy": empty["policy"],
@@ -120,7 +110,7 @@ def win_rate(ctx: EvalContext, **params: object) -> CheckResult:
         reasons.append(f"the interval's lower bound {interval[0]:.3f} does not exceed the threshold {s.threshold}")
     passed = not reasons
     samples = [
-        {"prompt": prompt_text(p), "reference": r, "policy": q, "verdict": _verdict_name(a, b)}
+        {"prompt": prompt_text(p), "reference": r, "policy": q, "verdict": VERDICT_NAMES[prompt_outcome(a, b)]}
         for p, r, q, a, b in list(zip(prompts, reference.texts, policy.texts, first, second))[: s.samples]
     ]
     logger.info("win_rate: %.3f [%.3f, %.3f] over %d prompts (%d ties, %d failures)", stats["win_rate"], *interval, stats["n"], stats["ties"], stats["failures"])

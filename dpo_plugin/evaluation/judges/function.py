@@ -11,27 +11,35 @@ from .base import Judge
 
 
 def import_callable(reference: str) -> Callable[..., Any]:
-    """``"package.module:attribute"`` → the object, with a ConfigError saying what failed."""
+    """``"package.module:attribute"`` → the callable, or a ConfigError saying what failed."""
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
-        raise ConfigError(f"judge_params.function must look like 'module:attribute', got {reference!r}.")
+        raise ConfigError(f"judge_params.function must look like 'package.module:function', got {reference!r}.")
     try:
         target = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"judge_params.function {reference!r} cannot be imported: {error}") from None
     if not callable(target):
-        raise ConfigError(f"judge_params.function {reference!r} is not callable.")
+        raise ConfigError(f"judge_params.function {reference!r} is a {type(target).__name__}, not a callable.")
     return target
 
 
 class FunctionJudge(Judge):
-    """Calls ``function(prompt, a, b)`` per pair: 0 when ``a`` is better, 1 when ``b`` is, 0.5 for a tie."""
+    """Calls ``function(prompt, a, b)`` per pair: 0 when ``a`` is better, 1 when ``b`` is, 0.5 for a tie.
+
+    ``function`` is a callable or a ``"module:attribute"`` reference. An exception, or any other
+    return value, is a judge failure with its reason recorded.
+    """
 
     def __init__(self, function: str | Callable[..., Any] | None = None):
         super().__init__()
-        if function is None:
-            raise ConfigError("judge: function needs judge_params: {function: 'module:attribute'}.")
-        self.function = import_callable(function) if isinstance(function, str) else function
+        if isinstance(function, str):
+            function = import_callable(function)
+        if not callable(function):
+            raise ConfigError(
+                f"judge: function needs judge_params: {{function: 'package.module:function'}}, got {function!r}."
+            )
+        self.function = function
 
     def judge_pair(self, prompt: Any, first: str, second: str) -> Any:
         return self.function(prompt, first, second)
