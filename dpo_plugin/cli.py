@@ -92,6 +92,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import parse_mixes, run
+
+    mixes = parse_mixes(args.compare) if args.compare else [["sigmoid", "sft"]]
+    runs = []
+    for mix in mixes:
+        name = "+".join(mix)
+        print(f"== Training SmolLM2-135M-Instruct with LoRA, losses: {name} ==", flush=True)
+        folder = args.output_dir if len(mixes) == 1 else f"{args.output_dir}/{name}"
+        demo = run(mix, folder, args.rest)
+        runs.append(demo)
+        print(_checks_table(demo.result.report))
+        print(f"Report and plots: {folder}/eval/report.md")
+    if len(runs) > 1:
+        rows = []
+        for demo in runs:
+            checks = demo.result.report["checks"]
+            win, margin = checks["win_rate"], checks["reward_margin"]
+            rows.append(
+                (
+                    "+".join(demo.losses),
+                    f"{win['metrics']['win_rate']:.3f} [{win['interval'][0]:.3f}, {win['interval'][1]:.3f}]",
+                    f"{margin['metrics']['accuracy']:.3f}",
+                    f"{demo.exact}/{demo.prompts}",
+                    "passed" if demo.result.report["passed"] else "NOT passed",
+                    f"{demo.seconds:.0f} s",
+                )
+            )
+        print(_table(("losses", "win rate vs reference", "reward accuracy", "exact answers", "checks", "time"), rows))
+        print(
+            "Pure DPO (sigmoid) can win on the preference signal yet never produce the chosen format; the SFT term "
+            "anchors the chosen answers. Read the side-by-side samples in each report."
+        )
+        return 0
+    return 0 if runs[0].result.report["passed"] else 1
+
+
 def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -179,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     train.set_defaults(func=cmd_train, takes_rest=True)
+
+    demo = sub.add_parser("demo", help="DPO-align SmolLM2-135M-Instruct on the shipped data, then check it (CPU, < 5 min)")
+    demo.add_argument("--compare", help="several loss mixes to train and tabulate, e.g. sigmoid,sigmoid+sft")
+    demo.add_argument("--output-dir", default="runs/demo")
+    demo.set_defaults(func=cmd_demo, takes_rest=True)
 
     evaluate = sub.add_parser("evaluate", help="run the post-training checks on a saved model, without training")
     evaluate.add_argument("--model", required=True, help="the trained model (hub id or folder)")

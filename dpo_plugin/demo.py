@@ -50,3 +50,13 @@ def run(losses: list[str], output_dir: str, extra: list[str] | None = None) -> D
     seconds = time.perf_counter() - start
     exact, prompts = _exact_answers(result.report) if result.report else (0, 0)
     return DemoRun(losses, result, seconds, exact, prompts)
+
+
+def parse_mixes(text: str) -> list[list[str]]:
+    """``"sigmoid,sigmoid+sft"`` → ``[["sigmoid"], ["sigmoid", "sft"]]``."""
+    mixes = [[name for name in part.split("+") if name] for part in text.split(",") if part.strip()]
+    if not mixes:
+        from .errors import ConfigError
+
+        raise ConfigError("--compare needs loss mixes such as sigmoid,sigmoid+sft.")
+    return mixes
