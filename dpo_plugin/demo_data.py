@@ -1,9 +1,9 @@
-"""The demo's verifiable preference data: arithmetic questions with a correct, fixed-format chosen answer.
+"""The demo's verifiable preference data: small sums and differences with a correct, fixed-format chosen answer.
 
-Every prompt asks for a sum or difference of two-digit numbers. The chosen answer is correct and
-in the required format (``The answer is 42.``); the rejected answer is wrong in that format, or
-rambles, or gives the number without the format. :func:`judge_correct` verifies answers, so the
-win-rate check needs no model judge:
+Every prompt asks ``What is a + b?`` or ``What is a - b?`` (``a > b``). The chosen answer is correct
+and in the required format (``The answer is 42.``); the rejected answer is wrong in that format,
+or starts a long-winded explanation (the base model's own habit), or gives the right number in
+another format. :func:`judge_correct` verifies answers, so the win-rate check needs no model judge:
 ``judge: function`` with ``judge_params: {function: "dpo_plugin.demo_data:judge_correct"}``.
 """
 
@@ -13,82 +13,103 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+DATA_DIR = Path(__file__).parent / "data" / "demo"
 ANSWER = re.compile(r"The answer is (-?\d+)\.")
 QUESTION = re.compile(r"What is (\d+) ([+-]) (\d+)\?")
-DATA_DIR = Path(__file__).parent / "data" / "demo"
+OFFSETS = (-10, -2, -1, 1, 2, 10)
 
 
-def question(a: int, op: str, b: int) -> str:
-    return f"What is {a} {op} {b}?"
+class Question(NamedTuple):
+    """``a op b`` with ``op`` in ``+ -``."""
 
+    a: int
+    op: str
+    b: int
 
-def solve(a: int, op: str, b: int) -> int:
-    return a + b if op == "+" else a - b
+    @property
+    def text(self) -> str:
+        return f"What is {self.a} {self.op} {self.b}?"
+
+    @property
+    def solution(self) -> int:
+        return self.a + self.b if self.op == "+" else self.a - self.b
 
 
 def answer(value: int) -> str:
+    """The required format of an answer."""
     return f"The answer is {value}."
 
 
-def _rejected(a: int, op: str, b: int, rng: random.Random) -> str:
-    truth = solve(a, op, b)
-    kind = rng.choice(("wrong", "wrong", "ramble", "bare"))
+def all_questions(low: int = 2, high: int = 30, operations: str = "+-") -> list[Question]:
+    """Every ``a + b`` and every ``a - b`` with ``a > b`` (of ``operations``), operands in ``[low, high]``, in a fixed order."""
+    operands = range(low, high + 1)
+    return [Question(a, op, b) for a in operands for b in operands for op in operations if op == "+" or a > b]
+
+
+def rejected_answer(question: Question, rng: random.Random) -> str:
+    """A worse answer: wrong in the required format (half), long-winded, or right in another format."""
+    kind = rng.choice(("wrong", "wrong", "verbose", "bare"))
     if kind == "wrong":
-        return answer(truth + rng.choice((-11, -10, -2, -1, 1, 2, 10, 11)))
-    if kind == "ramble":
-        return (
-            f"Well, {a} {op} {b} is an interesting question. Numbers can be combined in many ways, and it is "
-            "always worth thinking carefully before answering, so let us consider it step by step."
-        )
-    return f"{a} {op} {b} = {truth}"
+        return answer(question.solution + rng.choice([o for o in OFFSETS if question.solution + o >= 0]))
+    if kind == "verbose":
+        verb = "add" if question.op == "+" else "subtract"
+        first, second = (question.a, question.b) if question.op == "+" else (question.b, question.a)
+        return f"To {verb} {first} {'and' if question.op == '+' else 'from'} {second}, we need to think step by step."
+    return f"{question.a} {question.op} {question.b} = {question.solution}"
 
 
-def make_pairs(questions: list[tuple[int, str, int]], rng: random.Random) -> list[dict[str, Any]]:
-    return [
-        {
-            "prompt": [{"role": "user", "content": question(a, op, b)}],
-            "chosen": [{"role": "assistant", "content": answer(solve(a, op, b))}],
-            "rejected": [{"role": "assistant", "content": _rejected(a, op, b, rng)}],
-        }
-        for a, op, b in questions
-    ]
+def preference_pair(question: Question, rng: random.Random) -> dict[str, Any]:
+    """One pair in TRL's conversational format."""
+    return {
+        "prompt": [{"role": "user", "content": question.text}],
+        "chosen": [{"role": "assistant", "content": answer(question.solution)}],
+        "rejected": [{"role": "assistant", "content": rejected_answer(question, rng)}],
+    }
 
 
-def generate(n_train: int = 320, n_eval: int = 40, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train and eval pairs with disjoint questions, deterministic for a seed."""
+def generate(
+    n_train: int = 320, n_eval: int = 40, seed: int = 0, low: int = 2, high: int = 30, operations: str = "+-"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and held-out pairs on disjoint questions, the same for the same arguments."""
     rng = random.Random(seed)
-    pool = [(a, op, b) for a in range(10, 100) for b in range(10, 100) for op in "+-" if op == "+" or a > b]
+    pool = all_questions(low, high, operations)
+    if n_train + n_eval > len(pool):
+        raise ValueError(f"{n_train} + {n_eval} pairs need more than the {len(pool)} questions with operands in [{low}, {high}].")
     rng.shuffle(pool)
-    eval_questions, train_questions = pool[:n_eval], pool[n_eval : n_eval + n_train]
-    return make_pairs(train_questions, rng), make_pairs(eval_questions, rng)
+    held_out, train = pool[:n_eval], pool[n_eval : n_eval + n_train]
+    return [preference_pair(q, rng) for q in train], [preference_pair(q, rng) for q in held_out]
 
 
 def write(directory: Path = DATA_DIR, **kwargs: Any) -> tuple[Path, Path]:
-    """Write ``train.jsonl`` and ``test.jsonl`` (the split names TRL's scripts expect)."""
-    train, evaluation = generate(**kwargs)
+    """Write ``train.jsonl`` and ``test.jsonl`` (the held-out split under the name TRL's scripts use)."""
+    train, held_out = generate(**kwargs)
     directory.mkdir(parents=True, exist_ok=True)
     paths = directory / "train.jsonl", directory / "test.jsonl"
-    for path, rows in zip(paths, (train, evaluation)):
+    for path, rows in zip(paths, (train, held_out)):
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return paths
 
 
-def _question_of(prompt: Any) -> tuple[int, str, int] | None:
-    text = prompt if isinstance(prompt, str) else " ".join(m.get("content", "") for m in prompt if m.get("role") == "user")
+def parse_question(prompt: str | list[dict[str, str]]) -> Question | None:
+    """The question in a prompt (a string or a list of chat messages; the last user message counts)."""
+    if isinstance(prompt, str):
+        text = prompt
+    else:
+        text = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
     match = QUESTION.search(text)
-    return (int(match.group(1)), match.group(2), int(match.group(3))) if match else None
+    return Question(int(match.group(1)), match.group(2), int(match.group(3))) if match else None
 
 
-def is_correct(prompt: Any, completion: str) -> bool:
-    """The completion is exactly ``The answer is N.`` with N the true result."""
-    parsed = _question_of(prompt)
+def is_correct(prompt: str | list[dict[str, str]], completion: str) -> bool:
+    """The completion is exactly ``The answer is N.`` (surrounding whitespace aside), with N the true result."""
+    question = parse_question(prompt)
     match = ANSWER.fullmatch(completion.strip())
-    return bool(parsed and match and int(match.group(1)) == solve(*parsed))
+    return question is not None and match is not None and int(match.group(1)) == question.solution
 
 
-def judge_correct(prompt: Any, a: str, b: str) -> float:
+def judge_correct(prompt: str | list[dict[str, str]], a: str, b: str) -> float:
     """0 when only ``a`` is correct and in format, 1 when only ``b`` is, 0.5 when both or neither are."""
     a_ok, b_ok = is_correct(prompt, a), is_correct(prompt, b)
     if a_ok == b_ok:

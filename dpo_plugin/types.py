@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch loads with the first loss, not with `import dpo_plugin`
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ class LossOutput:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if torch.is_tensor(self.chosen_rewards):
+        if hasattr(self.chosen_rewards, "detach"):
             self.chosen_rewards = self.chosen_rewards.detach()
-        if torch.is_tensor(self.rejected_rewards):
+        if hasattr(self.rejected_rewards, "detach"):
             self.rejected_rewards = self.rejected_rewards.detach()
 
 
