@@ -1,11 +1,15 @@
-"""The demo's verifiable preference data: small sums and differences with a correct, fixed-format chosen answer.
+"""The demo's verifiable preference data: small sums with a correct, fixed-format chosen answer.
 
-Every prompt asks ``What is a + b?`` or ``What is a - b?`` (``a > b``). The chosen answer is correct
-and in the required format (``The answer is 42.``); the rejected answer is wrong in that format,
-or starts a long-winded explanation (the base model's own habit), or gives the right number in
-another format. :func:`judge_correct` verifies answers, so the win-rate check needs no model judge:
-``judge: function`` with ``judge_params: {function: "dpo_plugin.demo_data:judge_correct"}``.
-"""
+Every prompt asks ``What is a + b?`` (operands 2…30). The chosen answer is correct and in the
+required format (``The answer is 42.``). The rejected answer starts the same way but is wrong
+(half of the pairs), evasive (``The answer is...``, shorter than the chosen one) or in another
+format (``The answer is 17 + 25 = 42.``, longer), so length does not tell the sides apart and the
+preference signal lies only in what follows ``The answer is``, a start the base model never
+produces (it explains: ``To add 17 and 25, …``). Pure DPO therefore lowers the rejected answers
+without ever producing the chosen ones; an SFT term on the chosen answers
+(``loss_type: [sigmoid, sft]``) is what teaches them. :func:`judge_correct` verifies answers, so
+the win-rate check needs no model judge: ``judge: function`` with
+``judge_params: {function: "dpo_plugin.demo_data:judge_correct"}``."""
 
 from __future__ import annotations
 
@@ -15,26 +19,28 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import ConfigError
+
 DATA_DIR = Path(__file__).parent / "data" / "demo"
-ANSWER = re.compile(r"The answer is (-?\d+)\.")
-QUESTION = re.compile(r"What is (\d+) ([+-]) (\d+)\?")
+ANSWER = re.compile(r"The answer is (\d+)\.")
+QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
 OFFSETS = (-10, -2, -1, 1, 2, 10)
+EVASIVE = "The answer is..."
 
 
 class Question(NamedTuple):
-    """``a op b`` with ``op`` in ``+ -``."""
+    """``a + b``."""
 
     a: int
-    op: str
     b: int
 
     @property
     def text(self) -> str:
-        return f"What is {self.a} {self.op} {self.b}?"
+        return f"What is {self.a} + {self.b}?"
 
     @property
     def solution(self) -> int:
-        return self.a + self.b if self.op == "+" else self.a - self.b
+        return self.a + self.b
 
 
 def answer(value: int) -> str:
@@ -42,22 +48,19 @@ def answer(value: int) -> str:
     return f"The answer is {value}."
 
 
-def all_questions(low: int = 2, high: int = 30, operations: str = "+-") -> list[Question]:
-    """Every ``a + b`` and every ``a - b`` with ``a > b`` (of ``operations``), operands in ``[low, high]``, in a fixed order."""
-    operands = range(low, high + 1)
-    return [Question(a, op, b) for a in operands for b in operands for op in operations if op == "+" or a > b]
+def all_questions(low: int = 2, high: int = 30) -> list[Question]:
+    """Every ``a + b`` with operands in ``[low, high]``, in a fixed order."""
+    return [Question(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
 
 
 def rejected_answer(question: Question, rng: random.Random) -> str:
-    """A worse answer: wrong in the required format (half), long-winded, or right in another format."""
-    kind = rng.choice(("wrong", "wrong", "verbose", "bare"))
+    """A worse answer with the chosen answer's start: a wrong sum (half the time), evasive, or in another format."""
+    kind = rng.choice(("wrong", "wrong", "evasive", "other format"))
     if kind == "wrong":
         return answer(question.solution + rng.choice([o for o in OFFSETS if question.solution + o >= 0]))
-    if kind == "verbose":
-        verb = "add" if question.op == "+" else "subtract"
-        first, second = (question.a, question.b) if question.op == "+" else (question.b, question.a)
-        return f"To {verb} {first} {'and' if question.op == '+' else 'from'} {second}, we need to think step by step."
-    return f"{question.a} {question.op} {question.b} = {question.solution}"
+    if kind == "evasive":
+        return EVASIVE
+    return f"The answer is {question.a} + {question.b} = {question.solution}."
 
 
 def preference_pair(question: Question, rng: random.Random) -> dict[str, Any]:
@@ -70,13 +73,15 @@ def preference_pair(question: Question, rng: random.Random) -> dict[str, Any]:
 
 
 def generate(
-    n_train: int = 320, n_eval: int = 40, seed: int = 0, low: int = 2, high: int = 30, operations: str = "+-"
+    n_train: int = 320, n_eval: int = 40, seed: int = 0, low: int = 2, high: int = 30
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train and held-out pairs on disjoint questions, the same for the same arguments."""
     rng = random.Random(seed)
-    pool = all_questions(low, high, operations)
+    pool = all_questions(low, high)
     if n_train + n_eval > len(pool):
-        raise ValueError(f"{n_train} + {n_eval} pairs need more than the {len(pool)} questions with operands in [{low}, {high}].")
+        raise ConfigError(
+            f"{n_train} + {n_eval} pairs need more than the {len(pool)} questions with operands in [{low}, {high}]."
+        )
     rng.shuffle(pool)
     held_out, train = pool[:n_eval], pool[n_eval : n_eval + n_train]
     return [preference_pair(q, rng) for q in train], [preference_pair(q, rng) for q in held_out]
@@ -99,7 +104,7 @@ def parse_question(prompt: str | list[dict[str, str]]) -> Question | None:
     else:
         text = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
     match = QUESTION.search(text)
-    return Question(int(match.group(1)), match.group(2), int(match.group(3))) if match else None
+    return Question(int(match.group(1)), int(match.group(2))) if match else None
 
 
 def is_correct(prompt: str | list[dict[str, str]], completion: str) -> bool:

@@ -55,7 +55,9 @@ def gguf_file() -> Path:
             path = Path(distribution.locate_file(file))
             if path.is_file():
                 return path
-    raise ConfigError(f"{DISTRIBUTION} is installed but its {GGUF_NAME} is missing; reinstall it: {INSTALL} --force-reinstall.")
+    raise ConfigError(
+        f"{DISTRIBUTION} is installed but its {GGUF_NAME} is missing; reinstall it: {INSTALL} --force-reinstall."
+    )
 
 
 def _manifest(folder: Path, source: Path) -> dict[str, Any]:
@@ -73,7 +75,9 @@ def is_complete(folder: Path, source: Path) -> bool:
             recorded["format"] == FORMAT
             and recorded["source_size"] == source.stat().st_size
             and isinstance(files, dict)
-            and all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in files.items())
+            and all(
+                (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in files.items()
+            )
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -82,7 +86,9 @@ def is_complete(folder: Path, source: Path) -> bool:
 def _prepared_tokenizer(tokenizer: Any, max_positions: int) -> Any:
     """Check the chat template and EOS token; pad = EOS when no pad token is set."""
     if not tokenizer.chat_template:
-        raise ConfigError(f"The tokenizer read from {GGUF_NAME} has no chat template; reinstall {DISTRIBUTION}: {INSTALL}.")
+        raise ConfigError(
+            f"The tokenizer read from {GGUF_NAME} has no chat template; reinstall {DISTRIBUTION}: {INSTALL}."
+        )
     if tokenizer.eos_token is None:
         raise ConfigError(f"The tokenizer read from {GGUF_NAME} has no EOS token; reinstall {DISTRIBUTION}: {INSTALL}.")
     if tokenizer.pad_token is None:
