@@ -217,9 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train, takes_rest=True)
 
-    demo = sub.add_parser("demo", help="DPO-align SmolLM2-135M-Instruct on the shipped data, then check it (CPU, < 5 min)")
+    demo = sub.add_parser(
+        "demo",
+        help="DPO-align SmolLM2-135M-Instruct on the shipped data, then check it (CPU, < 5 min)",
+        epilog="Any `dpo-plugin train` flag (e.g. --max_steps 40) overrides the settings of configs/demo.yaml.",
+    )
     demo.add_argument("--compare", help="several loss mixes to train and tabulate, e.g. sigmoid,sigmoid+sft")
-    demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument("--output-dir", default="runs/demo", help="where the run and its eval/ report go (default: runs/demo)")
     demo.set_defaults(func=cmd_demo, takes_rest=True)
 
     evaluate = sub.add_parser("evaluate", help="run the post-training checks on a saved model, without training")

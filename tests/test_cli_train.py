@@ -86,3 +86,20 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     request = parse_train_args(["--config", _yaml(tmp_path, dataset_name="someone/not-a-dataset")])
     with pytest.raises(ConfigError, match="'someone/not-a-dataset' is not in the local cache and the Hugging Face Hub is offline"):
         load_datasets(request)
+
+
+@pytest.mark.parametrize("earlier", ["adapter_model.safetensors", "trainer_state.json", "eval/report.json"])
+def test_an_earlier_run_in_output_dir_is_not_overwritten(tmp_path, earlier):
+    from dpo_plugin.trl.run import run_training
+
+    saved = tmp_path / "out" / earlier
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes(b"the user's earlier run")
+    request = parse_train_args(["--config", _yaml(tmp_path, dataset_name=str(tmp_path / "never-read.jsonl"))])
+    # refused before the (missing) data or the model is read, and nothing in the folder changes
+    with pytest.raises(ConfigError, match=rf"already holds an earlier run \({earlier}\).*--resume_from_checkpoint"):
+        run_training(request)
+    assert saved.read_bytes() == b"the user's earlier run"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        [saved.relative_to(tmp_path), (tmp_path / "run.yaml").relative_to(tmp_path)]
+    )

@@ -236,12 +236,36 @@ def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
     return train_eval_splits(dataset, script.dataset_train_split, script.dataset_test_split)
 
 
+EARLIER_RUN_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "adapter_model.safetensors",
+    "trainer_state.json",
+    "eval/report.json",
+)
+
+
+def refuse_earlier_run(output_dir: str | os.PathLike[str]) -> None:
+    """A ConfigError when ``output_dir`` holds a saved model or report of an earlier run (training would overwrite it)."""
+    folder = Path(output_dir)
+    found = [name for name in EARLIER_RUN_FILES if (folder / name).is_file()]
+    if found:
+        raise ConfigError(
+            f"output_dir {str(folder)!r} already holds an earlier run ({', '.join(found)}), which training would "
+            "overwrite. Choose another --output_dir (--output-dir for demo), remove that folder, or continue it "
+            "with --resume_from_checkpoint."
+        )
+
+
 def run_training(request: TrainRequest) -> TrainResult:
     """Load data and model, train, save, and run the requested post-training checks."""
     from ..smollm import resolve_model_name
     from .trainer import DPOTrainer
 
     config = request.config
+    if not config.resume_from_checkpoint:
+        refuse_earlier_run(config.output_dir)
     _apply_model_config_adapter(request)
     config.model_init_kwargs = _model_init_kwargs(request)
     train, evaluation = load_datasets(request)
