@@ -88,6 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(_table(("metric", "value"), [(k, f"{v:.4g}") for k, v in shown.items()]))
     if result.report is not None:
         print(_checks_table(result.report))
+        print(_report_location(str(result.output_dir), result.report))
         return 1 if (request.config.strict_checks and not result.report["passed"]) else 0
     return 0
 
@@ -104,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         demo = run(mix, folder, args.rest)
         runs.append(demo)
         print(_checks_table(demo.result.report))
-        print(f"Report and plots: {folder}/eval/report.md")
+        print(_report_location(folder, demo.result.report))
     if len(runs) > 1:
         rows = []
         for demo in runs:
@@ -159,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     print(_checks_table(report))
-    print(f"Report: {args.output_dir}/eval/report.md")
+    print(_report_location(args.output_dir, report))
     return 1 if args.strict and not report["passed"] else 0
 
 
@@ -185,15 +186,23 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _checks_table(report: dict[str, Any]) -> str:
+    from .evaluation.report import headline
+
     rows = []
     for name, check in report["checks"].items():
         status = "skipped" if check.get("skipped") else ("passed" if check["passed"] else "FAILED")
         interval = check.get("interval")
         shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
-        note = check.get("skipped") or "; ".join(check.get("details", {}).get("reasons", []))
-        rows.append((name, status, shown, check.get("threshold", "-"), note))
+        details = check.get("details", {})
+        note = check.get("skipped") or "; ".join(details.get("reasons", []))
+        rows.append((name, status, headline(name, check.get("metrics", {}), details), shown, check.get("threshold", "-"), note))
     verdict = "PASSED" if report["passed"] else "NOT PASSED"
-    return _table(("check", "result", "95% interval", "threshold", "note"), rows) + f"\nOverall: {verdict}"
+    return _table(("check", "result", "value", "95% interval", "threshold", "note"), rows) + f"\nOverall: {verdict}"
+
+
+def _report_location(folder: str, report: dict[str, Any]) -> str:
+    files = report.get("files") or ["report.md"]
+    return f"Report and plots in {folder}/eval/: {', '.join(files)}"
 
 
 def build_parser() -> argparse.ArgumentParser:

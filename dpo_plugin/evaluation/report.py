@@ -61,9 +61,10 @@ def _status(result: CheckResult) -> str:
     return "skipped" if result.skipped is not None else ("passed" if result.passed else "FAILED")
 
 
-def _headline(result: CheckResult) -> str:
-    metric = result.details.get("headline") or HEADLINE.get(result.name) or result.name
-    return f"{metric} = {_number(result.metrics[metric])}" if metric in result.metrics else "-"
+def headline(name: str, metrics: Mapping[str, Any], details: Mapping[str, Any]) -> str:
+    """``"<metric> = <value>"`` for a check's headline metric (``details["headline"]``, the built-in's, or its own name)."""
+    metric = details.get("headline") or HEADLINE.get(name) or name
+    return f"{metric} = {_number(metrics[metric])}" if metric in metrics else "-"
 
 
 def _interval(result: CheckResult) -> str:
@@ -88,7 +89,7 @@ def _markdown(
     for r in results:
         note = r.skipped if r.skipped is not None else "; ".join(map(str, r.details.get("reasons", [])))
         lines.append(
-            f"| {cell(r.name)} | {_status(r)} | {cell(_headline(r))} | {_interval(r)} | {_number(r.threshold)} | {cell(note)} |"
+            f"| {cell(r.name)} | {_status(r)} | {cell(headline(r.name, r.metrics, r.details))} | {_interval(r)} | {_number(r.threshold)} | {cell(note)} |"
         )
     if not results:
         lines.append("| (no checks ran) | FAILED | - | - | - | - |")

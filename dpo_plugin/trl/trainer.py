@@ -432,11 +432,13 @@ class DPOTrainer(trl.DPOTrainer):
             value = sum(drift) / len(drift)
             if abs(value) > kl_warn:
                 self._kl_warned = True
+                has_sft = any(component.name == "sft" for component in self.loss_mix.components)
                 logger.warning(
                     "The policy has drifted from the reference: mean per-token log-ratio on the chosen completions is "
-                    "%.3f (kl_warn=%s). A large drift often means over-optimisation; consider a larger beta or an "
-                    "sft term. (Warned once.)",
+                    "%.3f (kl_warn=%s). A large drift often means over-optimisation; consider a larger beta%s. "
+                    "(Warned once.)",
                     value,
                     kl_warn,
+                    "" if has_sft else " or an sft term",
                 )
         super().log(logs, start_time)

@@ -71,7 +71,13 @@ def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
         "drift_chosen": float(np.mean((policy.chosen - reference.chosen) / np.maximum(policy.chosen_tokens, 1))),
         "drift_rejected": float(np.mean((policy.rejected - reference.rejected) / np.maximum(policy.rejected_tokens, 1))),
     }
-    logger.info("reward_margin: accuracy %.3f %s, margin %.3f %s", stats["accuracy"], stats["accuracy_interval"], stats["margin_mean"], stats["margin_interval"])
+    logger.info(
+        "reward_margin: accuracy %.3f [%.3f, %.3f], margin %.3f [%.3f, %.3f]",
+        stats["accuracy"],
+        *stats["accuracy_interval"],
+        stats["margin_mean"],
+        *stats["margin_interval"],
+    )
     return CheckResult(
         "reward_margin",
         passed,
