@@ -69,7 +69,6 @@ def common_config(args: argparse.Namespace, workdir: Path, device: torch.device)
         report_to="none",
         per_device_train_batch_size=args.batch_size,
         gradient_checkpointing=False,
-        max_length=4 * args.length + 64,
         disable_tqdm=True,
         dataloader_pin_memory=False,
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-import time
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -52,8 +52,6 @@ def time_steps(trainer, batch, steps: int, device: torch.device) -> list[float]:
         times.append(time.perf_counter() - start)
         trainer.model.zero_grad(set_to_none=True)
     return times
-
-
 
 
 def prepare(trainer, batch, warmup: int, device: torch.device) -> None:
