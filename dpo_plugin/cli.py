@@ -83,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     request = parse_train_args(args.rest)
     result = run_training(request)
+    if not result.main_process:  # under torchrun/accelerate the main process reports
+        return 0
     print(f"Trained model saved to {result.output_dir}")
     shown = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     print(_table(("metric", "value"), [(k, f"{v:.4g}") for k, v in shown.items()]))

@@ -18,6 +18,8 @@ import contextvars
 import dataclasses
 import inspect
 import json
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,8 @@ import trl
 from ..errors import ConfigError
 from ..plugins import adapters, checks, judges, reference_strategies
 from .loss_mix import LossMix
+
+logger = logging.getLogger(__name__)
 
 _EXPLICIT_OVERRIDE: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
     "dpo_plugin_explicit_fields", default=None
@@ -100,6 +104,7 @@ class DPOConfig(trl.DPOConfig):
                 f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} losses "
                 f"{list(self.loss_type)}: give one weight per loss, in the same order."
             )
+        self._cpu_processes_together()
         try:
             super().__post_init__()
         except ValueError as error:
@@ -116,6 +121,19 @@ class DPOConfig(trl.DPOConfig):
         self.loss_mix()
 
     # -- validation -----------------------------------------------------------------------------
+    def _cpu_processes_together(self) -> None:
+        """Several processes (torchrun) on a machine without an accelerator train together on CPU (gloo).
+
+        Without ``use_cpu``, transformers runs each of them as an independent one-process training,
+        all writing to the same output_dir.
+        """
+        import torch
+
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes > 1 and not self.use_cpu and not torch.accelerator.is_available():
+            logger.info("%d processes on a machine without a GPU: use_cpu=True, so they train together (gloo).", processes)
+            self.use_cpu = True
+
     def _check_dict_fields(self) -> None:
         for name in PLUGIN_DICT_FIELDS:
             value = getattr(self, name)

@@ -190,6 +190,7 @@ class TrainResult:
     output_dir: Path
     metrics: dict[str, Any]
     report: dict[str, Any] | None
+    main_process: bool = True
 
 
 def _model_init_kwargs(request: TrainRequest) -> dict[str, Any]:
@@ -275,7 +276,12 @@ def run_training(request: TrainRequest) -> TrainResult:
     trainer.save_model(config.output_dir)
     trainer.state.save_to_json(str(Path(config.output_dir) / "trainer_state.json"))
     logger.info("Model and training log (trainer_state.json) saved to %s.", config.output_dir)
-    return TrainResult(Path(config.output_dir), dict(result.metrics), getattr(trainer, "check_report", None))
+    return TrainResult(
+        Path(config.output_dir),
+        dict(result.metrics),
+        getattr(trainer, "check_report", None),
+        main_process=trainer.is_world_process_zero(),
+    )
 
 
 def evaluate_saved_model(
