@@ -96,14 +96,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import parse_mixes, run
+    from .demo import check_overrides, fresh_output_dir, parse_mixes, run
 
+    check_overrides(args.rest)
     mixes = parse_mixes(args.compare) if args.compare else [["sigmoid", "sft"]]
+    output_dir = args.output_dir or fresh_output_dir()
     runs = []
     for mix in mixes:
         name = "+".join(mix)
         print(f"== Training SmolLM2-135M-Instruct with LoRA, losses: {name} ==", flush=True)
-        folder = args.output_dir if len(mixes) == 1 else f"{args.output_dir}/{name}"
+        folder = output_dir if len(mixes) == 1 else f"{output_dir}/{name}"
         demo = run(mix, folder, args.rest)
         runs.append(demo)
         print(_checks_table(demo.result.report))
@@ -231,10 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="DPO-align SmolLM2-135M-Instruct on the shipped data, then check it (CPU, < 5 min)",
-        epilog="Any `dpo-plugin train` flag (e.g. --max_steps 40) overrides the settings of configs/demo.yaml.",
+        epilog="Any `dpo-plugin train` flag (e.g. --max_steps 40) overrides the settings of configs/demo.yaml. "
+        "--compare exits 0 once every mix has run (a failing mix is the point of the comparison).",
     )
     demo.add_argument("--compare", help="several loss mixes to train and tabulate, e.g. sigmoid,sigmoid+sft")
-    demo.add_argument("--output-dir", default="runs/demo", help="where the run and its eval/ report go (default: runs/demo)")
+    demo.add_argument(
+        "--output-dir",
+        help="where the run and its eval/ report go (default: runs/demo, or runs/demo-2, -3 … when it exists); "
+        "--compare puts each mix in a subfolder",
+    )
     demo.set_defaults(func=cmd_demo, takes_rest=True)
 
     evaluate = sub.add_parser("evaluate", help="run the post-training checks on a saved model, without training")

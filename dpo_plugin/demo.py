@@ -18,6 +18,14 @@ from .trl.run import TrainResult, parse_train_args, run_training
 logger = logging.getLogger(__name__)
 
 CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEFAULT_OUTPUT = "runs/demo"
+#: Flags the demo sets itself; each with what to use instead.
+OWN_FLAGS = {
+    "config": "dpo-plugin train --config YOUR.yaml (start from dpo_plugin/configs/demo.yaml)",
+    "output_dir": "--output-dir",
+    "loss_type": "--compare (e.g. --compare sigmoid+sft; equal weights)",
+    "loss_weights": "dpo-plugin train --config dpo_plugin/configs/demo.yaml --loss_weights ...",
+}
 
 
 @dataclass
@@ -38,6 +46,25 @@ def _exact_answers(report: dict[str, Any]) -> tuple[int, int]:
     details = report["checks"].get("win_rate", {}).get("details", {})
     samples = details.get("samples", [])
     return sum(is_correct(s["prompt"], s["policy"]) for s in samples), len(samples)
+
+
+def check_overrides(extra: list[str]) -> None:
+    """A ConfigError for a ``dpo-plugin train`` flag that the demo sets itself (it would be ignored or misreported)."""
+    from .errors import ConfigError
+
+    for arg in extra:
+        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
+        if name in OWN_FLAGS:
+            raise ConfigError(f"dpo-plugin demo sets {arg.split('=', 1)[0]} itself; use {OWN_FLAGS[name]} instead.")
+
+
+def fresh_output_dir(base: str = DEFAULT_OUTPUT) -> str:
+    """``base``, or ``base-2``, ``base-3`` … : the first that does not exist yet, so a rerun keeps earlier demos."""
+    candidate, number = base, 1
+    while Path(candidate).exists():
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
 
 
 def run(losses: list[str], output_dir: str, extra: list[str] | None = None) -> DemoRun:

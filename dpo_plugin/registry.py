@@ -159,7 +159,11 @@ class LossSpec(Spec):
         return resolved
 
     def create(self, **params: Any) -> BoundLoss:
-        """A callable ``loss(logps) -> LossOutput`` with ``params`` bound (a fresh instance for factories)."""
+        """A callable ``loss(logps) -> LossOutput`` with ``params`` bound (a fresh instance for factories).
+
+        ``params`` are checked and completed as :meth:`resolve_params` does (unknown names, ranges, defaults).
+        """
+        params = self.resolve_params(params)
         if self.factory:
             return BoundLoss(self, self.obj(**params), {})
         return BoundLoss(self, self.obj, params)
@@ -224,11 +228,13 @@ class BoundLoss:
                     f"{who} returned {attr} of shape {tuple(value.shape)}; expected per-pair values of shape "
                     f"{tuple(logps.chosen.shape)} (do not reduce over the batch)."
                 )
-        if not bool(torch.isfinite(out.losses.detach()).all()):
-            raise PluginContractError(
-                f"{who} returned non-finite losses {out.losses.detach().cpu().tolist()}; inputs had chosen logps "
-                f"{logps.chosen.detach().cpu().tolist()}."
-            )
+        for attr in ("losses", "chosen_rewards", "rejected_rewards"):
+            value = getattr(out, attr).detach()
+            if not bool(torch.isfinite(value).all()):
+                raise PluginContractError(
+                    f"{who} returned non-finite {attr} {value.cpu().tolist()}; inputs had chosen logps "
+                    f"{logps.chosen.detach().cpu().tolist()}."
+                )
         return out
 
 

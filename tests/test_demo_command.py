@@ -38,3 +38,23 @@ def test_demo_compare_tabulates_each_mix(tmp_path):
     assert "/6" in lines[header + 2]  # exact answers out of the 6 sampled prompts
     for mix in ("sigmoid", "sigmoid+sft"):
         assert (tmp_path / mix / "eval" / "report.json").exists()
+
+
+def test_fresh_output_dir_keeps_earlier_demos(tmp_path, monkeypatch):
+    from dpo_plugin.demo import fresh_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert fresh_output_dir() == "runs/demo"
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    assert fresh_output_dir() == "runs/demo-2"
+    (tmp_path / "runs" / "demo-2").mkdir()
+    (tmp_path / "runs" / "demo-4").mkdir()
+    assert fresh_output_dir() == "runs/demo-3"
+
+
+def test_flags_the_demo_sets_itself_are_refused_before_loading(tmp_path):
+    for flag, instead in [("--output_dir", "--output-dir"), ("--loss_type=sigmoid", "--compare"), ("--config", "dpo-plugin train")]:
+        command = [str(Path(sys.executable).with_name("dpo-plugin")), "demo", flag, "x"]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and f"use {instead}" in result.stderr, result.stderr
+        assert list(tmp_path.iterdir()) == []  # nothing written

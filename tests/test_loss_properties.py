@@ -253,6 +253,7 @@ LOGPS = pairs([-1.0, -2.0], [-3.0, -4.0], [-1.0, -2.0], [-3.0, -4.0])
         (lambda logps: (logps.chosen, logps.chosen, logps.rejected), "returned tuple"),
         (lambda logps: LossOutput(logps.chosen * float("nan"), logps.chosen, logps.rejected), "non-finite losses"),
         (lambda logps: LossOutput(logps.chosen / 0.0, logps.chosen, logps.rejected), "non-finite losses [-inf, -inf]"),
+        (lambda logps: LossOutput(logps.chosen, logps.chosen * float("nan"), logps.rejected), "non-finite chosen_rewards"),
     ],
 )
 @pytest.mark.parametrize("via", ["spec", "bound"])
@@ -291,3 +292,17 @@ def test_a_well_behaved_plugin_loss_passes_the_checks(register_plugin):
     register_plugin(_plugin_registering("fine", fine, needs_reference=False), "fine-plugin")
     out = dpo_plugin.losses()["fine"](LOGPS, beta=0.5)
     torch.testing.assert_close(out.losses, torch.tensor([-math.log(1 / (1 + math.exp(-1.0)))] * 2, dtype=torch.float64))
+
+
+def test_calling_a_spec_directly_checks_parameters_as_the_config_does():
+    logps = PairLogps(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]))
+    with pytest.raises(ConfigError, match="beta=0"):
+        dpo_plugin.losses()["sigmoid"](logps, beta=0)
+    with pytest.raises(ConfigError, match="label_smoothing=0.7"):
+        dpo_plugin.losses()["cdpo"](logps, label_smoothing=0.7)
+    with pytest.raises(ConfigError, match=r"does not take \['tau'\]; it takes: beta=.*gamma="):
+        dpo_plugin.losses()["simpo"](logps, tau=1)
+    # the defaults are filled in: sigmoid's β = 0.1 and the log-ratios are 0.5 and −0.5, so −log σ(0.1·1)
+    expected = -math.log(1 / (1 + math.exp(-0.1)))
+    assert dpo_plugin.losses()["sigmoid"](logps).losses.item() == pytest.approx(expected, rel=1e-6)
+

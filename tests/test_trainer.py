@@ -162,3 +162,26 @@ def test_training_refuses_data_with_errors(make_model, tokenizer, tmp_path):
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), allow_data_errors=True))
     trainer = DPOTrainer(make_model(), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     assert [f.code for f in trainer.data_report.errors] == ["identical_pair"]
+
+
+def test_logged_rewards_use_the_beta_the_loss_trains_with(tokenizer, tmp_path):
+    """rewards/* = β·log-ratio with the loss's β, whether β comes from `beta` or from loss_params."""
+    import copy
+
+    from trainer_fixtures import policy_and_reference
+
+    policy, reference = policy_and_reference(len(tokenizer))
+    first_logs = []
+    for overrides in ({"beta": 0.5}, {"loss_params": {"sigmoid": {"beta": 0.5}}}, {"beta": 0.1}):
+        args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1, **overrides))
+        trainer = DPOTrainer(
+            copy.deepcopy(policy), ref_model=copy.deepcopy(reference), args=args,
+            train_dataset=preference_dataset(), processing_class=tokenizer,
+        )  # fmt: skip
+        trainer.train()
+        first_logs.append(trainer.state.log_history[0])
+    field_beta, param_beta, small_beta = first_logs
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+        assert abs(small_beta[key]) > 1e-4
+        assert param_beta[key] == pytest.approx(field_beta[key], rel=1e-5)
+        assert field_beta[key] == pytest.approx(5 * small_beta[key], rel=1e-4)

@@ -51,6 +51,13 @@ class LossMix:
     def names(self) -> list[str]:
         return [c.name for c in self.components]
 
+    def reward_beta(self, default: float) -> float:
+        """β of the implicit rewards ``β·(log π − log π_ref)``: the first reference-based loss's own β, else ``default``."""
+        for component in self.components:
+            if component.spec.needs_reference and "beta" in component.params:
+                return float(component.params["beta"])
+        return default
+
     def __call__(self, logps: PairLogps, pair_weights: Tensor | None = None) -> tuple[Tensor, list[LossOutput]]:
         total: Tensor | float = 0.0
         outputs = []

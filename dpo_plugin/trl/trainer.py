@@ -404,7 +404,8 @@ class DPOTrainer(trl.DPOTrainer):
 
         if pair.has_reference:
             chosen_ratio, rejected_ratio = (r.detach() for r in pair.logratios())
-            chosen_rewards, rejected_rewards = self.args.beta * chosen_ratio, self.args.beta * rejected_ratio
+            beta = self.loss_mix.reward_beta(self.args.beta)
+            chosen_rewards, rejected_rewards = beta * chosen_ratio, beta * rejected_ratio
             chosen_tokens, rejected_tokens = pair.token_counts()
             metrics["logratio/chosen"].append(self._gathered_mean(chosen_ratio / chosen_tokens))
             metrics["logratio/rejected"].append(self._gathered_mean(rejected_ratio / rejected_tokens))
