@@ -6,26 +6,95 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+from collections.abc import Mapping
 
 PLACEHOLDER = re.compile(r"<!-- (registry:[a-z_]+|config-fields) -->")
 
 
+CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
+
+
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """``text`` as one table cell: one line, pipes escaped outside code spans (inside them a pipe does not split)."""
+    parts = CODE_SPAN.split(str(text).replace("\n", " "))
+    return "".join(part if CODE_SPAN.fullmatch(part) else part.replace("|", "\\|") for part in parts)
+
+
+ARXIV = re.compile(r"arXiv:(\d{4}\.\d{4,5})")
+URL = re.compile(r"https?://[^\s<>()]*[^\s<>().,;:]")
+
+
+def _paragraphs(obj: object) -> list[str]:
+    """The docstring's paragraphs, each on one line."""
+    return [" ".join(p.split()) for p in (inspect.getdoc(obj) or "").split("\n\n") if p.strip()]
+
+
+def _links(text: str) -> str:
+    """Bare URLs as autolinks and ``arXiv:NNNN.NNNNN`` as links to the abstract page."""
+    text = URL.sub(lambda m: f"<{m.group(0)}>", text)
+    return ARXIV.sub(r"[arXiv:\1](https://arxiv.org/abs/\1)", text)
+
+
+def loss_doc(obj: object) -> tuple[str, str, str]:
+    """``(formula, paper, notes)`` from a loss's docstring.
+
+    The convention of the built-in losses: the first paragraph names the loss and gives its formula
+    in ``code``; the first later paragraph with an arXiv id or a URL is the citation (authors, year,
+    title, link); the remaining paragraphs are notes. A part that is missing is ``""``.
+    """
+    paragraphs = _paragraphs(obj)
+    formula = paragraphs[0] if paragraphs else ""
+    paper = next((p for p in paragraphs[1:] if ARXIV.search(p) or URL.search(p)), "")
+    notes = " ".join(p for p in paragraphs[1:] if p != paper)
+    return formula, paper, notes
 
 
 def _losses() -> str:
     import dpo_plugin
 
-    rows = ["| loss | reference | parameters (defaults) | formula and paper |", "|---|---|---|---|"]
+    rows = ["| loss | reference | parameters (defaults) | formula | paper |", "|---|---|---|---|---|"]
     for name, spec in sorted(dpo_plugin.losses().items()):
         params = ", ".join(f"`{k}={v!r}`" for k, v in spec.to_dict()["params"].items()) or "-"
-        doc = " ".join((inspect.getdoc(spec.obj) or "").split("\n\n")[0].split())
+        formula, paper, notes = loss_doc(spec.obj)
         flags = "needed" if spec.needs_reference else "no"
         if spec.batch_coupled:
             flags += ", batch-coupled"
-        rows.append(f"| `{name}` | {flags} | {params} | {_cell(doc)} |")
+        described = _cell(formula or "-") + (f"<br>{_cell(notes)}" if notes else "")
+        rows.append(f"| `{name}` | {flags} | {params} | {described} | {_links(_cell(paper)) or '-'} |")
     return "\n".join(rows)
+
+
+def _adapters() -> str:
+    """Adapter recipes with their ``adapter_params`` (a recipe's ``params``: name → Param with a default)."""
+    import dpo_plugin
+
+    rows = ["| adapter | description | `adapter_params` (defaults) |", "|---|---|---|"]
+    for name, spec in sorted(dpo_plugin.adapters().items()):
+        params = getattr(spec.obj, "params", None)
+        if not isinstance(params, Mapping):
+            rows.append(_simple_row(name, spec))
+            continue
+        options = ", ".join(f"`{key}={getattr(param, 'default', param)!r}`" for key, param in params.items())
+        paragraphs = _paragraphs(spec.obj) or [spec.description]
+        if getattr(spec.obj, "changes_base_weights", False):
+            paragraphs.append("Rewrites the base weights at initialisation: the reference is a frozen copy.")
+        description = "<br>".join(_cell(p) for p in paragraphs)
+        rows.append(f"| `{name}` | {_links(description)} | {options or '-'} |")
+    return "\n".join(rows)
+
+
+def _simple_row(name: str, spec: object) -> str:
+    target = getattr(spec, "settings", None) or spec.obj
+    try:
+        parameters = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+        options = ", ".join(
+            f"`{p.name}={p.default!r}`" for p in parameters.values()
+            if p.name not in ("self", "ctx") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
+        )  # fmt: skip
+    except (TypeError, ValueError):
+        options = ""
+    description = spec.description or " ".join((inspect.getdoc(spec.obj) or "").split("\n\n")[0].split())
+    return f"| `{name}` | {_cell(description)} | {options or '-'} |"
 
 
 def _simple(kind: str) -> str:
@@ -33,18 +102,7 @@ def _simple(kind: str) -> str:
 
     registry = getattr(dpo_plugin, kind)()
     rows = ["| name | description | options |", "|---|---|---|"]
-    for name, spec in sorted(registry.items()):
-        target = getattr(spec, "settings", None) or spec.obj
-        try:
-            parameters = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
-            options = ", ".join(
-                f"`{p.name}={p.default!r}`" for p in parameters.values()
-                if p.name not in ("self", "ctx") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
-            )  # fmt: skip
-        except (TypeError, ValueError):
-            options = ""
-        description = spec.description or " ".join((inspect.getdoc(spec.obj) or "").split("\n\n")[0].split())
-        rows.append(f"| `{name}` | {_cell(description)} | {options or '-'} |")
+    rows += [_simple_row(name, spec) for name, spec in sorted(registry.items())]
     return "\n".join(rows)
 
 
@@ -69,6 +127,8 @@ def on_page_markdown(markdown: str, **kwargs: object) -> str:
         if key == "config-fields":
             return _config_fields()
         kind = key.split(":", 1)[1]
-        return _losses() if kind == "losses" else _simple(kind)
+        if kind == "losses":
+            return _losses()
+        return _adapters() if kind == "adapters" else _simple(kind)
 
     return PLACEHOLDER.sub(replace, markdown)

@@ -53,7 +53,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     rows = []
     for plugin in listing["plugins"]:
         registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items() if names)
-        source = "built-in" if plugin["builtin"] else f"{plugin['distribution']} {plugin['version']}"
+        source = f"{plugin['distribution']} {plugin['version']}" + (" (built-in)" if plugin["builtin"] else "")
         rows.append((plugin["name"], source, registered or "-"))
     print(_table(("plugin", "from", "registers"), rows))
     return 0
@@ -177,7 +177,12 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     if args.model:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        from .smollm import resolve_model_name
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(args.model))
+        except (OSError, ValueError) as error:
+            raise DpoPluginError(f"Cannot load the tokenizer of --model {args.model!r}: {error}") from None
     logging.getLogger("dpo_plugin.data_quality").setLevel(logging.ERROR)  # the table shows the warnings
     report = check_data(
         dataset,
@@ -186,6 +191,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
         truncation_mode=args.truncation_mode,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    if tokenizer is None and not args.json:
+        print("(Pass --model to count the pairs dropped or truncated at --max-length.)")
     return 0 if report.ok else 1
 
 

@@ -102,8 +102,10 @@ def test_plugins_table(third_party):
     lines = run_cli("plugins", PYTHONPATH=third_party).stdout.splitlines()
     assert lines[0].split() == ["plugin", "from", "registers"] and set(lines[1].replace(" ", "")) == {"-"}
     rows = {line.split()[0]: line for line in lines[2:]}
-    assert rows["dpo_plugin.loss_variants.squared"].split(None, 2)[1:] == [
-        "built-in",
+    assert rows["dpo_plugin.loss_variants.squared"].split(None, 4)[1:] == [
+        "dpo-plugin",
+        dpo_plugin.__version__,
+        "(built-in)",
         "losses: ipo, ipo_paper, sppo_hard, cal_dpo",
     ]
     assert rows["listing_plugin"].split(None, 3)[1:] == ["listing-dist", "0.4.0", "losses: listing_margin"]

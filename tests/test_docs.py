@@ -2,27 +2,92 @@
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dpo_plugin
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = ("example_plugin", "example_judge", "example_check")
 
 
-def test_docs_build_strict_with_generated_tables(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    site_dir = tmp_path_factory.mktemp("site")
     mkdocs = Path(sys.executable).with_name("mkdocs")
     result = subprocess.run(
-        [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    losses = (tmp_path / "losses" / "index.html").read_text()
+    return site_dir
+
+
+def _page(site: Path, page: str) -> str:
+    return (site / page / "index.html").read_text()
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """Table rows whose first cell is ``<code>name</code>``: name → the cells' HTML."""
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", text, re.S):
+        cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+        match = re.fullmatch(r"<code>([^<]+)</code>", cells[0].strip()) if cells else None
+        if match:
+            rows[match.group(1)] = cells
+    return rows
+
+
+def test_docs_build_strict_with_generated_tables(site):
+    losses = _page(site, "losses")
     for name in dpo_plugin.losses():
         assert f"<code>{name}</code>" in losses, name
     for kind, page in (("reference_strategies", "reference-strategies"), ("adapters", "adapters"), ("judges", "checks-and-judges"), ("checks", "checks-and-judges")):
-        text = (tmp_path / page / "index.html").read_text()
+        text = _page(site, page)
         for name in getattr(dpo_plugin, kind)():
             assert f"<code>{name}</code>" in text, (kind, name)
-    assert "<code>loss_params</code>" in (tmp_path / "configuration" / "index.html").read_text()
-    assert not (tmp_path / "hooks.py").exists()
+    assert "<code>loss_params</code>" in _page(site, "configuration")
+    assert not (site / "hooks.py").exists()
+
+
+def test_every_loss_row_has_its_formula_and_paper(site):
+    rows = _rows(_page(site, "losses"))
+    for name in dpo_plugin.losses():
+        reference, params, formula, paper = rows[name][1:]
+        assert re.search(r"<code>[^<]*[σ²()=][^<]*</code>", formula), (name, formula)
+        assert re.search(r'<a href="https://(arxiv\.org/abs/\d{4}\.\d{4,5}|[^"]+\.pdf)">', paper), (name, paper)
+        assert re.search(r"\b20\d\d\b", paper), (name, paper)  # authors, year, title
+    # the notation the formulas use is defined once on the page
+    for symbol in ("r_w", "s_w", "u_w", "Δ", "β", "σ", "ε", "z", "NLL(y_w)"):
+        assert f"<td><code>{symbol}" in losses_notation(site), symbol
+    # a pipe inside a formula is not escaped in the rendered code
+    assert "<code>(s_w/|y_w| − s_l/|y_l| − 1/(2β))²</code>" in rows["ipo"][3]
+
+
+def losses_notation(site: Path) -> str:
+    text = _page(site, "losses")
+    return text[text.index('id="notation"') : text.index('id="the-losses"')]
+
+
+def test_every_adapter_lists_its_options_with_defaults(site):
+    rows = _rows(_page(site, "adapters"))
+    for name, spec in dpo_plugin.adapters().items():
+        options = rows[name][2]
+        for key, param in spec.obj.params.items():
+            assert f"<code>{html.escape(f'{key}={param.default!r}', quote=False)}</code>" in options, (name, key, options)
+    assert "<code>r=16</code>" in rows["lora"][2] and "<code>target_modules='all-linear'</code>" in rows["lora"][2]
+
+
+def test_plugin_examples_are_the_packages_files(site):
+    """The writing-plugins page includes the example packages' files themselves (snippets), so they cannot drift."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", _page(site, "writing-plugins")))
+    assert "--8<--" not in text
+    for example in EXAMPLES:
+        for path in sorted((REPO / "integration" / example).glob("*.py")) + [REPO / "integration" / example / "pyproject.toml"]:
+            for line in path.read_text().splitlines():
+                assert line.strip() in text, (path.name, line)
+    assert "needs_reference=True" in text

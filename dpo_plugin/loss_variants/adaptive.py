@@ -12,16 +12,16 @@ from .scores import score_difference, with_dpo_rewards
 
 
 class BetaDPO:
-    """β-DPO: DPO with a batch-adaptive β and β-guided filtering of outlier pairs.
+    """β-DPO: ``−log σ(β_batch·Δ)`` on the kept pairs, ``β_batch = max(β·(1 + α·(mean_kept(Δ) − M₀)), 10⁻³)``.
 
-    Wu et al. 2024, "β-DPO: Direct Preference Optimization with Dynamic β", arXiv:2407.08639. With
-    the gap ``M_i = Δ_i`` (the log-ratio difference) and its moving mean ``M₀`` and std ``σ``
-    (momentum ``m``, updated from each training batch): keep a fraction ``1 − ρ`` of the pairs,
-    drawn without replacement with weights ``exp(−½((M_i − M₀)/σ)²)``; then
-    ``β_batch = max(β·(1 + α·(mean_kept(M) − M₀)), 10⁻³)`` and the loss is ``−log σ(β_batch·Δ_i)`` on
-    the kept pairs, rescaled so the batch mean equals the mean over kept pairs (dropped pairs: 0).
-    Under ``torch.no_grad()`` (evaluation) the statistics are not updated and no pair is dropped.
-    Statistics are per process (the paper gathers them across GPUs).
+    Wu et al. 2024, "β-DPO: Direct Preference Optimization with Dynamic β", arXiv:2407.08639.
+
+    ``M₀`` and ``s_M`` are the moving mean and std of the gap ``Δ`` (momentum ``m``, updated from
+    each training batch). β-guided filtering keeps a fraction ``1 − ρ`` of the pairs, drawn without
+    replacement with weights ``exp(−½((Δ_i − M₀)/s_M)²)``; the kept losses are rescaled so the batch
+    mean equals their mean (dropped pairs: 0). Under ``torch.no_grad()`` (evaluation) the statistics
+    are not updated and no pair is dropped. Statistics are per process (the paper gathers them across
+    GPUs).
     """
 
     def __init__(self, *, beta: float = 0.1, alpha: float = 0.6, rho: float = 0.2, momentum: float = 0.9):

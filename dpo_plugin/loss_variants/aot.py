@@ -15,10 +15,12 @@ from .scores import smoothed_logistic, with_dpo_rewards
 
 
 def aot(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
-    """AOT (paired): smoothed logistic loss of ``β·(sort(log π_w − log π_l) − sort(log π_ref,w − log π_ref,l))``.
+    """AOT (paired): ``−(1−ε) log σ(z) − ε log σ(−z)``, ``z = β·(sort(log π(y_w) − log π(y_l)) − sort(log π_ref(y_w) − log π_ref(y_l)))``.
 
     Melnyk et al. 2024, "Distributional Preference Alignment of LLMs via Optimal Transport",
-    arXiv:2406.05882 (TRL ``aot``).
+    arXiv:2406.05882.
+
+    TRL ``aot``; the sorts run across the batch.
     """
     if not logps.has_reference:
         logps.logratios()  # raises the error that says how to get reference log-probs
@@ -28,9 +30,12 @@ def aot(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) ->
 
 
 def aot_unpaired(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
-    """AOT (unpaired): smoothed logistic loss of ``β·(sort(u_w) − sort(u_l))``, ``u = log π/π_ref``.
+    """AOT (unpaired): ``−(1−ε) log σ(z) − ε log σ(−z)``, ``z = β·(sort(u_w) − sort(u_l))``.
 
-    Melnyk et al. 2024, arXiv:2406.05882 (TRL ``aot_unpaired``).
+    Melnyk et al. 2024, "Distributional Preference Alignment of LLMs via Optimal Transport",
+    arXiv:2406.05882.
+
+    TRL ``aot_unpaired``; the sorts run across the batch.
     """
     chosen, rejected = logps.logratios()
     chosen_sorted, _ = torch.sort(chosen, dim=0)

@@ -18,7 +18,13 @@ from .scores import f_divergence_scores, length_normalised, score_difference, sm
 def sigmoid(
     logps: PairLogps, *, beta: float = 0.1, f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5
 ) -> LossOutput:
-    """DPO: ``−log σ(β·Δ)``. Rafailov et al. 2023, arXiv:2305.18290 (TRL ``sigmoid``)."""
+    """DPO: ``−log σ(β·Δ)``.
+
+    Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward
+    Model", arXiv:2305.18290.
+
+    TRL ``sigmoid``.
+    """
     delta = score_difference(logps, f_divergence_type, f_alpha_divergence_coef)
     return with_dpo_rewards(-F.logsigmoid(beta * delta), logps, beta)
 
@@ -26,8 +32,10 @@ def sigmoid(
 def cdpo(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
     """Conservative DPO: ``−(1−ε) log σ(βΔ) − ε log σ(−βΔ)``, ε = label_smoothing.
 
-    Mitchell 2023, "A note on DPO with noisy preferences" (ericmitchell.ai/cdpo.pdf); TRL's
-    ``sigmoid`` applied this smoothing until it was dropped in 0.29.
+    Mitchell 2023, "A note on DPO with noisy preferences and relationship to IPO",
+    https://ericmitchell.ai/cdpo.pdf.
+
+    TRL's ``sigmoid`` applied this smoothing until it was dropped in 0.29.
     """
     delta = score_difference(logps)
     return with_dpo_rewards(smoothed_logistic(beta * delta, label_smoothing), logps, beta)
@@ -43,7 +51,10 @@ def robust(
 ) -> LossOutput:
     """Robust DPO: ``[−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1−2ε)``, unbiased under label flips of rate ε.
 
-    Chowdhury et al. 2024, arXiv:2403.00409 (TRL ``robust``).
+    Chowdhury et al. 2024, "Provably Robust DPO: Aligning Language Models with Noisy Feedback",
+    arXiv:2403.00409.
+
+    TRL ``robust``.
     """
     delta = score_difference(logps, f_divergence_type, f_alpha_divergence_coef)
     eps = label_smoothing
@@ -54,7 +65,12 @@ def robust(
 def hinge(
     logps: PairLogps, *, beta: float = 0.1, f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5
 ) -> LossOutput:
-    """SLiC hinge: ``max(0, 1 − β·Δ)``. Zhao et al. 2023, arXiv:2305.10425 (TRL ``hinge``)."""
+    """SLiC hinge: ``max(0, 1 − β·Δ)``.
+
+    Zhao et al. 2023, "SLiC-HF: Sequence Likelihood Calibration with Human Feedback", arXiv:2305.10425.
+
+    TRL ``hinge``.
+    """
     delta = score_difference(logps, f_divergence_type, f_alpha_divergence_coef)
     return with_dpo_rewards(torch.relu(1 - beta * delta), logps, beta)
 
@@ -67,11 +83,14 @@ def exo_pair(
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
 ) -> LossOutput:
-    """EXO (pairwise): ``KL(q ‖ p)`` with ``q = (σ(βΔ), σ(−βΔ))`` and ``p = (1−ε, ε)``.
+    """EXO (pairwise): ``σ(βΔ)(log σ(βΔ) − log(1−ε)) + σ(−βΔ)(log σ(−βΔ) − log ε)``, i.e. ``KL(q ‖ p)``.
 
-    ``σ(βΔ)(log σ(βΔ) − log(1−ε)) + σ(−βΔ)(log σ(−βΔ) − log ε)``. Ji et al. 2024,
-    arXiv:2402.00856, Eq. 16 (TRL ``exo_pair``). ε must be > 0; the paper recommends 1e-3, the
-    default here (TRL has no default and refuses 0).
+    Ji et al. 2024, "Towards Efficient Exact Optimization of Language Model Alignment",
+    arXiv:2402.00856, Eq. 16.
+
+    ``q = (σ(βΔ), σ(−βΔ))`` is the model's preference distribution, ``p = (1−ε, ε)`` the smoothed
+    label. TRL ``exo_pair``. ε must be > 0; the paper recommends 1e-3, the default here (TRL has no
+    default and refuses 0).
     """
     if not label_smoothing > 0:
         raise ValueError("exo_pair needs label_smoothing > 0 (log ε is part of the loss); the paper uses 1e-3.")
@@ -93,7 +112,10 @@ def discopop(
 ) -> LossOutput:
     """DiscoPOP (log-ratio modulated): ``(1−w)·(−log σ(z)) + w·e^{−z}``, ``z = βΔ``, ``w = σ(z/τ)``.
 
-    Chris Lu et al. 2024, arXiv:2406.08414, Eq. 5 (TRL ``discopop``).
+    Chris Lu et al. 2024, "Discovering Preference Optimization Algorithms with and for Large Language
+    Models", arXiv:2406.08414, Eq. 5.
+
+    TRL ``discopop``; τ = discopop_tau.
     """
     logits = beta * score_difference(logps, f_divergence_type, f_alpha_divergence_coef)
     weight = torch.sigmoid(logits / discopop_tau)
@@ -108,17 +130,23 @@ def sigmoid_norm(
 ) -> LossOutput:
     """Length-normalised DPO: ``−log σ(β·(s_w/|y_w| − s_l/|y_l|))``, ``s`` the f-divergence scores.
 
-    TRL ``sigmoid_norm``; the per-token normalisation of SimPO (arXiv:2405.14734) kept with a reference.
+    Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward",
+    arXiv:2405.14734 (the per-token normalisation, here kept with a reference).
+
+    TRL ``sigmoid_norm``.
     """
     chosen, rejected = length_normalised(*f_divergence_scores(logps, f_divergence_type, f_alpha_divergence_coef), logps)
     return with_dpo_rewards(-F.logsigmoid(beta * (chosen - rejected)), logps, beta)
 
 
 def dpop(logps: PairLogps, *, beta: float = 0.1, dpop_lambda: float = 50.0) -> LossOutput:
-    """DPO-Positive: ``−log σ(β·(Δ − λ·max(0, log π_ref(y_w) − log π(y_w))))``.
+    """DPO-Positive: ``−log σ(β·(Δ − λ·max(0, log π_ref(y_w) − log π(y_w))))``, λ = dpop_lambda.
 
-    Pal et al. 2024 ("Smaug"), arXiv:2402.13228: penalises any fall of the chosen likelihood
-    below the reference's, the known failure of DPO on pairs with small edit distance.
+    Pal et al. 2024, "Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive",
+    arXiv:2402.13228.
+
+    Penalises any fall of the chosen likelihood below the reference's, the known failure of DPO on
+    pairs with small edit distance.
     """
     delta = score_difference(logps)
     penalty = torch.clamp(logps.ref_chosen - logps.chosen, min=0)
@@ -128,8 +156,11 @@ def dpop(logps: PairLogps, *, beta: float = 0.1, dpop_lambda: float = 50.0) -> L
 def rdpo(logps: PairLogps, *, beta: float = 0.1, alpha: float = 0.01) -> LossOutput:
     """Length-regularised DPO: ``−log σ(β·Δ + α·(|y_w| − |y_l|))``.
 
-    Park et al. 2024, "Disentangling Length from Quality in DPO", arXiv:2403.19159: the reward is
-    regularised by ``−α|y|``, so a longer chosen answer earns less of its margin from length.
+    Park et al. 2024, "Disentangling Length from Quality in Direct Preference Optimization",
+    arXiv:2403.19159.
+
+    The reward is regularised by ``−α|y|``, so a longer chosen answer earns less of its margin from
+    length.
     """
     delta = score_difference(logps)
     chosen_tokens, rejected_tokens = logps.token_counts()

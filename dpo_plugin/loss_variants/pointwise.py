@@ -14,7 +14,10 @@ from .scores import with_dpo_rewards
 def nca_pair(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """NCA (pairwise): ``−log σ(r_w) − ½ log σ(−r_w) − ½ log σ(−r_l)``.
 
-    Chen et al. 2024, "Noise Contrastive Alignment", arXiv:2402.05369 (TRL ``nca_pair``).
+    Chen et al. 2024, "Noise Contrastive Alignment of Language Models with Explicit Rewards",
+    arXiv:2402.05369.
+
+    TRL ``nca_pair``.
     """
     chosen, rejected = logps.logratios()
     r_w, r_l = beta * chosen, beta * rejected
@@ -25,7 +28,10 @@ def nca_pair(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
 def bco_pair(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """BCO (pairwise): ``−log σ(r_w) − log σ(−r_l)``, a binary classifier of chosen vs rejected.
 
-    Jung et al. 2024, arXiv:2404.04656 (TRL ``bco_pair``, without the running reward shift).
+    Jung et al. 2024, "Binary Classifier Optimization for Large Language Model Alignment",
+    arXiv:2404.04656.
+
+    TRL ``bco_pair``, without the running reward shift.
     """
     chosen, rejected = logps.logratios()
     losses = -F.logsigmoid(beta * chosen) - F.logsigmoid(-beta * rejected)
@@ -35,8 +41,10 @@ def bco_pair(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
 def apo_zero(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """APO-zero: ``(1 − σ(r_w)) + σ(r_l)``: raise the chosen likelihood, lower the rejected.
 
-    D'Oosterlinck et al. 2024, arXiv:2408.06266, Eq. 7 (TRL ``apo_zero``); for chosen answers better
-    than the model's own.
+    D'Oosterlinck et al. 2024, "Anchored Preference Optimization and Contrastive Revisions",
+    arXiv:2408.06266, Eq. 7.
+
+    TRL ``apo_zero``; for chosen answers better than the model's own.
     """
     chosen, rejected = logps.logratios()
     losses = 1 - torch.sigmoid(beta * chosen) + torch.sigmoid(beta * rejected)
@@ -46,8 +54,10 @@ def apo_zero(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
 def apo_down(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """APO-down: ``σ(r_w) + (1 − σ(r_w − r_l))``: lower both likelihoods, the rejected more.
 
-    D'Oosterlinck et al. 2024, arXiv:2408.06266, Eq. 8 (TRL ``apo_down``); for chosen answers worse
-    than the model's own.
+    D'Oosterlinck et al. 2024, "Anchored Preference Optimization and Contrastive Revisions",
+    arXiv:2408.06266, Eq. 8.
+
+    TRL ``apo_down``; for chosen answers worse than the model's own.
     """
     chosen, rejected = logps.logratios()
     losses = torch.sigmoid(beta * chosen) + 1 - torch.sigmoid(beta * (chosen - rejected))

@@ -19,7 +19,10 @@ def _mean_token_logps(logps: PairLogps) -> tuple[Tensor, Tensor]:
 def simpo(logps: PairLogps, *, beta: float = 2.0, gamma: float = 0.5) -> LossOutput:
     """SimPO: ``−log σ(β·(log π(y_w)/|y_w| − log π(y_l)/|y_l|) − γ)``, rewards ``β·log π/|y|``.
 
-    Meng et al. 2024, arXiv:2405.14734 (β = 2.0 and γ = 0.5, i.e. γ/β = 0.25, from the paper's setups).
+    Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward",
+    arXiv:2405.14734.
+
+    β = 2.0 and γ = 0.5 (γ/β = 0.25) by default, from the paper's setups.
     """
     chosen, rejected = _mean_token_logps(logps)
     losses = -F.logsigmoid(beta * (chosen - rejected) - gamma)
@@ -27,10 +30,12 @@ def simpo(logps: PairLogps, *, beta: float = 2.0, gamma: float = 0.5) -> LossOut
 
 
 def cpo(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0, cpo_alpha: float = 1.0) -> LossOutput:
-    """CPO: ``−log σ(β·(log π(y_w) − log π(y_l))) + α·NLL(y_w)``, NLL per chosen token.
+    """CPO: ``−log σ(β·(log π(y_w) − log π(y_l))) + α·NLL(y_w)``, NLL per chosen token, α = cpo_alpha.
 
-    Xu et al. 2024, "Contrastive Preference Optimization", arXiv:2401.08417: DPO with a uniform
-    reference plus a behaviour-cloning term on the chosen answers (α = cpo_alpha); label_smoothing
+    Xu et al. 2024, "Contrastive Preference Optimization: Pushing the Boundaries of LLM Performance
+    in Machine Translation", arXiv:2401.08417.
+
+    DPO with a uniform reference plus a behaviour-cloning term on the chosen answers; label_smoothing
     as in cDPO.
     """
     chosen_mean, _ = _mean_token_logps(logps)
@@ -50,8 +55,11 @@ def _log1mexp(x: Tensor) -> Tensor:
 def orpo(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """ORPO: ``NLL(y_w) − λ·log σ(log odds(y_w) − log odds(y_l))``, ``odds(y) = p/(1−p)``, ``p = π(y)^{1/|y|}``.
 
-    Hong et al. 2024, arXiv:2403.07691; λ is ``beta`` (as in TRL's ORPOConfig), the NLL is per
-    chosen token, and rewards are ``β·log π/|y|``.
+    Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model",
+    arXiv:2403.07691.
+
+    λ is ``beta`` (as in TRL's ORPOConfig), the NLL is per chosen token, and rewards are
+    ``β·log π/|y|``.
     """
     chosen, rejected = _mean_token_logps(logps)
     log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
@@ -66,11 +74,13 @@ def orpo(logps: PairLogps, *, beta: float = 0.1) -> LossOutput:
 
 
 def sft(logps: PairLogps) -> LossOutput:
-    """SFT on the chosen answers: the batch's mean negative log-likelihood per chosen token.
+    """SFT on the chosen answers: ``−Σ_i log π(y_w,i) / Σ_i |y_w,i|``, the batch's NLL per chosen token.
 
-    ``−Σ_i log π(y_w,i) / Σ_i |y_w,i|``, the same value for every pair (TRL ``sft``; always on the
-    plain sums, also with ``ld_alpha``). Mixed with a preference loss it anchors the chosen
-    likelihood (RPO, Pang et al. 2024, arXiv:2404.19733). Rewards: mean log-prob per token.
+    Pang et al. 2024, "Iterative Reasoning Preference Optimization" (RPO), arXiv:2404.19733: mixed
+    with a preference loss, this term anchors the chosen likelihood.
+
+    The same value for every pair of the batch (``i`` runs over its pairs). TRL ``sft``; always on
+    the plain sums, also with ``ld_alpha``. Rewards: mean log-prob per token.
     """
     chosen, rejected = logps.unweighted()
     chosen_tokens, rejected_tokens = logps.token_counts()

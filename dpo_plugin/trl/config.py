@@ -83,7 +83,8 @@ class DPOConfig(trl.DPOConfig):
         default=None, metadata={"help": "Options of the judge, e.g. {function: 'module:attr'}."}
     )
     strict_checks: bool = field(
-        default=False, metadata={"help": "Exit non-zero (raise in the API) when a requested check does not pass."}
+        default=False,
+        metadata={"help": "dpo-plugin train exits 1 when a requested check does not pass (in Python, read trainer.check_report['passed'])."},
     )
     kl_warn: float | None = field(
         default=1.0,

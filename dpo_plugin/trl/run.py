@@ -206,6 +206,16 @@ def _model_init_kwargs(request: TrainRequest) -> dict[str, Any]:
     return kwargs
 
 
+#: ModelConfig's LoRA fields and the adapter_params key each becomes.
+MODEL_CONFIG_ADAPTER_KEYS = {
+    "lora_r": "r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "target_modules",
+    "lora_modules_to_save": "modules_to_save",
+}
+
+
 def _apply_model_config_adapter(request: TrainRequest) -> None:
     """TRL ModelConfig's use_peft / lora_* / use_dora / use_rslora / load_in_4bit map onto the adapter recipes."""
     from ..adapter_recipes.recipe import adapter_from_model_config
@@ -219,8 +229,14 @@ def _apply_model_config_adapter(request: TrainRequest) -> None:
         raise ConfigError(
             f"ModelConfig's use_peft options mean adapter: {name}, but adapter is {config.adapter!r}; set only one."
         )
+    own = config.adapter_params or {}
+    for field_name, key in MODEL_CONFIG_ADAPTER_KEYS.items():
+        if field_name in config.explicit_fields and key in own and own[key] != params.get(key):
+            raise ConfigError(
+                f"ModelConfig's {field_name}={params.get(key)!r} contradicts adapter_params.{key}={own[key]!r}; set only one."
+            )
     config.adapter = name
-    config.adapter_params = {**params, **(config.adapter_params or {})}
+    config.adapter_params = {**params, **own}
 
 
 def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
