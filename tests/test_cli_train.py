@@ -75,6 +75,9 @@ def test_unknown_flag_and_missing_file(tmp_path):
     path.write_text(yaml.safe_dump({"dataset_name": DATA, "bf16": False, "output_dir": "o"}))
     with pytest.raises(ConfigError, match="model_name_or_path is required"):
         parse_train_args(["--config", str(path)])
+    path.write_text(yaml.safe_dump({"model_name_or_path": MODEL, "bf16": False, "output_dir": "o"}))
+    with pytest.raises(ConfigError, match="dataset_name .* is required"):
+        parse_train_args(["--config", str(path)])
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -103,3 +106,34 @@ def test_an_earlier_run_in_output_dir_is_not_overwritten(tmp_path, earlier):
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         [saved.relative_to(tmp_path), (tmp_path / "run.yaml").relative_to(tmp_path)]
     )
+
+
+@pytest.mark.parametrize("strict, code", [(False, 0), (True, 1)])
+def test_strict_checks_make_a_failed_check_exit_1(tmp_path, capsys, strict, code):
+    """reward_margin with threshold 0.95 cannot pass on 40 held-out pairs (40/40 has Wilson lower bound 0.912):
+    the exit code says so only with strict_checks."""
+    from dpo_plugin.cli import main
+
+    path = _yaml(
+        tmp_path, max_steps=1, checks=["reward_margin"], check_params={"reward_margin": {"threshold": 0.95}},
+        strict_checks=strict, per_device_train_batch_size=4,
+    )  # fmt: skip
+    assert main(["train", "--config", path]) == code
+    out = capsys.readouterr().out
+    assert "reward_margin  FAILED" in out and "Overall: NOT PASSED" in out
+
+
+def test_accelerate_launch_runs_the_train_command(tmp_path):
+    """`accelerate launch -m dpo_plugin train` (one process here) trains and saves as the plain command does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "-m", "dpo_plugin", "train", "--config", _yaml(tmp_path, max_steps=1)]
+    repo = Path(__file__).resolve().parent.parent  # the YAML's model and data paths are relative to it
+    result = subprocess.run(command, capture_output=True, text=True, cwd=repo, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trained model saved to" in result.stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "trainer_state.json").is_file()

@@ -185,3 +185,28 @@ def test_logged_rewards_use_the_beta_the_loss_trains_with(tokenizer, tmp_path):
         assert abs(small_beta[key]) > 1e-4
         assert param_beta[key] == pytest.approx(field_beta[key], rel=1e-5)
         assert field_beta[key] == pytest.approx(5 * small_beta[key], rel=1e-4)
+
+
+def test_pairs_trl_drops_or_truncates_are_logged_and_none_left_is_an_error(make_model, tokenizer, tmp_path, caplog):
+    rows = preference_dataset().to_list()
+    prompt_lengths = [len(tokenizer(row["prompt"])["input_ids"]) for row in rows]
+    limit = sorted(prompt_lengths)[4]  # prompts of this many tokens or more fill max_length: TRL drops those pairs
+    dropped = sum(n >= limit for n in prompt_lengths)
+    assert 0 < dropped < len(rows)
+    with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
+        trainer = DPOTrainer(
+            make_model(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=limit)),
+            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        )  # fmt: skip
+    assert len(trainer.train_dataset) == len(rows) - dropped
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"TRL dropped {dropped} of {len(rows)} training pairs whose prompt alone fills max_length={limit}." in messages
+    # kept pairs whose prompt + completion exceed the limit lose the end of their completion
+    assert any(m.startswith("Data quality: Pairs longer than max_length") for m in messages)
+
+    shortest = min(prompt_lengths)
+    with pytest.raises(ConfigError, match=rf"TRL dropped all 8 training pairs: each prompt alone fills max_length={shortest}"):
+        DPOTrainer(
+            make_model(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=shortest)),
+            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        )  # fmt: skip

@@ -28,7 +28,8 @@ class EvalContext:
     ``score_pairs(which)`` scores the held-out pairs under ``"policy"`` or ``"reference"`` (None when
     the run has no reference); ``reference_model()`` is a context manager yielding the reference
     model to generate from (None when there is none); ``reference_note`` says where the reference
-    comes from (e.g. the step-0 reference under TR-DPO).
+    comes from (e.g. the step-0 reference under TR-DPO); ``no_pairs_note`` says why the held-out
+    split has no usable pairs, when it has none (e.g. every prompt fills ``max_length``).
     """
 
     policy: Any
@@ -42,6 +43,11 @@ class EvalContext:
     judge: Any = None
     log_history: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
+    no_pairs_note: str | None = None
+
+    def no_pairs_reason(self) -> str:
+        """The skip reason of a check that found no usable held-out pairs."""
+        return f"no usable held-out pairs: {self.no_pairs_note or 'the eval split is empty'}"
 
     @staticmethod
     def no_reference() -> ContextManager[None]:

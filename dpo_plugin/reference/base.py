@@ -99,22 +99,38 @@ class ReferenceStrategy:
 def model_for_checks(trainer: Any, source: str | None, dtype: str | None = None) -> Iterator[Any]:
     """A reference for the post-training checks when the strategy keeps none in memory.
 
-    ``source`` (``reference_params.model``) if given, else the folder the policy was loaded from
-    (its initial weights), else None. Loaded for the checks and freed afterwards.
+    ``source`` (``reference_params.model``) if given, else what the policy was loaded from (its
+    initial weights: a local folder or a hub id, from ``config._name_or_path``), else None. Loaded
+    for the checks and freed afterwards. When it cannot be loaded (e.g. a hub id while offline),
+    yields None and records why in ``trainer.checks_reference_problem`` (naming the id and the
+    error), so the checks skip with that reason instead of crashing.
     """
     import gc
     import os
 
     from .model import load_reference_model
 
+    trainer.checks_reference_problem = None
     policy = trainer.accelerator.unwrap_model(trainer.model)
     initial = getattr(getattr(policy, "config", None), "_name_or_path", "") or ""
-    if source is None and os.path.isdir(initial) and os.path.realpath(initial) != os.path.realpath(trainer.args.output_dir):
-        source = initial
+    if source is None and initial:
+        output_dir = getattr(trainer.args, "output_dir", None)
+        if not (output_dir and os.path.realpath(os.path.expanduser(initial)) == os.path.realpath(output_dir)):
+            source = initial  # a folder or a hub id; a folder holding the trained weights is not the initial model
     if source is None:
         yield None
         return
-    model = load_reference_model(source, policy=policy, dtype=dtype).to(trainer.accelerator.device)
+    try:
+        model = load_reference_model(source, policy=policy, dtype=dtype).to(trainer.accelerator.device)
+    except Exception as error:  # noqa: BLE001 -- offline hub, missing or incompatible model: the checks skip
+        model = None
+        trainer.checks_reference_problem = (
+            f"the reference model {source!r} for the checks could not be loaded: {type(error).__name__}: {error}"
+        )
+        logger.warning("%s", trainer.checks_reference_problem)
+    if model is None:
+        yield None
+        return
     try:
         yield model
     finally:

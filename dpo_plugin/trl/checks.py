@@ -80,6 +80,9 @@ def _score(trainer: Any, dataset: Any, logps_of_batch: Any) -> PairScores:
         shuffle=False,
     )
     chosen, rejected, chosen_tokens, rejected_tokens = [], [], [], []
+    if len(dataset) == 0:  # no usable pairs: empty scores, which the checks refuse with a reason
+        empty = np.zeros(0, dtype=np.float64)
+        return PairScores(empty, empty.copy(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     for batch in loader:
         batch = trainer._prepare_inputs(batch)
         batch_chosen, batch_rejected = logps_of_batch(batch)
@@ -91,12 +94,26 @@ def _score(trainer: Any, dataset: Any, logps_of_batch: Any) -> PairScores:
     return PairScores(*(np.concatenate(parts) for parts in (chosen, rejected, chosen_tokens, rejected_tokens)))
 
 
+def _no_pairs_note(trainer: Any, dataset: Any) -> str | None:
+    """Why the eval split has no usable pairs (None when it has some)."""
+    if len(dataset) > 0:
+        return None
+    args = trainer.args
+    if args.max_length is not None and args.truncation_mode == "keep_start":
+        return (
+            f"the eval split is empty after preprocessing: TRL drops every pair whose prompt fills "
+            f"max_length={args.max_length} (raise max_length or shorten the prompts)"
+        )
+    return "the eval split is empty after preprocessing"
+
+
 def build_eval_context(trainer: Any) -> EvalContext | None:
     """The checks' view of a trained run (None when there is no eval split)."""
     dataset = _eval_split(trainer)
     if dataset is None:
         return None
     strategy = trainer.reference_strategy
+    context: EvalContext
 
     def score_pairs(which: str) -> PairScores | None:
         if which == "policy":
@@ -106,26 +123,53 @@ def build_eval_context(trainer: Any) -> EvalContext | None:
         with strategy.generation_model() as reference:
             if reference is not None:
                 return _score(trainer, dataset, lambda batch: trainer.sequence_logps(reference, batch))
+            _note_missing_reference()
         return None
+
+    def _note_missing_reference() -> None:
+        # e.g. model_for_checks could not load the initial model: say which and why
+        problem = getattr(trainer, "checks_reference_problem", None)
+        if problem and problem not in context.reference_note:
+            context.reference_note = f"{context.reference_note}; {problem}"
 
     @contextlib.contextmanager
     def reference_model() -> Iterator[Any]:
         with strategy.generation_model() as reference:
+            if reference is None:
+                _note_missing_reference()
             yield reference
 
-    return EvalContext(
+    context = EvalContext(
         policy=trainer.accelerator.unwrap_model(trainer.model),
         tokenizer=trainer._tokenizer,
         prompts=_unique_prompts(dataset),
         score_pairs=score_pairs,
         reference_model=reference_model,
         reference_note=strategy.describe(),
-        beta=trainer.args.beta,
+        beta=trainer.loss_mix.reward_beta(trainer.args.beta),
         output_dir=Path(trainer.args.output_dir),
         judge=trainer.judge,
         log_history=list(trainer.state.log_history),
         seed=trainer.args.seed,
+        no_pairs_note=_no_pairs_note(trainer, dataset),
     )
+    return context
+
+
+def _run_one(name: str, check: Any, context: EvalContext, params: dict[str, Any]) -> CheckResult:
+    """One check; an exception (or a return value that is not a CheckResult) becomes a failed result saying so.
+
+    A crashing check, e.g. a third-party one, must not lose the trained model or the other checks' results.
+    """
+    try:
+        result = check(context, **params)
+    except Exception as error:
+        logger.exception("Check %s raised %s; it is reported as failed.", name, type(error).__name__)
+        return CheckResult(name, False, skipped=f"the check raised {type(error).__name__}: {error}")
+    if not isinstance(result, CheckResult):
+        logger.error("Check %s returned %r, not a CheckResult; it is reported as failed.", name, type(result).__name__)
+        return CheckResult(name, False, skipped=f"the check returned a {type(result).__name__}, not a CheckResult")
+    return result
 
 
 def run_checks(trainer: Any) -> dict[str, Any]:
@@ -133,17 +177,22 @@ def run_checks(trainer: Any) -> dict[str, Any]:
     from ..evaluation.report import write_report
 
     args = trainer.args
-    context = build_eval_context(trainer)
+    context, context_error = None, None
+    try:
+        context = build_eval_context(trainer)
+    except Exception as error:
+        logger.exception("Preparing the checks failed.")
+        context_error = f"preparing the checks raised {type(error).__name__}: {error}"
     results = []
     registry = check_registry()
     for name in args.checks:
         if context is None:
-            results.append(CheckResult(name, False, skipped="no eval split: pass an eval_dataset (or dataset_test_split)"))
+            reason = context_error or "no eval split: pass an eval_dataset (or dataset_test_split)"
+            results.append(CheckResult(name, False, skipped=reason))
             continue
         params = (args.check_params or {}).get(name, {})
         logger.info("Running check %s …", name)
-        result = registry[name].obj(context, **params)
-        results.append(result)
+        results.append(_run_one(name, registry[name].obj, context, params))
     report = write_report(
         results,
         args.output_dir,
@@ -158,5 +207,8 @@ def run_checks(trainer: Any) -> dict[str, Any]:
     }
     metrics.update({f"checks/{r.name}/passed": float(r.passed) for r in results})
     trainer.log(metrics)
-    get_plugin_manager().hook.post_train(report=report)
+    try:
+        get_plugin_manager().hook.post_train(report=report)
+    except Exception:  # the report is written and returned; a failing forwarder must not lose the run
+        logger.exception("A post_train hook failed; the report is in %s/eval/.", args.output_dir)
     return report

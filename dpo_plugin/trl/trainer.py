@@ -92,7 +92,10 @@ def _check_datasets(train_dataset: Any, eval_dataset: Any, args: DPOConfig) -> A
 
 
 def _log_truncation(report: Any, prepared: Any, args: DPOConfig) -> None:
-    """Token-level findings from TRL's tokenised training split: pairs it dropped, completions it truncates."""
+    """Token-level findings from TRL's tokenised training split: pairs it dropped, completions it truncates.
+
+    Logged as warnings; no pair left is a ConfigError (before any reference pass or training step).
+    """
     from datasets import Dataset
 
     from ..data_quality import token_findings
@@ -104,6 +107,12 @@ def _log_truncation(report: Any, prepared: Any, args: DPOConfig) -> None:
         *([len(ids) for ids in column] for column in lengths), max_length=args.max_length, truncation_mode=args.truncation_mode
     )
     dropped = report.rows - len(prepared)
+    if len(prepared) == 0:
+        raise ConfigError(
+            f"TRL dropped all {report.rows} training pairs: each prompt alone fills max_length={args.max_length} "
+            "tokens, leaving nothing to train on. Raise max_length or shorten the prompts (`dpo-plugin check-data "
+            "--model M --max-length N` counts them)."
+        )
     if dropped:
         logger.warning("TRL dropped %d of %d training pairs whose prompt alone fills max_length=%d.", dropped, report.rows, args.max_length)
     for finding in findings:

@@ -40,7 +40,11 @@ def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
     from ...metrics import metric_path
 
     settings = RewardMarginSettings(**params)  # type: ignore[arg-type]
+    if ctx.no_pairs_note is not None:
+        return CheckResult("reward_margin", False, skipped=ctx.no_pairs_reason())
     policy = ctx.score_pairs("policy")
+    if policy is None or len(policy.chosen) == 0:
+        return CheckResult("reward_margin", False, skipped=ctx.no_pairs_reason())
     reference = ctx.score_pairs("reference")
     if reference is None:
         return CheckResult(
@@ -49,8 +53,8 @@ def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
             skipped=f"no reference model for the checks ({ctx.reference_note}); set reference_params: {{model: ...}}",
         )
     n = len(policy.chosen)
-    if n == 0:
-        return CheckResult("reward_margin", False, skipped="the eval split has no usable pairs")
+    if len(reference.chosen) != n:
+        return CheckResult("reward_margin", False, skipped=f"the reference scored {len(reference.chosen)} pairs, the policy {n}")
     chosen = ctx.beta * (policy.chosen - reference.chosen)
     rejected = ctx.beta * (policy.rejected - reference.rejected)
     stats = evaluate.load(metric_path("reward_margin")).compute(

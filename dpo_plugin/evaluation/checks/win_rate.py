@@ -63,8 +63,8 @@ def win_rate(ctx: EvalContext, **params: object) -> CheckResult:
 
     s = WinRateSettings(**params)  # type: ignore[arg-type]
     prompts = ctx.prompts[: s.max_prompts] if s.max_prompts else list(ctx.prompts)
-    if not prompts:
-        return CheckResult("win_rate", False, skipped="the eval split has no prompts")
+    if ctx.no_pairs_note is not None or not prompts:
+        return CheckResult("win_rate", False, skipped=ctx.no_pairs_reason())
     if ctx.judge is None:
         return CheckResult("win_rate", False, skipped="no judge configured (judge: function/reward_model/llm/openai)")
     seed = ctx.seed if s.seed is None else s.seed

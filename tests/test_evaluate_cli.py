@@ -1,0 +1,85 @@
+"""``dpo-plugin evaluate`` through the command's entry point: both checks, judge and check options, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_checks_robustness import constant_output_model
+
+from dpo_plugin.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
+DATA = str(REPO / "dpo_plugin" / "data" / "demo")  # its test split: 40 pairs, 40 distinct prompts
+
+
+def first_is_better(prompt, a, b):
+    """Pure position bias: every prompt is a tie (the two orders disagree)."""
+    return 0
+
+
+def prefer_all_a(prompt, a, b):
+    def good(text):
+        return bool(text) and set(text) == {"A"}
+
+    return 0.5 if good(a) == good(b) else (0 if good(a) else 1)
+
+
+def _evaluate(tmp_path, model, reference, checks, judge_function, check_params, *extra):
+    argv = [
+        "evaluate", "--model", model, "--reference", reference, "--data", DATA, "--checks", *checks,
+        "--judge", "function", "--judge-params", json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
+        "--check-params", json.dumps(check_params), "--output-dir", str(tmp_path), "--max-length", "128", *extra,
+    ]  # fmt: skip
+    code = main(argv)
+    report_file = tmp_path / "eval" / "report.json"
+    return code, json.loads(report_file.read_text()) if report_file.exists() else None
+
+
+def test_evaluate_runs_both_checks_with_the_given_settings_and_strict_exit_codes(tmp_path, capsys):
+    params = {"win_rate": {"max_new_tokens": 2, "max_prompts": 5, "batch_size": 5}, "reward_margin": {"threshold": 0.6}}
+    args = (TINY, TINY, ["reward_margin", "win_rate"], "first_is_better", params)
+    code, report = _evaluate(tmp_path / "lenient", *args)
+    assert code == 0  # failed checks, but not --strict
+    assert "Overall: NOT PASSED" in capsys.readouterr().out
+    assert report["checks"].keys() == {"reward_margin", "win_rate"} and report["passed"] is False
+    margin, win = report["checks"]["reward_margin"], report["checks"]["win_rate"]
+    # the model is its own reference: every margin is 0, so no pair counts as a win
+    assert margin["metrics"]["n"] == 40 and margin["metrics"]["accuracy"] == 0.0 and margin["threshold"] == 0.6
+    assert win["details"]["generation"]["max_new_tokens"] == 2 and win["details"]["generation"]["batch_size"] == 5
+    assert (win["metrics"]["n"], win["metrics"]["ties"]) == (5, 5) and len(win["details"]["samples"]) == 5  # max_prompts
+    code, report = _evaluate(tmp_path / "strict", *args, "--strict")
+    assert code == 1 and report["passed"] is False
+
+
+@pytest.fixture(scope="module")
+def letter_folders(tmp_path_factory, tokenizer):
+    """Saved models that always answer "A" (policy) and "B" (reference), with the tiny tokenizer."""
+    folders = []
+    for letter in "AB":
+        model = constant_output_model(len(tokenizer), tokenizer.convert_tokens_to_ids(letter))
+        for config in (model.config, model.generation_config):
+            config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        folder = tmp_path_factory.mktemp(f"always-{letter}")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders.append(str(folder))
+    return folders
+
+
+def test_evaluate_strict_exits_zero_when_every_check_passes(tmp_path, letter_folders, capsys):
+    policy, reference = letter_folders
+    params = {"win_rate": {"max_new_tokens": 3, "max_prompts": 5, "batch_size": 5}}
+    code, report = _evaluate(tmp_path, policy, reference, ["win_rate"], "prefer_all_a", params, "--strict")
+    assert code == 0 and report["passed"] is True and "Overall: PASSED" in capsys.readouterr().out
+    win = report["checks"]["win_rate"]
+    assert win["metrics"]["wins"] == 5 and win["details"]["samples"][0]["policy"] == "AAA"
+    assert win["interval"][0] == pytest.approx(5 / (5 + 1.959963984540054**2))  # Wilson lower bound for 5 of 5
+
+
+def test_evaluate_rejects_an_unknown_check_option(tmp_path, capsys):
+    code, report = _evaluate(tmp_path, TINY, TINY, ["win_rate"], "first_is_better", {"win_rate": {"temprature": 0.7}})
+    assert code == 2 and report is None
+    assert "does not take ['temprature']" in capsys.readouterr().err
