@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from test_judges import OpenAIEndpoint
 from trainer_fixtures import config_kwargs, policy_and_reference
 
 import dpo_plugin
@@ -199,46 +198,17 @@ def test_a_policy_that_emits_eos_at_once_fails_on_empty_completions(tmp_path, to
 # --- 4. the openai judge against a failing server --------------------------------------------------------
 
 
-class FailingEndpoint:
-    """A real HTTP server on 127.0.0.1 answering every chat-completions request with HTTP 500."""
-
-    def __init__(self):
-        self.requests = 0
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.requests += 1
-                data = json.dumps({"error": {"message": "model overloaded"}}).encode()
-                self.send_response(500)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_win_rate_with_an_openai_judge_answering_500_fails_with_the_reasons(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server = FailingEndpoint()
+    server = OpenAIEndpoint()  # the tests' 127.0.0.1 server, answering every request with HTTP 500
+    server.respond = lambda body: (500, "model overloaded")
     try:
         params = {"base_url": server.url, "model": "judge", "max_retries": 1, "backoff": 0, "timeout": 5}
         report = _trainer(tmp_path, checks=["win_rate"], judge="openai", judge_params=params).run_checks()
     finally:
         server.close()
     check = report["checks"]["win_rate"]
-    assert server.requests == 6 * 2 * 2  # 6 prompts × both orders × (1 try + 1 retry)
+    assert len(server.requests) == 6 * 2 * 2  # 6 prompts × both orders × (1 try + 1 retry)
     assert (check["metrics"]["failures"], check["metrics"]["n"]) == (6, 0) and check["passed"] is False
     expected = f"HTTP 500 from {server.url}/chat/completions: model overloaded (after 2 attempts)"
     assert check["details"]["judge_errors"] == [expected] * 12

@@ -291,7 +291,7 @@ def test_llm_judge_configuration_errors(make_model, tokenizer):
 # --- openai ---------------------------------------------------------------------------------------------
 
 
-class _Endpoint:
+class OpenAIEndpoint:
     """A real OpenAI-compatible HTTP server on 127.0.0.1.
 
     ``replies`` scripts the responses in order: ``(status, content)``, ``("sleep", seconds)`` or
@@ -370,7 +370,7 @@ class _Endpoint:
 
 @pytest.fixture
 def endpoint():
-    server = _Endpoint()
+    server = OpenAIEndpoint()
     yield server
     server.close()
 
@@ -445,7 +445,7 @@ def test_openai_judge_request_cap(endpoint):
 
 
 def test_openai_judge_unreachable_port():
-    closed = _Endpoint()
+    closed = OpenAIEndpoint()
     url = closed.url
     closed.close()
     judge = OpenAIJudge(base_url=url, model="m", max_retries=1, backoff=0, timeout=2)
@@ -458,7 +458,7 @@ def test_openai_judge_unreachable_port():
 
 
 def test_openai_judge_refuses_redirects(endpoint, monkeypatch):
-    other = _Endpoint()
+    other = OpenAIEndpoint()
     try:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-do-not-forward")
         endpoint.replies = [("redirect", other.url + "/chat/completions")]
