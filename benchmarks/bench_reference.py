@@ -1,7 +1,8 @@
 """Step time, peak memory and reference memory of the reference strategies copy, adapter and precomputed.
 
-One process, the same LoRA-wrapped model and data for the three; training steps timed interleaved
-(see bench_trainer.py for the method). ``copy`` holds a frozen copy of the base model, ``adapter``
+One process, the same LoRA-wrapped model and data for the three; training steps timed interleaved,
+and each strategy's peak memory measured alone in a fresh process (see bench_trainer.py for the
+method). ``copy`` holds a frozen copy of the base model, ``adapter``
 runs the policy with its adapters disabled (a second forward, no copy), ``precomputed`` reads the
 reference log-probs computed once before training (no reference forward, nothing held).
 
@@ -17,8 +18,8 @@ from pathlib import Path
 import torch
 import transformers
 import trl
-from bench_trainer import arguments, common_config, device_name, saved_model
-from common import interleaved, prepare, rows
+from bench_trainer import arguments, common_config, device_name, forwarded, saved_model
+from common import interleaved, isolated_peaks, prepare, report_alone, rows
 from datasets import Dataset
 
 from dpo_plugin.trl import DPOConfig, DPOTrainer
@@ -33,7 +34,7 @@ def main() -> None:
     model_path, tokenizer = saved_model(args, workdir)
     dataset = Dataset.from_list(rows(4 * args.batch_size, args.length))
     trainers, batches = {}, {}
-    for name in STRATEGIES:
+    for name in [args.only] if args.only else STRATEGIES:
         config = DPOConfig(
             **common_config(args, workdir, device),
             adapter="lora",
@@ -44,13 +45,19 @@ def main() -> None:
         trainer = DPOTrainer(model_path, args=config, train_dataset=dataset, processing_class=tokenizer)
         trainers[name] = trainer
         batches[name] = trainer.data_collator([trainer.train_dataset[i] for i in range(args.batch_size)])
+        if args.only:
+            report_alone(trainer, batches[name], args.warmup, args.steps, device)
+            return
         prepare(trainer, batches[name], args.warmup, device)
     result = interleaved(trainers, batches, args.reps, args.steps, device, baseline="copy")
+    reference_mib = {n: t.reference_strategy.memory_bytes() / 2**20 for n, t in trainers.items()}
+    del trainers, trainer
+    result["peak_alone_mib"] = isolated_peaks(__file__, forwarded(args, model_path), STRATEGIES)
     result.update(
         device=device_name(device),
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         model=args.model or f"tiny Llama (hidden {args.hidden_size}, {args.layers} layers)",
-        reference_mib={n: t.reference_strategy.memory_bytes() / 2**20 for n, t in trainers.items()},
+        reference_mib=reference_mib,
         reps=args.reps,
         steps_per_rep=args.steps,
     )
@@ -60,7 +67,7 @@ def main() -> None:
         print(
             f"  {name:12s} median step {result['median_step_s'][name] * 1000:8.2f} ms  "
             f"(×{result['ratio_median'][name]:.3f} of copy, IQR {low:.3f}–{high:.3f})  "
-            f"peak {result['peak_mib'][name]:8.1f} MiB  reference held {result['reference_mib'][name]:7.1f} MiB"
+            f"peak alone {result['peak_alone_mib'][name]:8.1f} MiB  reference held {result['reference_mib'][name]:7.1f} MiB"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -3,9 +3,10 @@
 Both trainers are built in one process from the same saved model; their training steps
 (forward, loss, backward; the weights are not updated, so every repetition does the same work)
 are timed interleaved, A B A B …, after a warm-up. Reported: the median step time of each, the
-median of the per-repetition ratios ours/TRL with its interquartile range, and the peak memory
-during each trainer's steps (CUDA: peak allocated; CPU: the process's peak RSS, reset before
-each block via /proc/self/clear_refs, so it includes everything resident).
+median of the per-repetition ratios ours/TRL with its interquartile range, and the peak memory of
+each trainer ALONE: it runs again in a fresh process of its own (``--only NAME``), whose peak
+during the steps is measured (CUDA: peak allocated; CPU: the process's peak RSS, reset before
+the steps via /proc/self/clear_refs, so model, optimizer state and activations).
 
     python benchmarks/bench_trainer.py                       # tiny Llama, CPU or the GPU if present
     python benchmarks/bench_trainer.py --model PATH --loss sigmoid --reps 9
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 import transformers
 import trl
-from common import interleaved, prepare, rows
+from common import interleaved, isolated_peaks, prepare, report_alone, rows
 from datasets import Dataset
 
 from dpo_plugin.tiny import tiny_model, tiny_tokenizer
@@ -59,7 +60,14 @@ def arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # one trainer alone in this process: print its peak
     return parser
+
+
+def forwarded(args: argparse.Namespace, model_path: str) -> list[str]:
+    """The flags that rebuild the same trainers in a fresh process (for the per-trainer memory)."""
+    flags = ["--model", model_path, "--batch-size", str(args.batch_size), "--length", str(args.length)]
+    return flags + ["--steps", str(args.steps), "--warmup", str(args.warmup)]
 
 
 def common_config(args: argparse.Namespace, workdir: Path, device: torch.device) -> dict:
@@ -74,6 +82,9 @@ def common_config(args: argparse.Namespace, workdir: Path, device: torch.device)
     )
 
 
+TRAINERS = {"trl": (trl.DPOTrainer, trl.DPOConfig), "dpo_plugin": (DPOTrainer, DPOConfig)}
+
+
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--loss", nargs="+", default=["sigmoid"])
@@ -83,14 +94,21 @@ def main() -> None:
     model_path, tokenizer = saved_model(args, workdir)
     dataset = Dataset.from_list(rows(4 * args.batch_size, args.length))
     settings = {**common_config(args, workdir, device), "loss_type": args.loss}
-    trainers = {
-        "trl": trl.DPOTrainer(model_path, args=trl.DPOConfig(**settings), train_dataset=dataset, processing_class=tokenizer),
-        "dpo_plugin": DPOTrainer(model_path, args=DPOConfig(**settings), train_dataset=dataset, processing_class=tokenizer),
-    }
-    batch = trainers["trl"].data_collator([trainers["trl"].train_dataset[i] for i in range(args.batch_size)])
+    names = [args.only] if args.only else list(TRAINERS)
+    trainers = {}
+    for name in names:
+        trainer_class, config_class = TRAINERS[name]
+        trainers[name] = trainer_class(model_path, args=config_class(**settings), train_dataset=dataset, processing_class=tokenizer)
+    first = next(iter(trainers.values()))
+    batch = first.data_collator([first.train_dataset[i] for i in range(args.batch_size)])
+    if args.only:
+        report_alone(first, batch, args.warmup, args.steps, device)
+        return
     for trainer in trainers.values():
         prepare(trainer, batch, args.warmup, device)
     result = interleaved(trainers, {n: batch for n in trainers}, args.reps, args.steps, device, baseline="trl")
+    del trainers, first
+    result["peak_alone_mib"] = isolated_peaks(__file__, forwarded(args, model_path) + ["--loss", *args.loss], list(TRAINERS))
     result.update(
         device=device_name(device),
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
@@ -101,8 +119,11 @@ def main() -> None:
         steps_per_rep=args.steps,
     )
     print(f"device: {result['device']}; model: {result['model']}; loss: {args.loss}; batch {args.batch_size}")
-    for name in trainers:
-        print(f"  {name:10s} median step {result['median_step_s'][name] * 1000:8.2f} ms   peak {result['peak_mib'][name]:9.1f} MiB")
+    for name in TRAINERS:
+        print(
+            f"  {name:10s} median step {result['median_step_s'][name] * 1000:8.2f} ms   "
+            f"peak alone {result['peak_alone_mib'][name]:9.1f} MiB"
+        )
     low, high = result["ratio_iqr"]["dpo_plugin"]
     print(f"  ratio dpo_plugin/trl: median {result['ratio_median']['dpo_plugin']:.3f} (IQR {low:.3f}–{high:.3f}) over {args.reps} interleaved repetitions")
     if args.json:

@@ -1,10 +1,14 @@
-"""Shared pieces of the benchmarks: synthetic preference rows, peak-memory probes, interleaved step timing."""
+"""Shared pieces of the benchmarks: synthetic preference rows, interleaved step timing, per-trainer peak memory."""
 
 from __future__ import annotations
 
 import gc
+import json
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -63,17 +67,14 @@ def prepare(trainer, batch, warmup: int, device: torch.device) -> None:
 
 
 def interleaved(trainers: dict, batches: dict, reps: int, steps: int, device: torch.device, baseline: str) -> dict:
-    """Time ``steps`` training steps of each trainer in turn, ``reps`` times; medians, ratios to ``baseline``, peaks."""
+    """Time ``steps`` training steps of each trainer in turn, ``reps`` times; medians and ratios to ``baseline``."""
     times = {name: [] for name in trainers}
-    peaks = {name: [] for name in trainers}
     ratios = {name: [] for name in trainers}
     for _ in range(reps):
         rep = {}
         for name, trainer in trainers.items():
             gc.collect()
-            peak_reset(device)
             measured = time_steps(trainer, batches[name], steps, device)
-            peaks[name].append(peak_mib(device))
             times[name].extend(measured)
             rep[name] = statistics.median(measured)
         for name in trainers:
@@ -82,7 +83,6 @@ def interleaved(trainers: dict, batches: dict, reps: int, steps: int, device: to
         "median_step_s": {n: statistics.median(t) for n, t in times.items()},
         "ratio_median": {n: statistics.median(r) for n, r in ratios.items()},
         "ratio_iqr": {n: _iqr(r) for n, r in ratios.items()},
-        "peak_mib": {n: max(p) for n, p in peaks.items()},
     }
 
 
@@ -91,3 +91,23 @@ def _iqr(values: list[float]) -> list[float]:
         return [values[0], values[0]]
     q = statistics.quantiles(values, n=4)
     return [q[0], q[2]]
+
+
+def report_alone(trainer, batch, warmup: int, steps: int, device: torch.device) -> None:
+    """For a process holding this one trainer: warm up, time ``steps`` steps, print ``{"peak_mib": …}`` as JSON."""
+    prepare(trainer, batch, warmup, device)
+    gc.collect()
+    peak_reset(device)
+    time_steps(trainer, batch, steps, device)
+    print(json.dumps({"peak_mib": peak_mib(device)}))
+
+
+def isolated_peaks(script: str, argv: Sequence[str], names: Sequence[str]) -> dict[str, float]:
+    """Each trainer alone in a fresh process (``script *argv --only NAME``): its peak memory during the steps, MiB."""
+    peaks = {}
+    for name in names:
+        done = subprocess.run([sys.executable, script, *argv, "--only", name], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{script} --only {name} failed:\n{done.stderr[-3000:]}")
+        peaks[name] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
+    return peaks
