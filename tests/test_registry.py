@@ -216,7 +216,9 @@ def test_factory_losses_get_a_fresh_instance_per_create(registry):
 
 def test_function_losses_bind_their_parameters(registry):
     bound = registry["zeta"].create(beta=0.5)
-    assert bound.fn is dpo and bound.params == {"beta": 0.5} and bound.spec is registry["zeta"]
+    # the parameters given, and the defaults of the others
+    assert bound.fn is dpo and bound.params == {"beta": 0.5, "f_divergence_type": "reverse_kl"}
+    assert bound.spec is registry["zeta"]
     expected = -torch.nn.functional.logsigmoid(torch.tensor([0.5 * (0.5 - -1.0), 0.5 * (0.0 - 1.0)]))
     torch.testing.assert_close(bound(LOGPS).losses, expected)
     torch.testing.assert_close(registry["zeta"](LOGPS, beta=0.5).losses, expected)
