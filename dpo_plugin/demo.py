@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .trl.run import TrainResult, parse_train_args, run_training
+from .trl.run import TrainResult, flag_names, parse_train_args, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,9 @@ def check_overrides(extra: list[str]) -> None:
     """A ConfigError for a ``dpo-plugin train`` flag that the demo sets itself (it would be ignored or misreported)."""
     from .errors import ConfigError
 
-    for arg in extra:
-        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
-        if name in OWN_FLAGS:
-            raise ConfigError(f"dpo-plugin demo sets {arg.split('=', 1)[0]} itself; use {OWN_FLAGS[name]} instead.")
+    clashes = sorted(flag_names(extra) & OWN_FLAGS.keys())
+    if clashes:
+        raise ConfigError(f"dpo-plugin demo sets --{clashes[0]} itself; use {OWN_FLAGS[clashes[0]]} instead.")
 
 
 def fresh_output_dir(base: str = DEFAULT_OUTPUT) -> str:

@@ -116,8 +116,9 @@ def check_yaml(values: dict[str, Any], source: str) -> None:
             )
 
 
-def _flag_names(argv: list[str]) -> set[str]:
-    return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--") and arg != "--config"}
+def flag_names(argv: list[str]) -> set[str]:
+    """The option names in ``argv`` (``--max-steps=3`` → ``max_steps``)."""
+    return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
 
 
 def _resolve_relative(values: dict[str, Any], folder: Path) -> None:
@@ -170,7 +171,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     parser = TrlParser(_dataclass_types())
     parser.set_defaults_with_config(**values)
     try:
-        with explicit_fields(set(values) | _flag_names(argv)):
+        with explicit_fields(set(values) | flag_names(argv)):
             script, config, model, mixture = parser.parse_args_into_dataclasses(args=argv)
     except DpoPluginError:
         raise
