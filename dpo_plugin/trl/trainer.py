@@ -102,17 +102,17 @@ def _log_truncation(report: Any, prepared: Any, args: DPOConfig) -> None:
 
     if report is None or args.max_length is None or not isinstance(prepared, Dataset):
         return
-    lengths = [prepared[c] for c in ("prompt_ids", "chosen_ids", "rejected_ids")]
-    findings = token_findings(
-        *([len(ids) for ids in column] for column in lengths), max_length=args.max_length, truncation_mode=args.truncation_mode
-    )
-    dropped = report.rows - len(prepared)
     if len(prepared) == 0:
         raise ConfigError(
             f"TRL dropped all {report.rows} training pairs: each prompt alone fills max_length={args.max_length} "
             "tokens, leaving nothing to train on. Raise max_length or shorten the prompts (`dpo-plugin check-data "
             "--model M --max-length N` counts them)."
         )
+    lengths = [prepared[c] for c in ("prompt_ids", "chosen_ids", "rejected_ids")]
+    findings = token_findings(
+        *([len(ids) for ids in column] for column in lengths), max_length=args.max_length, truncation_mode=args.truncation_mode
+    )
+    dropped = report.rows - len(prepared)
     if dropped:
         logger.warning("TRL dropped %d of %d training pairs whose prompt alone fills max_length=%d.", dropped, report.rows, args.max_length)
     for finding in findings:
@@ -442,13 +442,12 @@ class DPOTrainer(trl.DPOTrainer):
             value = sum(drift) / len(drift)
             if abs(value) > kl_warn:
                 self._kl_warned = True
-                has_sft = any(component.name == "sft" for component in self.loss_mix.components)
                 logger.warning(
                     "The policy has drifted from the reference: mean per-token log-ratio on the chosen completions is "
                     "%.3f (kl_warn=%s). A large drift often means over-optimisation; consider a larger beta%s. "
                     "(Warned once.)",
                     value,
                     kl_warn,
-                    "" if has_sft else " or an sft term",
+                    "" if "sft" in self.loss_mix.names else " or an sft term",
                 )
         super().log(logs, start_time)
