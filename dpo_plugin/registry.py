@@ -228,13 +228,16 @@ class BoundLoss:
                     f"{who} returned {attr} of shape {tuple(value.shape)}; expected per-pair values of shape "
                     f"{tuple(logps.chosen.shape)} (do not reduce over the batch)."
                 )
-        for attr in ("losses", "chosen_rewards", "rejected_rewards"):
-            value = getattr(out, attr).detach()
-            if not bool(torch.isfinite(value).all()):
-                raise PluginContractError(
-                    f"{who} returned non-finite {attr} {value.cpu().tolist()}; inputs had chosen logps "
-                    f"{logps.chosen.detach().cpu().tolist()}."
-                )
+        outputs = torch.stack([out.losses, out.chosen_rewards, out.rejected_rewards]).detach()
+        if not bool(torch.isfinite(outputs).all()):  # one device sync per step; name the culprit only on failure
+            attr, value = next(
+                (attr, row) for attr, row in zip(("losses", "chosen_rewards", "rejected_rewards"), outputs)
+                if not bool(torch.isfinite(row).all())
+            )
+            raise PluginContractError(
+                f"{who} returned non-finite {attr} {value.cpu().tolist()}; inputs had chosen logps "
+                f"{logps.chosen.detach().cpu().tolist()}."
+            )
         return out
 
 

@@ -87,6 +87,16 @@ _UNSUPPORTED_MODEL_CONFIG = {"load_in_8bit": False, "lora_target_parameters": No
 _RECIPE_FLAGS = {"load_in_4bit": "qlora", "use_dora": "dora", "use_rslora": "rslora"}
 
 
+#: ModelConfig's LoRA fields and the adapter_params key each becomes (the first three are copied as they are).
+MODEL_CONFIG_ADAPTER_KEYS = {
+    "lora_r": "r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "target_modules",
+    "lora_modules_to_save": "modules_to_save",
+}
+
+
 def adapter_from_model_config(model_args: Any) -> tuple[str, dict[str, Any]] | None:
     """TRL ModelConfig's ``use_peft`` options as an adapter recipe name and its ``adapter_params``.
 
@@ -112,11 +122,7 @@ def adapter_from_model_config(model_args: Any) -> tuple[str, dict[str, Any]] | N
     if model_args.load_in_4bit and model_args.bnb_4bit_quant_type != "nf4":
         quant_type = model_args.bnb_4bit_quant_type
         raise ConfigError(f"ModelConfig bnb_4bit_quant_type={quant_type!r}: adapter qlora quantizes to nf4 only.")
-    params: dict[str, Any] = {
-        "r": model_args.lora_r,
-        "lora_alpha": model_args.lora_alpha,
-        "lora_dropout": model_args.lora_dropout,
-    }
+    params: dict[str, Any] = {key: getattr(model_args, field) for field, key in list(MODEL_CONFIG_ADAPTER_KEYS.items())[:3]}
     targets = model_args.lora_target_modules
     if targets:
         # ModelConfig turns a one-element list into its element; a plain module name is meant as a list entry.

@@ -42,6 +42,9 @@ class LossMix:
 
     def __init__(self, components: Sequence[Component]):
         self.components = list(components)
+        self._reward_beta = next(
+            (float(c.params["beta"]) for c in self.components if c.spec.needs_reference and "beta" in c.params), None
+        )
 
     @property
     def needs_reference(self) -> bool:
@@ -53,10 +56,7 @@ class LossMix:
 
     def reward_beta(self, default: float) -> float:
         """β of the implicit rewards ``β·(log π − log π_ref)``: the first reference-based loss's own β, else ``default``."""
-        for component in self.components:
-            if component.spec.needs_reference and "beta" in component.params:
-                return float(component.params["beta"])
-        return default
+        return self._reward_beta if self._reward_beta is not None else default
 
     def __call__(self, logps: PairLogps, pair_weights: Tensor | None = None) -> tuple[Tensor, list[LossOutput]]:
         total: Tensor | float = 0.0

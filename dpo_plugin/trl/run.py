@@ -207,19 +207,9 @@ def _model_init_kwargs(request: TrainRequest) -> dict[str, Any]:
     return kwargs
 
 
-#: ModelConfig's LoRA fields and the adapter_params key each becomes.
-MODEL_CONFIG_ADAPTER_KEYS = {
-    "lora_r": "r",
-    "lora_alpha": "lora_alpha",
-    "lora_dropout": "lora_dropout",
-    "lora_target_modules": "target_modules",
-    "lora_modules_to_save": "modules_to_save",
-}
-
-
 def _apply_model_config_adapter(request: TrainRequest) -> None:
     """TRL ModelConfig's use_peft / lora_* / use_dora / use_rslora / load_in_4bit map onto the adapter recipes."""
-    from ..adapter_recipes.recipe import adapter_from_model_config
+    from ..adapter_recipes.recipe import MODEL_CONFIG_ADAPTER_KEYS, adapter_from_model_config
 
     mapped = adapter_from_model_config(request.model)
     if mapped is None:
