@@ -30,8 +30,9 @@ TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DPO_PLUGIN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dpo_plugin")
-    return Path(root) / "reference_logps"
+    from ..smollm import cache_root
+
+    return cache_root() / "reference_logps"
 
 
 def weights_fingerprint(model: Any, *, skip: str | None = None) -> str:
