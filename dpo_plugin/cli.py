@@ -79,7 +79,8 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trl.run import parse_train_args, run_training
+    from .trl.run import run_training
+    from .trl.train_args import parse_train_args
 
     request = parse_train_args(args.rest)
     result = run_training(request)
@@ -170,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_check_data(args: argparse.Namespace) -> int:
     from .data import load_preference_data
-    from .data_quality import check_data
+    from .trl.data_checks import check_data
 
     dataset = load_preference_data(args.data, split=args.split)
     tokenizer = None
@@ -216,27 +217,22 @@ def _report_location(folder: str, report: dict[str, Any]) -> str:
     return f"Report and plots in {folder}/eval/: {', '.join(files)}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpo-plugin", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"dpo-plugin {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_listings(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="list installed plugins and what each registered")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(func=cmd_plugins)
-
     losses = sub.add_parser("losses", help="list the registered losses with their parameters")
     losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
     losses.set_defaults(func=cmd_losses)
 
+
+def _add_training(sub: Any) -> None:
     train = sub.add_parser(
         "train",
         help="train from a YAML: --config FILE.yaml [--key value ...] (every `trl dpo` key plus the plugin fields)",
         add_help=False,
     )
     train.set_defaults(func=cmd_train, takes_rest=True)
-
     demo = sub.add_parser(
         "demo",
         help="DPO-align SmolLM2-135M-Instruct on the shipped data, then check it (CPU, < 5 min)",
@@ -251,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo, takes_rest=True)
 
+
+def _add_evaluate(sub: Any) -> None:
     evaluate = sub.add_parser("evaluate", help="run the post-training checks on a saved model, without training")
     evaluate.add_argument("--model", required=True, help="the trained model (hub id or folder)")
     evaluate.add_argument("--reference", help="the reference model (hub id or folder); without it the checks are skipped")
@@ -267,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_check_data(sub: Any) -> None:
     check = sub.add_parser("check-data", help="data-quality checks of a preference dataset (exit 1 on errors)")
     check.add_argument("--data", required=True, help="hub name, file or folder")
     check.add_argument("--split", default="train")
@@ -275,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=cmd_check_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpo-plugin", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dpo-plugin {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_listings, _add_training, _add_evaluate, _add_check_data):
+        add(sub)
     return parser
 
 

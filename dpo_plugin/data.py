@@ -189,6 +189,23 @@ def feature_format(feature: Any) -> str | None:
     return None
 
 
+def _column_formats(dataset: Any) -> tuple[list[str], dict[str, str | None], dict[str, str]]:
+    """The columns, the format of each (text, messages or None) and how to show its type in an error."""
+    features = getattr(dataset, "features", None)
+    if features:
+        formats = {name: feature_format(features[name]) for name in features}
+        shown = {
+            name: "no values (null in every row)" if str(feature) == "Value('null')" else str(feature)
+            for name, feature in features.items()
+        }
+        return list(features), formats, shown
+    first = next(iter(dataset), None)  # a streaming dataset with unknown features: look at the first row, as TRL does
+    if first is None:
+        raise ConfigError("The preference dataset is empty.")
+    formats = {name: value_format(value) for name, value in first.items()}
+    return list(first), formats, {name: f"{type(value).__name__} {value!r:.60}" for name, value in first.items()}
+
+
 def validate_preference_columns(dataset: Any) -> str:
     """Check the columns TRL 1.16's DPOTrainer needs; return the data format, ``"text"`` or ``"messages"``.
 
@@ -196,21 +213,7 @@ def validate_preference_columns(dataset: Any) -> str:
     messages) with a ``prompt`` of the same format, or without ``prompt`` (implicit prompt: TRL
     takes the shared beginning of chosen and rejected).
     """
-    features = getattr(dataset, "features", None)
-    if features:
-        columns = list(features)
-        formats = {name: feature_format(features[name]) for name in columns}
-        shown = {
-            name: "no values (null in every row)" if str(features[name]) == "Value('null')" else str(features[name])
-            for name in columns
-        }
-    else:  # a streaming dataset with unknown features: look at the first row, as TRL does
-        first = next(iter(dataset), None)
-        if first is None:
-            raise ConfigError("The preference dataset is empty.")
-        columns = list(first)
-        formats = {name: value_format(value) for name, value in first.items()}
-        shown = {name: f"{type(value).__name__} {value!r:.60}" for name, value in first.items()}
+    columns, formats, shown = _column_formats(dataset)
     missing = [name for name in ("chosen", "rejected") if name not in columns]
     if missing:
         hint = (

@@ -2,8 +2,9 @@
 
 "Watch your dataset quality like a hawk": each finding has a code, a severity (errors stop
 training unless ``allow_data_errors: true``; warnings are logged), a count and a few example
-rows. Rows are read as TRL 1.16's DPOTrainer reads them (implicit prompts extracted with TRL's
-``extract_prompt``, tokenised with TRL's own helpers), so the counts match what training sees.
+rows. Rows are read as TRL 1.16's DPOTrainer reads them, so the counts match what training sees:
+the caller hands in TRL's ``extract_prompt`` (implicit prompts) and a token counter that tokenises
+as TRL does; :func:`dpo_plugin.trl.data_checks.check_data` binds both.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ MALFORMED = "Malformed message: each message must be a mapping with 'role' and '
 UNKNOWN_ROLE = f"Unknown message role (known roles: {', '.join(ROLES)})."
 EMPTY_CONTENT = "Empty message content."
 NOT_ASSISTANT = "Chosen or rejected does not end with an assistant message (the turn DPO trains on)."
+NEAR_IDENTICAL = "Chosen and rejected differ only in case, spacing or punctuation: a weak or accidental preference."
+DUPLICATE = "Exact duplicate pairs: each repeat weighs the pair more in training."
+NEAR_DUPLICATE = "Near-duplicate pairs: the same texts up to case, spacing and punctuation."
+CONTRADICTORY = "Contradictory pairs: the same prompt and answers, chosen and rejected swapped; their gradients cancel."
 
 
 @dataclass
@@ -228,8 +233,13 @@ def _part_problem(value: Any, part: str, data_format: str) -> Problem | None:
     return None
 
 
-def _pair_or_problem(index: int, row: dict[str, Any], data_format: str) -> Pair | Problem:
-    """A usable pair (implicit prompt extracted with TRL's ``extract_prompt``), or why the row is unusable."""
+ExtractPrompt = Callable[[dict[str, Any]], dict[str, Any]]
+#: Token counts of ``(prompt, chosen, rejected)`` per pair, as TRL tokenises them.
+CountTokens = Callable[[Sequence["Pair"]], tuple[list[int], list[int], list[int]]]
+
+
+def _pair_or_problem(index: int, row: dict[str, Any], data_format: str, extract_prompt: ExtractPrompt) -> Pair | Problem:
+    """A usable pair (an implicit prompt extracted with ``extract_prompt``), or why the row is unusable."""
     implicit = "prompt" not in row
     for part in PARTS[1:] if implicit else PARTS:
         problem = _part_problem(row.get(part), part, data_format)
@@ -237,8 +247,6 @@ def _pair_or_problem(index: int, row: dict[str, Any], data_format: str) -> Pair 
             return problem
     parts = row
     if implicit:
-        from trl.data_utils import extract_prompt  # imported only for implicit-prompt data: it is slow to import
-
         parts = extract_prompt(row)
         if not parts["prompt"]:
             return Problem(
@@ -248,12 +256,12 @@ def _pair_or_problem(index: int, row: dict[str, Any], data_format: str) -> Pair 
     return Pair(index, parts["prompt"], parts["chosen"], parts["rejected"], extra)
 
 
-def read_pairs(dataset: Any) -> tuple[list[Pair], dict[int, Problem]]:
+def read_pairs(dataset: Any, extract_prompt: ExtractPrompt) -> tuple[list[Pair], dict[int, Problem]]:
     """The usable pairs of a dataset, as TRL reads them, and the problem of each other row (by row number)."""
     data_format = validate_preference_columns(dataset)
     pairs, problems = [], {}
     for index, row in enumerate(_read_rows(dataset)):
-        outcome = _pair_or_problem(index, row, data_format)
+        outcome = _pair_or_problem(index, row, data_format, extract_prompt)
         if isinstance(outcome, Problem):
             problems[index] = outcome
         else:
@@ -268,7 +276,8 @@ def _finding(code: str, severity: str, message: str, rows: Sequence[int], excerp
 def check_data(
     dataset: Any,
     *,
-    tokenizer: Any = None,
+    extract_prompt: ExtractPrompt,
+    count_tokens: CountTokens | None = None,
     max_length: int | None = None,
     truncation_mode: str = "keep_start",
     min_pairs: int = 100,
@@ -282,37 +291,25 @@ def check_data(
     Warnings: exact and near duplicates, contradictory pairs, near-identical chosen/rejected, fewer
     than ``min_pairs`` pairs, distinct prompts below ``min_prompt_diversity`` of the pairs, and a
     length bias (chosen longer than rejected in more than ``length_bias_threshold`` or less than
-    ``1 - length_bias_threshold`` of the pairs, two-sided binomial test at ``significance``). With a
-    tokenizer lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt alone
-    fills ``max_length`` under ``keep_start``) and the pairs it truncates.
+    ``1 - length_bias_threshold`` of the pairs, two-sided binomial test at ``significance``). With
+    ``count_tokens`` lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt
+    alone fills ``max_length`` under ``keep_start``) and the pairs it truncates.
     """
     if truncation_mode not in TRUNCATION_MODES:
         raise ConfigError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}.")
-    if max_length is not None and (tokenizer is None or max_length < 1):
+    if max_length is not None and (count_tokens is None or max_length < 1):
         raise ConfigError("max_length needs a tokenizer (to count tokens as TRL does) and must be a positive integer.")
-    pairs, problems = read_pairs(dataset)
-    by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for row, problem in problems.items():
-        by_kind[(problem.code, problem.message)].append(row)
-    findings = [
-        _finding(code, "error", message, rows, lambda row: problems[row].detail)
-        for (code, message), rows in by_kind.items()
-    ]
+    pairs, problems = read_pairs(dataset, extract_prompt)
+    findings = _problem_findings(problems)
     findings += _pair_findings(pairs, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
-    if tokenizer is not None and pairs:
-        prompt_lens, chosen_lens, rejected_lens = token_lengths(pairs, tokenizer)
+    lengths, unit = [(len(text_of(p.chosen)), len(text_of(p.rejected))) for p in pairs], "characters"
+    if count_tokens is not None and pairs:
+        prompt_lens, chosen_lens, rejected_lens = count_tokens(pairs)
         lengths, unit = list(zip(chosen_lens, rejected_lens)), "tokens"
         if max_length is not None:
-            findings += token_findings(
-                prompt_lens,
-                chosen_lens,
-                rejected_lens,
-                max_length=max_length,
-                truncation_mode=truncation_mode,
-                rows=[p.row for p in pairs],
-            )
-    else:
-        lengths, unit = [(len(text_of(p.chosen)), len(text_of(p.rejected))) for p in pairs], "characters"
+            rows = [p.row for p in pairs]
+            counts = (prompt_lens, chosen_lens, rejected_lens)
+            findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
     bias = _length_bias(pairs, lengths, unit, threshold=length_bias_threshold, significance=significance)
     findings += [bias] if bias else []
     report = DataReport(len(pairs) + len(problems), findings)
@@ -321,86 +318,97 @@ def check_data(
     return report
 
 
-def _pair_findings(pairs: Sequence[Pair], *, min_pairs: int, min_prompt_diversity: float) -> list[Finding]:
-    """Findings on the usable pairs' texts: identical, duplicate and contradictory pairs, size, prompt diversity."""
-    by_row = {p.row: p for p in pairs}
-    identical, near_identical, duplicates, near_duplicates, contradictions = [], [], [], [], []
+def _problem_findings(problems: Mapping[int, Problem]) -> list[Finding]:
+    """One error finding per kind of unusable row."""
+    by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for row, problem in problems.items():
+        by_kind[(problem.code, problem.message)].append(row)
+    return [
+        _finding(code, "error", message, rows, lambda row: problems[row].detail) for (code, message), rows in by_kind.items()
+    ]
+
+
+@dataclass
+class _Relations:
+    """Rows related by their texts: identical sides, and (row, earlier row) for repeats and swaps."""
+
+    identical: list[int] = field(default_factory=list)
+    near_identical: list[int] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+    near_duplicates: list[tuple[int, int]] = field(default_factory=list)
+    contradictions: list[tuple[int, int]] = field(default_factory=list)
+    prompts: Counter[str] = field(default_factory=Counter)
+    prompt_rows: dict[str, int] = field(default_factory=dict)
+
+
+def _relations(pairs: Sequence[Pair]) -> _Relations:
+    found = _Relations()
     first_of: dict[tuple[str, str, str], int] = {}  # (prompt, chosen, rejected) → first row
     near_groups: defaultdict[tuple[str, ...], dict] = defaultdict(dict)  # normalised texts → {exact: first row}
-    prompts: Counter[str] = Counter()
-    prompt_rows: dict[str, int] = {}
     for pair in pairs:
         prompt, chosen, rejected = (_hashable(part) for part in (pair.prompt, pair.chosen, pair.rejected))
         normalised = tuple(_normalised(text_of(part)) for part in (pair.prompt, pair.chosen, pair.rejected))
         if chosen == rejected:
-            identical.append(pair.row)
+            found.identical.append(pair.row)
         elif normalised[1] == normalised[2]:
-            near_identical.append(pair.row)
+            found.near_identical.append(pair.row)
         exact, swapped = (prompt, chosen, rejected), (prompt, rejected, chosen)
         if exact in first_of:
-            duplicates.append((pair.row, first_of[exact]))
+            found.duplicates.append((pair.row, first_of[exact]))
         else:
             first_of[exact] = pair.row
             if swapped in first_of and swapped != exact:
-                contradictions.append((pair.row, first_of[swapped]))
+                found.contradictions.append((pair.row, first_of[swapped]))
             group = near_groups[normalised]
             if group:
-                near_duplicates.append((pair.row, next(iter(group.values()))))
+                found.near_duplicates.append((pair.row, next(iter(group.values()))))
             group[exact] = pair.row
-        prompts[prompt] += 1
-        prompt_rows.setdefault(prompt, pair.row)
+        found.prompts[prompt] += 1
+        found.prompt_rows.setdefault(prompt, pair.row)
+    return found
+
+
+def _pair_findings(pairs: Sequence[Pair], *, min_pairs: int, min_prompt_diversity: float) -> list[Finding]:
+    """Findings on the usable pairs' texts: identical, duplicate and contradictory pairs, size, prompt diversity."""
+    by_row = {p.row: p for p in pairs}
+    found = _relations(pairs)
 
     def of(row: int) -> str:
         return _excerpt(by_row[row].chosen)
 
-    def like(found: list[tuple[int, int]], relation: str) -> Callable[[int], str]:
-        earlier = dict(found)
-        return lambda row: f"{relation} row {earlier[row]}: {of(row)}"
+    def like(related: list[tuple[int, int]], relation: str) -> tuple[list[int], Callable[[int], str]]:
+        earlier = dict(related)
+        return [row for row, _ in related], lambda row: f"{relation} row {earlier[row]}: {of(row)}"
 
     kinds = [
-        ("identical_pair", "error", "Chosen is identical to rejected: the pair carries no preference.", identical, of),
-        (
-            "near_identical_pair",
-            "warning",
-            "Chosen and rejected differ only in case, spacing or punctuation: a weak or accidental preference.",
-            near_identical,
-            of,
-        ),
-        (
-            "duplicate_pair",
-            "warning",
-            "Exact duplicate pairs: each repeat weighs the pair more in training.",
-            [row for row, _ in duplicates],
-            like(duplicates, "same as"),
-        ),
-        (
-            "near_duplicate",
-            "warning",
-            "Near-duplicate pairs: the same texts up to case, spacing and punctuation.",
-            [row for row, _ in near_duplicates],
-            like(near_duplicates, "like"),
-        ),
-        (
-            "contradictory_pair",
-            "warning",
-            "Contradictory pairs: the same prompt and answers, chosen and rejected swapped; their gradients cancel.",
-            [row for row, _ in contradictions],
-            like(contradictions, "swaps"),
-        ),
+        ("identical_pair", "error", "Chosen is identical to rejected: the pair carries no preference.", found.identical, of),
+        ("near_identical_pair", "warning", NEAR_IDENTICAL, found.near_identical, of),
+        ("duplicate_pair", "warning", DUPLICATE, *like(found.duplicates, "same as")),
+        ("near_duplicate", "warning", NEAR_DUPLICATE, *like(found.near_duplicates, "like")),
+        ("contradictory_pair", "warning", CONTRADICTORY, *like(found.contradictions, "swaps")),
     ]
     findings = [_finding(*kind) for kind in kinds if kind[3]]
+    return findings + _size_findings(pairs, found, by_row, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
+
+
+def _size_findings(
+    pairs: Sequence[Pair], found: _Relations, by_row: Mapping[int, Pair], *, min_pairs: int, min_prompt_diversity: float
+) -> list[Finding]:
+    """Too few pairs, and too few distinct prompts for the pairs."""
+    findings = []
     if not pairs:
         findings.append(Finding("too_few_pairs", "error", "The dataset has no usable pairs.", 0))
     elif len(pairs) < min_pairs:
         message = f"Only {len(pairs)} usable pairs (fewer than {min_pairs}): expect noisy training and checks."
         findings.append(Finding("too_few_pairs", "warning", message, len(pairs)))
+    prompts = found.prompts
     if pairs and len(prompts) / len(pairs) < min_prompt_diversity:
         message = (
             f"Low prompt diversity: {len(prompts)} distinct prompts for {len(pairs)} pairs "
             f"({len(prompts) / len(pairs):.0%}, below {min_prompt_diversity:.0%}); the model sees few situations."
         )
         examples = [
-            {"row": prompt_rows[key], "excerpt": f"{n} pairs: {_excerpt(by_row[prompt_rows[key]].prompt)}"}
+            {"row": found.prompt_rows[key], "excerpt": f"{n} pairs: {_excerpt(by_row[found.prompt_rows[key]].prompt)}"}
             for key, n in prompts.most_common(MAX_EXAMPLES)
         ]
         findings.append(Finding("low_prompt_diversity", "warning", message, len(prompts), examples))
@@ -437,42 +445,6 @@ def _length_bias(
         rows,
         lambda row: f"chosen {length[row][0]} vs rejected {length[row][1]} {unit}",
     )
-
-
-def token_lengths(pairs: Sequence[Pair], tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
-    """Token counts of prompt, chosen and rejected per pair, tokenised as TRL 1.16's ``DPOTrainer._prepare_dataset``.
-
-    Conversational pairs go through the chat template (the prompt with the generation prompt);
-    plain-text completions get the EOS token appended. The completion starts where the tokenised
-    prompt and prompt+completion diverge (TRL's ``common_prefix_length``).
-    """
-    from trl.data_utils import _tokenize, common_prefix_length, is_conversational
-
-    eos = tokenizer.eos_token or ""
-    prompt_lens, chosen_lens, rejected_lens = [], [], []
-    for pair in pairs:
-        example = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
-        if is_conversational(example):
-            tools = pair.extra.get("tools")
-            kwargs = {
-                "tools": json.loads(tools) if isinstance(tools, str) else tools,
-                **pair.extra.get("chat_template_kwargs", {}),
-            }
-            prompt_ids = _tokenize(tokenizer, pair.prompt, add_generation_prompt=True, **kwargs)["input_ids"]
-            chosen_ids, rejected_ids = (
-                _tokenize(tokenizer, pair.prompt + c, **kwargs)["input_ids"] for c in (pair.chosen, pair.rejected)
-            )
-        else:
-            prompt_ids = _tokenize(tokenizer, pair.prompt)["input_ids"]
-            chosen_ids, rejected_ids = (
-                _tokenize(tokenizer, pair.prompt + c + ("" if c.endswith(eos) else eos))["input_ids"]
-                for c in (pair.chosen, pair.rejected)
-            )
-        start = min(common_prefix_length(prompt_ids, chosen_ids), common_prefix_length(prompt_ids, rejected_ids))
-        prompt_lens.append(start)
-        chosen_lens.append(len(chosen_ids) - start)
-        rejected_lens.append(len(rejected_ids) - start)
-    return prompt_lens, chosen_lens, rejected_lens
 
 
 def token_findings(

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .trl.run import TrainResult, flag_names, parse_train_args, run_training
+from .trl.run import TrainResult, run_training
+from .trl.train_args import flag_names, parse_train_args
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .registry import CheckSpec, LossSpec, Registry, Spec
+from .loss_spec import LossSpec
+from .registry import AdapterSpec, CheckSpec, JudgeSpec, Registry, Spec, StrategySpec
 
 logger = logging.getLogger(__name__)
 trace_logger = logging.getLogger("dpo_plugin.trace")
@@ -41,6 +42,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dpo_plugin.loss_variants.reference_free",
     "dpo_plugin.loss_variants.adaptive",
     "dpo_plugin.reference.auto",
+    "dpo_plugin.reference.none",
     "dpo_plugin.reference.model",
     "dpo_plugin.reference.adapter",
     "dpo_plugin.reference.precomputed",
@@ -61,9 +63,9 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "losses": Kind("loss", "register_losses", LossSpec),
-    "reference_strategies": Kind("reference strategy", "register_reference_strategies", Spec),
-    "adapters": Kind("adapter", "register_adapters", Spec),
-    "judges": Kind("judge", "register_judges", Spec),
+    "reference_strategies": Kind("reference strategy", "register_reference_strategies", StrategySpec),
+    "adapters": Kind("adapter", "register_adapters", AdapterSpec),
+    "judges": Kind("judge", "register_judges", JudgeSpec),
     "checks": Kind("check", "register_checks", CheckSpec),
 }
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from .cache import cache_root
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -30,11 +30,6 @@ HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MANIFEST = "dpo_plugin_manifest.json"
 ALIAS = "smollm2-135m-instruct-gguf"
 FORMAT = 3  # bump when the conversion changes, so older caches are rebuilt
-
-
-def cache_root() -> Path:
-    """``$DPO_PLUGIN_CACHE``, else ``~/.cache/dpo_plugin``."""
-    return Path(os.environ.get("DPO_PLUGIN_CACHE") or Path.home() / ".cache" / "dpo_plugin").expanduser()
 
 
 def default_model_dir() -> Path:

@@ -22,7 +22,8 @@ from transformers import LlamaConfig
 import dpo_plugin
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.trl.run import _apply_model_config_adapter, parse_train_args
+from dpo_plugin.trl.run import _apply_model_config_adapter
+from dpo_plugin.trl.train_args import parse_train_args
 
 DATA_DIR = Path(dpo_plugin.__file__).parent / "data"
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from dpo_plugin.errors import ConfigError, UnknownNameError
-from dpo_plugin.trl.run import parse_train_args
+from dpo_plugin.trl.train_args import parse_train_args
 
 DATA = "dpo_plugin/data/demo"
 MODEL = "dpo_plugin/data/tiny-model"
@@ -67,7 +67,7 @@ def test_unknown_loss_from_yaml(tmp_path):
 
 
 def test_unknown_flag_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="not used"):
+    with pytest.raises(ConfigError, match="Unknown key .no_such_flag. in the command line"):
         parse_train_args(["--config", _yaml(tmp_path), "--no_such_flag", "1"])
     with pytest.raises(ConfigError, match="does not exist"):
         parse_train_args(["--config", str(tmp_path / "missing.yaml")])

@@ -13,14 +13,22 @@ from types import SimpleNamespace
 
 import pytest
 from datasets import Dataset, Features, Value
+from trl.data_utils import extract_prompt
 
 from dpo_plugin.data import load_preference_data
-from dpo_plugin.data_quality import Pair, check_data, ensure_clean, read_pairs, token_findings, token_lengths
+from dpo_plugin.data_quality import Pair, ensure_clean, token_findings
+from dpo_plugin.data_quality import read_pairs as read_pairs_with
 from dpo_plugin.demo_data import DATA_DIR
 from dpo_plugin.errors import ConfigError
+from dpo_plugin.trl.data_checks import check_data, token_lengths
 
 EOS = "<|end|>"
 TEXT_FEATURES = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string")})
+
+
+def read_pairs(dataset):
+    """The pairs as TRL reads them (TRL's extract_prompt for implicit prompts)."""
+    return read_pairs_with(dataset, extract_prompt)
 
 
 def _balanced(n: int = 120, prompt=lambda i: f"Question number {i}?") -> list[dict[str, str]]:
@@ -262,13 +270,14 @@ def test_length_bias_counts_tokens_with_a_tokenizer(tokenizer):
 
 
 def test_token_lengths_by_hand(tokenizer):
-    pairs = [
+    text = [
         Pair(0, "x" * 10, "y" * 5, "zé"),  # 10 | 5 + EOS | 1 + 2 bytes + EOS
         Pair(1, "p", "abc" + EOS, "d"),  # an EOS already there is not added again
-        Pair(2, _chat(("user", "hi")), _chat(("assistant", "abc")), _chat(("assistant", "é"))),
     ]
+    assert token_lengths(text, tokenizer) == ([10, 1], [6, 4], [4, 2])
+    chat = [Pair(2, _chat(("user", "hi")), _chat(("assistant", "abc")), _chat(("assistant", "é")))]
     # conversational: <|user|> h i <|end|> <|assistant|> = 5 prompt tokens; a b c <|end|> = 4; é (2 bytes) <|end|> = 3
-    assert token_lengths(pairs, tokenizer) == ([10, 1, 5], [6, 4, 4], [4, 2, 3])
+    assert token_lengths(chat, tokenizer) == ([5], [4], [3])
 
 
 def _trl_prepared(dataset, tokenizer, max_length=None):

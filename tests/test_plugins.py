@@ -15,8 +15,10 @@ import torch.nn.functional as F
 
 import dpo_plugin
 from dpo_plugin import LossOutput, PairLogps
-from dpo_plugin.errors import DuplicateNameError, UnknownNameError
+from dpo_plugin.adapter_recipes.recipe import FullFineTuning
+from dpo_plugin.errors import DuplicateNameError, PluginContractError, UnknownNameError
 from dpo_plugin.plugins import get_plugin_manager, reset_plugin_manager
+from dpo_plugin.reference.base import ReferenceStrategy
 
 
 def tempered(logps, *, beta: float = 0.1, temperature: float = 2.0):
@@ -72,6 +74,30 @@ def _plugin_for(hook, implementation):
     return type("Plugin", (), {hook: staticmethod(dpo_plugin.hookimpl(implementation))})
 
 
+class ToyStrategy(ReferenceStrategy):
+    """A test strategy."""
+
+
+def toy_check(ctx, *, level: int = 1):
+    """A test check."""
+
+
+#: A valid object of each kind, and an invalid one with the words of the error it gets.
+VALID = {
+    "register_losses": tempered,
+    "register_reference_strategies": ToyStrategy,
+    "register_adapters": FullFineTuning(),
+    "register_judges": lambda **params: (lambda prompts, first, second: [0.5] * len(prompts)),
+    "register_checks": toy_check,
+}
+INVALID = {
+    "register_losses": ("not callable", "it is not callable"),
+    "register_reference_strategies": (ToyStrategy(), "must be a subclass of ReferenceStrategy"),
+    "register_adapters": (FullFineTuning, "must be an AdapterRecipe instance"),
+    "register_judges": ("function", "must be a factory"),
+    "register_checks": (lambda: None, "must be a callable check(ctx, **check_params)"),
+}
+
 KIND_HOOKS = [
     ("register_losses", dpo_plugin.losses, "loss"),
     ("register_reference_strategies", dpo_plugin.reference_strategies, "reference strategy"),
@@ -83,7 +109,7 @@ KIND_HOOKS = [
 
 @pytest.mark.parametrize("hook, public, label", KIND_HOOKS, ids=[h for h, _, _ in KIND_HOOKS])
 def test_every_register_hook(hook, public, label, register_plugin):
-    item = tempered if hook == "register_losses" else object()
+    item = VALID[hook]
     assert "from-test" not in public()
     plugin = register_plugin(_plugin_for(hook, lambda register: register("from-test", item)), "hook-plugin")
     spec = public()["from-test"]
@@ -110,12 +136,23 @@ def test_post_train_receives_the_report(register_plugin):
 
 @pytest.mark.parametrize("hook, public, label", KIND_HOOKS, ids=[h for h, _, _ in KIND_HOOKS])
 def test_duplicate_names_name_both_plugins(hook, public, label, register_plugin):
-    item = tempered if hook == "register_losses" else object()
+    item = VALID[hook]
     register_plugin(_plugin_for(hook, lambda register: register("twice", item)), "first-plugin")
     register_plugin(_plugin_for(hook, lambda register: register("twice", item)), "copycat")
     with pytest.raises(DuplicateNameError) as info:
         public()
     assert f"{label.capitalize()} 'twice' is registered by two plugins: 'first-plugin' and 'copycat'" in str(info.value)
+
+
+@pytest.mark.parametrize("hook, public, label", KIND_HOOKS, ids=[h for h, _, _ in KIND_HOOKS])
+def test_a_wrong_object_is_refused_when_registered(hook, public, label, register_plugin):
+    item, words = INVALID[hook]
+    register_plugin(_plugin_for(hook, lambda register: register("wrong", item)), "sloppy-plugin")
+    with pytest.raises(PluginContractError) as info:
+        public()
+    message = str(info.value)
+    assert f"Plugin 'sloppy-plugin' registered {label} 'wrong'" in message and words in message
+    assert "DPO_PLUGIN_BLOCK_PLUGINS=sloppy-plugin" in message
 
 
 def test_duplicate_of_a_builtin(register_plugin):

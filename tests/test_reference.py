@@ -11,8 +11,8 @@ from peft import LoraConfig
 
 import dpo_plugin
 from dpo_plugin.errors import ConfigError, UnknownNameError
-from dpo_plugin.reference.base import ReferenceStrategy
 from dpo_plugin.trl import DPOConfig, DPOTrainer
+from test_strategy_without_trainer import HalfReference
 from trainer_fixtures import config_kwargs, preference_dataset
 
 LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
@@ -50,18 +50,18 @@ def test_copy_adapter_and_precomputed_agree(make_model, tokenizer, tmp_path, cac
         for a, b in zip(got, expected):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-5)
     # and they are the policy's own log-probs before training (policy == reference at step 0)
-    policy = copy_trainer.sequence_logps(copy_trainer.model, _batch(copy_trainer))
+    policy = copy_trainer.scorer.logps(_batch(copy_trainer))
     for a, b in zip(policy, expected):
         torch.testing.assert_close(a, b)
 
 
 def test_precomputed_reuses_its_cache(make_model, tokenizer, tmp_path, cache_dir, caplog):
     first = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    assert first.reference_strategy.computed_batches > 0
+    assert first.reference_strategy.computed_pairs > 0
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(files) == 2 and all(f.endswith(".safetensors") for f in files)  # train and eval
     second = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    assert second.reference_strategy.computed_batches == 0  # the reference model was never called
+    assert second.reference_strategy.computed_pairs == 0  # the reference model was never called
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
     second.train()  # trains from the cached columns
 
@@ -75,7 +75,7 @@ def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
         second = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
     assert "stale or corrupted" in caplog.text and "checksum" in caplog.text
-    assert second.reference_strategy.computed_batches > 0
+    assert second.reference_strategy.computed_pairs > 0
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
     path.write_bytes(b"not a safetensors file")
     with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
@@ -86,7 +86,7 @@ def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, c
 def test_precomputed_fingerprint_follows_the_weights(make_model, tokenizer, tmp_path, cache_dir):
     _trainer(make_model(seed=0), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
     other = _trainer(make_model(seed=1), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    assert other.reference_strategy.computed_batches > 0
+    assert other.reference_strategy.computed_pairs > 0
     assert len(list((tmp_path / "cache").iterdir())) == 4
 
 
@@ -198,25 +198,16 @@ def test_auto_picks_adapter_with_peft_and_copy_without(make_model, tokenizer, tm
 def test_a_third_party_strategy_is_chosen_the_same_way(make_model, tokenizer, tmp_path, register_plugin):
     calls = []
 
-    class HalfReference(ReferenceStrategy):
-        """Pretends the reference is the policy's log-probs halved (a toy)."""
-
-        name = "half"
-
-        def __init__(self, *, factor: float = 0.5):
-            super().__init__()
-            self.factor = factor
-
-        def logps(self, inputs):
-            calls.append(len(inputs["input_ids"]))
-            chosen, rejected = self.trainer.sequence_logps(self.trainer.model, inputs)
-            return chosen * self.factor, rejected * self.factor
+    class CountingHalf(HalfReference):
+        def logps(self, batch):
+            calls.append(len(batch["input_ids"]))
+            return super().logps(batch)
 
     class Plugin:
         @staticmethod
         @dpo_plugin.hookimpl
         def register_reference_strategies(register):
-            register("half", HalfReference)
+            register("half", CountingHalf)
 
     register_plugin(Plugin, "half-plugin")
     assert dpo_plugin.reference_strategies()["half"].plugin == "half-plugin"

@@ -139,7 +139,7 @@ def test_path_reference_trains_against_the_saved_model(make_model, tokenizer, tm
 
     # the reference stays the saved model; the policy moved
     _assert_pairs_close(trainer.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
-    trained = trainer.sequence_logps(trainer.model, batch)
+    trained = trainer.scorer.logps(batch)
     assert _max_diff(trained, (pol_chosen, pol_rejected)) > 1e-2
 
 
@@ -180,7 +180,7 @@ def test_adapter_reference_with_an_existing_adapter_is_a_frozen_copy_of_it(make_
     assert _max_diff(expected, without_adapter) > 1e-2  # the adapter matters: "adapters off" would be wrong
     reference_before = trainer.reference_strategy.logps(batch)
     _assert_pairs_close(reference_before, expected, rtol=1e-5, atol=1e-4)
-    _assert_pairs_close(trainer.sequence_logps(trainer.model, batch), expected, rtol=1e-5, atol=1e-4)
+    _assert_pairs_close(trainer.scorer.logps(batch), expected, rtol=1e-5, atol=1e-4)
     ref_before = {n: p.detach().clone() for n, p in ref_params.items()}
     default_before = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
 
@@ -188,7 +188,7 @@ def test_adapter_reference_with_an_existing_adapter_is_a_frozen_copy_of_it(make_
     assert all(torch.equal(p, ref_before[n]) for n, p in ref_params.items())
     assert any(not torch.equal(p, default_before[n]) for n, p in model.named_parameters() if n in trainable)
     _assert_pairs_close(trainer.reference_strategy.logps(batch), reference_before, rtol=0, atol=1e-6)
-    assert _max_diff(trainer.sequence_logps(trainer.model, batch), expected) > 1e-2  # the policy moved
+    assert _max_diff(trainer.scorer.logps(batch), expected) > 1e-2  # the policy moved
     # the active adapter is still the trained one after the reference forwards
     assert model.active_adapter == "default"
 
@@ -212,7 +212,7 @@ def test_precomputed_from_a_saved_model_then_frees_it(make_model, tokenizer, tmp
         max_steps=2,
     )
     strategy = trainer.reference_strategy
-    assert strategy.computed_batches > 0 and trainer.ref_model is None
+    assert strategy.computed_pairs > 0 and trainer.ref_model is None
     # the loaded reference is gone: nothing holds it, and no model loaded from that folder is alive
     assert strategy.source is None and strategy.memory_bytes() == 0
     assert _alive_models_from(saved_reference) == []
@@ -225,7 +225,7 @@ def test_precomputed_from_a_saved_model_then_frees_it(make_model, tokenizer, tmp
     _assert_pairs_close(cached, (chosen, rejected), rtol=1e-5, atol=1e-4)
     _assert_pairs_close(strategy.logps(batch), (chosen, rejected), rtol=1e-5, atol=1e-4)
     # not the policy's own log-probs
-    assert _max_diff(cached, trainer.sequence_logps(trainer.model, batch)) > 0.1
+    assert _max_diff(cached, trainer.scorer.logps(batch)) > 0.1
     eval_rows = [trainer.eval_dataset[i] for i in range(len(trainer.eval_dataset))]
     eval_batch = trainer.data_collator(eval_rows)
     _assert_pairs_close(

@@ -11,7 +11,8 @@ import torch
 
 from dpo_plugin import LossOutput, PairLogps
 from dpo_plugin.errors import DuplicateNameError, PluginContractError, UnknownNameError
-from dpo_plugin.registry import BoundLoss, CheckSpec, LossSpec, Registry, Spec
+from dpo_plugin.loss_spec import BoundLoss, LossSpec
+from dpo_plugin.registry import CheckSpec, Registry, Spec
 
 
 def dpo(logps, *, beta: float = 0.1, f_divergence_type: str = "reverse_kl"):
@@ -192,7 +193,7 @@ def test_supports_f_divergence_means_the_loss_takes_f_divergence_type(registry):
 @pytest.mark.parametrize(
     "obj, metadata, message",
     [
-        (42, {}, "registered loss 'l' as 42, which is not callable"),
+        (42, {}, "registered loss 'l' as 42; it is not callable"),
         (lambda: None, {}, "loss 'l' must take the PairLogps as its first positional argument"),
         (lambda *, logps: None, {}, "must take the PairLogps as its first positional argument"),
         (lambda *logps: None, {}, "must take the PairLogps as its first positional argument"),

@@ -159,8 +159,11 @@ def save_converted_adapter(model: Any, output_dir: str | Path, initial_dir: str 
     return Path(output_dir)
 
 
-def merge_and_save(model: Any, output_dir: str | Path) -> Path:
+def merge_and_save(model: Any, output_dir: str | Path, processing_class: Any = None) -> Path:
     """Merge a PEFT model's active adapters into a copy of its base weights; save the plain model in ``output_dir``.
+
+    With ``processing_class`` (the tokenizer, its chat template included) saved beside it, the folder
+    is a complete model that loads and generates on its own.
 
     peft's ``merge_and_unload`` writes W + (α/r)·B·A (DoRA: its magnitude-rescaled weight) into each
     adapted layer; it runs on a deep copy, so the trained PeftModel stays usable. For PiSSA/OLoRA the
@@ -172,7 +175,8 @@ def merge_and_save(model: Any, output_dir: str | Path) -> Path:
     if not isinstance(model, PeftModel):
         raise ConfigError(f"merge_and_save needs a PEFT model; a {type(model).__name__} has no adapter to merge.")
     merged = copy.deepcopy(model).merge_and_unload(safe_merge=True)
-    merged.__dict__.pop("forward", None)  # TRL's fused-LM-head patch lives on the instance; not part of the model
     output_dir = Path(output_dir)
     merged.save_pretrained(output_dir)
+    if processing_class is not None:
+        processing_class.save_pretrained(output_dir)
     return output_dir

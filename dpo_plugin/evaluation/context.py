@@ -8,22 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
-import numpy as np
-
-
-@dataclass
-class PairScores:
-    """Summed completion log-probabilities of held-out pairs under one model, with token counts (all ``[N]``)."""
-
-    chosen: np.ndarray
-    rejected: np.ndarray
-    chosen_tokens: np.ndarray
-    rejected_tokens: np.ndarray
+from ..scoring import PairScores
 
 
 @dataclass
 class EvalContext:
-    """Everything a check may use; built by the trainer (or by ``dpo-plugin evaluate``) after training.
+    """Everything a check may use; built by :func:`~dpo_plugin.evaluation.runner.build_context` after training or by ``dpo-plugin evaluate``.
 
     ``score_pairs(which)`` scores the held-out pairs under ``"policy"`` or ``"reference"`` (None when
     the run has no reference); ``reference_model()`` is a context manager yielding the reference

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ContextManager
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
@@ -32,23 +30,25 @@ class AdapterReference(ReferenceStrategy):
             )
         return None
 
-    def logps(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
-        return self.trainer.sequence_logps(self.trainer.model, inputs, adapters_off=True)
+    def logps(self, batch: Any) -> tuple[Any, Any]:
+        return self.scorer.logps(batch, adapters_off=True)
 
-    @contextlib.contextmanager
-    def generation_model(self) -> Iterator[Any]:
-        with self.trainer.adapters_off() as model:
-            yield model
+    def score(self, dataset: Any) -> Any:
+        return self.scorer.score(dataset, adapters_off=True, desc="Scoring (reference)")
+
+    def generation_model(self) -> ContextManager[Any]:  # type: ignore[override]
+        return self.scorer.adapters_off()
 
     def memory_bytes(self) -> int:
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        ref = [p for name, p in model.named_parameters() if ".ref." in name]
-        return sum(p.numel() * p.element_size() for p in ref)
+        frozen = self.scorer.reference_adapter if self.scorer else None
+        if frozen is None:
+            return 0
+        marker = f".{frozen}."
+        return sum(p.numel() * p.element_size() for name, p in self.scorer.policy.named_parameters() if marker in name)
 
     def describe(self) -> str:
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model) if self.trainer else None
-        if model is not None and "ref" in getattr(model, "peft_config", {}):
-            return "adapter (a frozen copy of the initial adapter, 'ref')"
+        if self.scorer is not None and self.scorer.reference_adapter is not None:
+            return f"adapter (a frozen copy of the initial adapter, {self.scorer.reference_adapter!r})"
         return "adapter (the policy with its PEFT adapters disabled)"
 
 

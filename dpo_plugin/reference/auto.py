@@ -1,16 +1,17 @@
-"""``auto`` (the default) picks a strategy for the run; ``none`` is registered here too."""
+"""``auto`` (the default) picks a strategy for the run."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from ..hookspecs import hookimpl
 from ..registry import Register
 from .adapter import AdapterReference
-from .base import NoReference, ReferenceStrategy
+from .base import ReferenceStrategy
 from .model import CopyReference, PathReference
+from .none import NoReference
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class AutoReference(ReferenceStrategy):
         peft: bool = False,
         base_weights_change: bool = False,
         needs_reference: bool = True,
+        checks: bool = False,
     ) -> Any:
         if ref_model is not None:
             chosen: type[ReferenceStrategy] = PathReference
@@ -49,19 +51,35 @@ class AutoReference(ReferenceStrategy):
         self.delegate = chosen.from_params(self.params)
         logger.info("reference: auto → %s", chosen.name)
         return self.delegate.prepare(
-            policy, ref_model=ref_model, peft=peft, base_weights_change=base_weights_change, needs_reference=needs_reference
+            policy,
+            ref_model=ref_model,
+            peft=peft,
+            base_weights_change=base_weights_change,
+            needs_reference=needs_reference,
+            checks=checks,
         )
 
     @property
     def provides_logps(self) -> bool:  # type: ignore[override]
         return self.delegate is None or self.delegate.provides_logps
 
-    def setup(self, trainer: Any) -> None:
-        super().setup(trainer)
-        self.delegate.setup(trainer)
+    @property
+    def precomputes(self) -> bool:  # type: ignore[override]
+        return self.delegate is not None and self.delegate.precomputes
 
-    def logps(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
-        return self.delegate.logps(inputs)
+    @property
+    def unavailable(self) -> str | None:
+        return self.delegate.unavailable if self.delegate else None
+
+    def setup(self, scorer: Any, model: Any = None) -> None:
+        super().setup(scorer, model)
+        self.delegate.setup(scorer, model)
+
+    def logps(self, batch: Any) -> tuple[Any, Any]:
+        return self.delegate.logps(batch)
+
+    def score(self, dataset: Any) -> Any:
+        return self.delegate.score(dataset)
 
     def on_step_end(self, state: Any) -> None:
         self.delegate.on_step_end(state)
@@ -79,4 +97,3 @@ class AutoReference(ReferenceStrategy):
 @hookimpl
 def register_reference_strategies(register: Register) -> None:
     register("auto", AutoReference)
-    register("none", NoReference)

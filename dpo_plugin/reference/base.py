@@ -1,27 +1,40 @@
-"""The reference-strategy lifecycle and the ``none`` strategy.
+"""The reference-strategy lifecycle: the base class every strategy subclasses.
 
 The trainer drives a strategy through these calls, in order:
 
-1. ``prepare(policy, ref_model=..., peft=..., base_weights_change=..., needs_reference=...)``
+1. ``prepare(policy, ref_model=..., peft=..., base_weights_change=..., needs_reference=..., checks=...)``
    before TRL's trainer exists: returns the reference model TRL should hold (a frozen copy, a
    loaded model) or ``None``; TRL never reloads a reference from disk.
-2. ``setup(trainer)`` once the trainer exists, before training (e.g. precompute and cache).
-3. ``logps(inputs) -> (ref_chosen, ref_rejected)`` for every batch that needs a reference.
+2. ``setup(scorer, model)`` once the trainer exists, before training: ``scorer`` is the
+   :class:`~dpo_plugin.scoring.PairScorer` (the only way to log-probabilities; a strategy never
+   sees the trainer) and ``model`` what ``prepare`` returned, placed on the device (or None).
+   Loading, copying and precomputing happen by here.
+3. ``logps(batch) -> (ref_chosen, ref_rejected)`` for every batch that needs a reference;
+   ``score(split)`` for every pair of a split (the checks, TRL's precompute hook).
 4. ``on_step_end(state)`` after every optimizer step (e.g. TR-DPO syncs).
 5. ``generation_model()``: a context manager yielding the model the post-training checks compare
-   against (``None`` when there is none); ``memory_bytes()`` what the strategy keeps in memory;
-   ``describe()`` a one-line account for logs and the report.
+   against (``None`` when there is none; ``unavailable`` then says why); ``memory_bytes()`` what
+   the strategy keeps in memory; ``describe()`` a one-line account for logs and the report.
+
+A strategy is unit-tested without a trainer: ``scorer = dpo_plugin.trl.forward.pair_scorer(policy,
+tokenizer, {"train": rows})``, then ``strategy.setup(scorer, scorer.place(strategy.prepare(policy)))``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..scoring import PairScorer, PairScores
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +46,15 @@ class ReferenceStrategy:
     name: str = ""
     #: False for strategies that produce no reference log-probabilities (``none``)
     provides_logps: bool = True
+    #: True for strategies that score every split once before training (the trainer then hands each
+    #: split TRL prepares, and each dataset passed to ``evaluate()`` later, to :meth:`score`)
+    precomputes: bool = False
 
     def __init__(self) -> None:
-        self.trainer: Any = None
+        self.scorer: PairScorer | None = None
+        #: the reference model ``prepare`` returned, placed by the trainer (None for strategies without one)
+        self.model: Any = None
+        self._unavailable: str | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> ReferenceStrategy:
@@ -61,8 +80,12 @@ class ReferenceStrategy:
         peft: bool = False,
         base_weights_change: bool = False,
         needs_reference: bool = True,
+        checks: bool = False,
     ) -> Any:
-        """Before TRL's trainer exists: return the reference model TRL should hold, or ``None``."""
+        """Before TRL's trainer exists: return the reference model TRL should hold, or ``None``.
+
+        ``checks``: post-training checks will compare against the reference (keep what they need).
+        """
         if ref_model is not None:
             raise ConfigError(
                 f"A ref_model was passed, but reference: {self.name} builds its own reference. Use reference: path "
@@ -70,13 +93,18 @@ class ReferenceStrategy:
             )
         return None
 
-    def setup(self, trainer: Any) -> None:
-        """Once the trainer exists, before training."""
-        self.trainer = trainer
+    def setup(self, scorer: PairScorer, model: Any = None) -> None:
+        """Once the trainer (or another scorer's owner) exists, before training."""
+        self.scorer, self.model = scorer, model
 
-    def logps(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
-        """``(ref_chosen, ref_rejected)`` summed log-probabilities for a collated batch."""
-        raise NotImplementedError
+    def logps(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """``(ref_chosen, ref_rejected)`` summed log-probabilities of a collated batch."""
+        raise NotImplementedError(f"reference strategy {self.name!r} does not implement logps(batch)")
+
+    def score(self, dataset: Any) -> PairScores | None:
+        """Reference log-probabilities of every pair of a tokenised split (None: there is no reference)."""
+        with self.generation_model() as model:
+            return None if model is None else self.scorer.score(dataset, model, desc="Scoring (reference)")
 
     def on_step_end(self, state: Any) -> None:
         """After every optimizer step."""
@@ -94,79 +122,51 @@ class ReferenceStrategy:
         """One line for logs and the report."""
         return self.name
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why ``generation_model()`` yields None, when it does (the checks show it)."""
+        return self._unavailable
 
-@contextlib.contextmanager
-def model_for_checks(trainer: Any, source: str | None, dtype: str | None = None) -> Iterator[Any]:
-    """A reference for the post-training checks when the strategy keeps none in memory.
+    @contextlib.contextmanager
+    def initial_model(self, source: str | None = None, dtype: str | None = None) -> Iterator[Any]:
+        """A reference for the checks when the strategy keeps none in memory, loaded for the block and freed after.
 
-    ``source`` (``reference_params.model``) if given, else what the policy was loaded from (its
-    initial weights: a local folder or a hub id, from ``config._name_or_path``), else None. Loaded
-    for the checks and freed afterwards. When it cannot be loaded (e.g. a hub id while offline),
-    yields None and records why in ``trainer.checks_reference_problem`` (naming the id and the
-    error), so the checks skip with that reason instead of crashing.
-    """
-    import gc
-    import os
+        ``source`` (``reference_params.model``) if given, else the policy's initial weights
+        (``scorer.initial_source``), else None. When it cannot be loaded (e.g. a hub id while
+        offline), yields None and sets :attr:`unavailable` (naming the id and the error), so the
+        checks skip with that reason instead of crashing.
+        """
+        from .model import load_reference_model
 
-    from .model import load_reference_model
-
-    trainer.checks_reference_problem = None
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    initial = getattr(getattr(policy, "config", None), "_name_or_path", "") or ""
-    if source is None and initial:
-        output_dir = getattr(trainer.args, "output_dir", None)
-        if not (output_dir and os.path.realpath(os.path.expanduser(initial)) == os.path.realpath(output_dir)):
-            source = initial  # a folder or a hub id; a folder holding the trained weights is not the initial model
-    if source is None:
-        yield None
-        return
-    try:
-        model = load_reference_model(source, policy=policy, dtype=dtype).to(trainer.accelerator.device)
-    except Exception as error:  # noqa: BLE001 -- offline hub, missing or incompatible model: the checks skip
-        model = None
-        trainer.checks_reference_problem = (
-            f"the reference model {source!r} for the checks could not be loaded: {type(error).__name__}: {error}"
-        )
-        logger.warning("%s", trainer.checks_reference_problem)
-    if model is None:
-        yield None
-        return
-    try:
-        yield model
-    finally:
-        del model
-        gc.collect()
-
-
-class NoReference(ReferenceStrategy):
-    """No reference model, for reference-free losses (SimPO, CPO, ORPO, SFT); the checks may name one (``model``)."""
-
-    name = "none"
-    provides_logps = False
-
-    def __init__(self, *, model: str | None = None):
-        super().__init__()
-        self.model = model
-
-    def generation_model(self) -> Iterator[Any]:  # type: ignore[override]
-        return model_for_checks(self.trainer, self.model)
-
-    def prepare(self, policy: Any, *, needs_reference: bool = True, **kwargs: Any) -> Any:
-        if needs_reference:
-            raise ConfigError(
-                "reference: none, but a chosen loss needs a reference model; choose another reference strategy "
-                "or only reference-free losses."
-            )
-        return super().prepare(policy, **kwargs)
-
-    def logps(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
-        return None, None
-
-    def describe(self) -> str:
-        return "none (reference-free)" + (f"; checks compare with {self.model}" if self.model else "")
+        source = source or self.scorer.initial_source
+        if source is None:
+            self._unavailable = "the initial model cannot be reloaded (built in memory); set reference_params: {model: ...}"
+            yield None
+            return
+        try:
+            model = self.scorer.place(load_reference_model(source, policy=self.scorer.policy, dtype=dtype))
+        except Exception as error:  # noqa: BLE001 -- offline hub, missing or incompatible model: the checks skip
+            self._unavailable = f"the reference model {source!r} for the checks could not be loaded: {type(error).__name__}: {error}"
+            logger.warning("%s", self._unavailable)
+            yield None
+            return
+        try:
+            yield model
+        finally:
+            del model
+            release_memory()
 
 
 def parameter_bytes(model: Any) -> int:
     """Bytes held by a module's parameters and buffers."""
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def release_memory() -> None:
+    """Collect freed Python objects and return cached accelerator memory (after dropping a model)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -6,7 +6,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
@@ -31,12 +31,10 @@ def _torch_dtype(dtype: str | None) -> Any:
 def frozen_copy(model: Any, dtype: str | None = None) -> Any:
     """A frozen, eval-mode deep copy of ``model`` (optionally cast to ``dtype``).
 
-    TRL's fused LM head replaces ``forward`` on the instance with a closure over the original
-    model's forward, so a deep copy of a patched model would still run the live policy. The copy's
-    instance-level ``forward`` is dropped, restoring its class's own; TRL then patches the copy itself.
+    Strategies copy in ``prepare``, before the trainer patches the policy (the trainer hands them a
+    plain model), so the copy runs its own weights.
     """
     clone = copy.deepcopy(model)
-    clone.__dict__.pop("forward", None)
     target = _torch_dtype(dtype)
     if target is not None:
         clone.to(target)
@@ -46,17 +44,17 @@ def frozen_copy(model: Any, dtype: str | None = None) -> Any:
 
 
 class ModelReference(ReferenceStrategy):
-    """A strategy whose reference is a separate model held by the trainer (``trainer.ref_model``)."""
+    """A strategy whose reference is a separate model: the one ``prepare`` returns, placed on the device."""
 
-    def logps(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
-        return self.trainer.sequence_logps(self.trainer.ref_model, inputs)
+    def logps(self, batch: Any) -> tuple[Any, Any]:
+        return self.scorer.logps(batch, self.model)
 
     @contextlib.contextmanager
     def generation_model(self) -> Iterator[Any]:
-        yield self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+        yield self.scorer.unwrap(self.model)
 
     def memory_bytes(self) -> int:
-        return parameter_bytes(self.trainer.ref_model) if self.trainer is not None else 0
+        return parameter_bytes(self.model) if self.model is not None else 0
 
 
 class CopyReference(ModelReference):
@@ -121,15 +119,15 @@ class PathReference(ModelReference):
     ):
         super().__init__()
         _torch_dtype(dtype)
-        self.model, self.dtype = model, dtype
+        self.source, self.dtype = model, dtype
         self.load_kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
 
     def prepare(self, policy: Any, *, ref_model: Any = None, **kwargs: Any) -> Any:
-        if self.model is not None and ref_model is not None:
+        if self.source is not None and ref_model is not None:
             raise ConfigError(
                 "Both reference_params.model and a ref_model object were given for reference: path; give one."
             )
-        source = self.model if self.model is not None else ref_model
+        source = self.source if self.source is not None else ref_model
         if source is None:
             raise ConfigError("reference: path needs the model: reference_params: {model: HUB_ID_OR_PATH}.")
         if isinstance(source, str):
@@ -140,7 +138,7 @@ class PathReference(ModelReference):
         return source
 
     def describe(self) -> str:
-        source = self.model if isinstance(self.model, str) else "the ref_model passed to the trainer"
+        source = self.source if isinstance(self.source, str) else "the ref_model passed to the trainer"
         return f"path ({source})"
 
 
@@ -182,12 +180,17 @@ class SyncReference(CopyReference):
             raise ConfigError(f"reference: sync needs 0 < alpha <= 1, got {alpha!r}.")
         self.sync_steps, self.alpha = sync_steps, float(alpha)
         self.initial_state: dict[str, Any] | None = None
+        self.keep_initial = False
         self.syncs = 0
 
-    def setup(self, trainer: Any) -> None:
-        super().setup(trainer)
-        if trainer.args.checks:
-            ref = trainer.accelerator.unwrap_model(trainer.ref_model)
+    def prepare(self, policy: Any, *, checks: bool = False, **kwargs: Any) -> Any:
+        self.keep_initial = checks
+        return super().prepare(policy, **kwargs)
+
+    def setup(self, scorer: Any, model: Any = None) -> None:
+        super().setup(scorer, model)
+        if self.keep_initial:
+            ref = scorer.unwrap(model)
             self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in ref.state_dict().items()}
 
     def on_step_end(self, state: Any) -> None:
@@ -198,10 +201,9 @@ class SyncReference(CopyReference):
         """``ref ← α·policy + (1 − α)·ref`` on every parameter the two share."""
         import torch
 
-        ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
-        policy = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        ref = self.scorer.unwrap(self.model)
         updated = 0
-        with torch.no_grad(), effective_weights(policy) as weights:
+        with torch.no_grad(), effective_weights(self.scorer.policy) as weights:
             for name, param in ref.named_parameters():
                 source = weights.get(name)
                 if source is not None and source.shape == param.shape:
@@ -214,7 +216,7 @@ class SyncReference(CopyReference):
 
     @contextlib.contextmanager
     def generation_model(self) -> Iterator[Any]:
-        ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+        ref = self.scorer.unwrap(self.model)
         if self.initial_state is None:
             yield ref
             return

@@ -13,45 +13,35 @@ TRL's own reference fields map onto ``reference``: ``precompute_ref_log_probs: t
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import inspect
 import json
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import trl
 
 from ..errors import ConfigError
+from ..evaluation.runner import validate_check_params
+from ..loss_mix import LossMix
 from ..plugins import adapters, checks, judges, reference_strategies
-from .loss_mix import LossMix
 
 logger = logging.getLogger(__name__)
 
-_EXPLICIT_OVERRIDE: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
-    "dpo_plugin_explicit_fields", default=None
-)
-
 PLUGIN_DICT_FIELDS = ("loss_params", "reference_params", "adapter_params", "check_params", "judge_params")
-
-
-@contextlib.contextmanager
-def explicit_fields(names: set[str] | frozenset[str]) -> Iterator[None]:
-    """Within this block, configs record ``names`` as the fields the user set (for parsers that pass every field)."""
-    token = _EXPLICIT_OVERRIDE.set(frozenset(names))
-    try:
-        yield
-    finally:
-        _EXPLICIT_OVERRIDE.reset(token)
+#: TRL 1.16's default of every DPOConfig field (a field set to its default is never refused).
+TRL_DEFAULTS = {
+    f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    for f in dataclasses.fields(trl.DPOConfig)
+    if f.init
+}
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig):
-    """TRL's ``DPOConfig`` plus the plugin fields (see the module docstring)."""
+class _PluginFields(trl.DPOConfig):
+    """TRL's ``DPOConfig`` fields plus the plugin's (the generated ``__init__`` takes them all)."""
 
     _VALID_DICT_FIELDS = trl.DPOConfig._VALID_DICT_FIELDS + list(PLUGIN_DICT_FIELDS)
 
@@ -96,6 +86,10 @@ class DPOConfig(trl.DPOConfig):
     allow_data_errors: bool = field(
         default=False, metadata={"help": "Train even when the data-quality checks find errors (they are logged)."}
     )
+    allow_negative_loss_weights: bool = field(
+        default=False,
+        metadata={"help": "Accept a negative loss_weights entry (it maximises that loss; refused by default)."},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.loss_type, str):
@@ -119,7 +113,7 @@ class DPOConfig(trl.DPOConfig):
         self._check_dict_fields()
         self._map_trl_reference_fields()
         self._check_names()
-        self.loss_mix()
+        self.__dict__["_loss_mix"] = self._resolve_loss_mix()
 
     # -- validation -----------------------------------------------------------------------------
     def _cpu_processes_together(self) -> None:
@@ -193,41 +187,49 @@ class DPOConfig(trl.DPOConfig):
             raise ConfigError(f"check_params names {sorted(stray)}, which are not in checks {self.checks}.")
         if self.judge_params and self.judge is None:
             raise ConfigError("judge_params is set but judge is not: name the judge, e.g. judge: function.")
-        from .checks import check_params
-
-        check_params(self.checks, self.check_params, self.judge)
+        validate_check_params(self.checks, self.check_params, self.judge)
 
     # -- plugin plans ---------------------------------------------------------------------------
     @property
     def explicit_fields(self) -> frozenset[str]:
-        """The fields the user set (constructor keywords, or the YAML/CLI keys for the command line)."""
+        """The fields the user set: the keywords (or leading positional arguments) the config was built with."""
         return self.__dict__.get("_explicit_fields", frozenset())
 
-    def loss_mix(self) -> LossMix:
-        """The resolved, validated :class:`LossMix` (fresh instances of stateful losses each call)."""
+    def _resolve_loss_mix(self) -> LossMix:
         explicit = {name: getattr(self, name) for name in self.explicit_fields if hasattr(self, name)}
         return LossMix.resolve(
             self.loss_type,
             self.loss_weights,
             self.loss_params,
             explicit,
+            defaults=TRL_DEFAULTS,
             reference_available=self.reference != "none",
             use_weighting=self.use_weighting,
+            allow_negative_weights=self.allow_negative_loss_weights,
         )
 
+    def loss_mix(self) -> LossMix:
+        """The resolved, validated :class:`~dpo_plugin.loss_mix.LossMix` (resolved once; ``.fresh()`` per trainer)."""
+        if "_loss_mix" not in self.__dict__:  # e.g. an unpickled config
+            self.__dict__["_loss_mix"] = self._resolve_loss_mix()
+        return self.__dict__["_loss_mix"]
 
-_dataclass_init = DPOConfig.__init__
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_loss_mix", None)  # may hold plugin functions that do not pickle (training_args.bin)
+        return state
 
 
-def _recording_init(self: DPOConfig, *args: Any, **kwargs: Any) -> None:
-    override = _EXPLICIT_OVERRIDE.get()
-    if override is None:
-        names = [f.name for f in dataclasses.fields(DPOConfig) if f.init]
-        override = frozenset(names[: len(args)]) | frozenset(kwargs)
-    self.__dict__["_explicit_fields"] = override
-    _dataclass_init(self, *args, **kwargs)
+class DPOConfig(_PluginFields):
+    """TRL's ``DPOConfig`` plus the plugin fields (see the module docstring).
 
+    The fields set explicitly (:attr:`explicit_fields`) are the constructor's keywords: parsers build
+    it from the keys the user gave, so that a loss's own default applies unless the user set the field.
+    """
 
-_recording_init.__signature__ = inspect.signature(_dataclass_init)  # type: ignore[attr-defined]
-_recording_init.__doc__ = _dataclass_init.__doc__
-DPOConfig.__init__ = _recording_init  # type: ignore[method-assign]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = [f.name for f in dataclasses.fields(self) if f.init]
+        self.__dict__["_explicit_fields"] = frozenset(names[: len(args)]) | frozenset(kwargs)
+        super().__init__(*args, **kwargs)
+
+    __init__.__signature__ = inspect.signature(_PluginFields.__init__)  # type: ignore[attr-defined]

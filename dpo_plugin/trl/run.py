@@ -1,187 +1,21 @@
-"""``dpo-plugin train``: one YAML with every key ``trl dpo --config`` accepts plus the plugin fields.
+"""Orchestration: ``dpo-plugin train`` (data, model, training, checks) and ``dpo-plugin evaluate`` (checks only).
 
-Command-line flags override the file. An unknown key or a value of the wrong type is a
-:class:`ConfigError` before anything loads (``trl dpo`` drops unknown keys silently, and argparse
-does not convert YAML values). Relative paths for the model, the reference and the data are
-resolved against the YAML file's folder when they exist there.
+``evaluate`` runs the post-training checks on saved models without building a trainer: the
+held-out split is tokenised and scored exactly as training would (:func:`~dpo_plugin.trl.forward.pair_scorer`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import enum
 import logging
 import os
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import ConfigError, DpoPluginError
-from .config import DPOConfig, explicit_fields
+from ..errors import ConfigError
+from .train_args import TrainRequest
 
 logger = logging.getLogger(__name__)
-
-PATH_KEYS = ("model_name_or_path", "dataset_name")
-
-
-@dataclass
-class TrainRequest:
-    """The parsed command: TRL's script, training, model and dataset-mixture arguments."""
-
-    script: Any
-    config: DPOConfig
-    model: Any
-    mixture: Any
-
-
-def _dataclass_types() -> tuple[type, ...]:
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
-
-    return (ScriptArguments, DPOConfig, ModelConfig, DatasetMixtureConfig)
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    """Whether a YAML value fits a dataclass field's annotation (strings are also accepted where argparse converts them)."""
-    if annotation is Any or annotation is typing.Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, member) for member in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if origin in (list, tuple) or annotation in (list, tuple):
-        (item,) = typing.get_args(annotation)[:1] or (Any,)
-        if not isinstance(value, list):  # a single value for a list field (e.g. `loss_type: sigmoid`)
-            return _matches(value, item)
-        return all(_matches(v, item) for v in value)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict)
-    if isinstance(annotation, type):
-        if issubclass(annotation, bool):
-            return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
-        if issubclass(annotation, enum.Enum):
-            return value in {member.value for member in annotation} or isinstance(value, annotation)
-        if annotation in (int, float):
-            if isinstance(value, bool):
-                return False
-            if isinstance(value, str):
-                try:
-                    annotation(value)
-                except ValueError:
-                    return False
-                return True
-            return isinstance(value, int) or (annotation is float and isinstance(value, float))
-        if annotation is str:
-            return isinstance(value, str)
-        if dataclasses.is_dataclass(annotation):
-            return isinstance(value, dict)
-    return True
-
-
-def _field_types() -> dict[str, tuple[type, Any]]:
-    owners: dict[str, tuple[type, Any]] = {}
-    for cls in _dataclass_types():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.init:
-                owners.setdefault(f.name, (cls, hints.get(f.name, Any)))
-    return owners
-
-
-def check_yaml(values: dict[str, Any], source: str) -> None:
-    """Unknown keys (with the closest known key) and values of the wrong type are ConfigErrors."""
-    owners = _field_types()
-    for key, value in values.items():
-        if key == "env":
-            continue
-        if key not in owners:
-            close = difflib.get_close_matches(key, list(owners), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Unknown key {key!r} in {source}.{hint} Keys are TRL's ScriptArguments, DPOConfig, ModelConfig and "
-                "DatasetMixtureConfig fields plus the plugin fields (see docs/configuration.md)."
-            )
-        cls, annotation = owners[key]
-        if not _matches(value, annotation):
-            shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-            raise ConfigError(
-                f"{key} in {source} must be {shown} ({cls.__name__} field), got {value!r} ({type(value).__name__})."
-            )
-
-
-def flag_names(argv: list[str]) -> set[str]:
-    """The option names in ``argv`` (``--max-steps=3`` → ``max_steps``)."""
-    return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-
-
-def _resolve_relative(values: dict[str, Any], folder: Path) -> None:
-    for key in PATH_KEYS:
-        value = values.get(key)
-        if isinstance(value, str) and not os.path.isabs(value) and (folder / value).exists():
-            values[key] = str((folder / value).resolve())
-    ref = values.get("reference_params")
-    if isinstance(ref, dict) and isinstance(ref.get("model"), str) and (folder / ref["model"]).exists():
-        ref["model"] = str((folder / ref["model"]).resolve())
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"Config file {str(path)!r} does not exist.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must contain a YAML mapping of keys to values.")
-    return values
-
-
-def parse_train_args(argv: list[str]) -> TrainRequest:
-    """Parse ``--config FILE.yaml [--key value ...]`` into TRL's dataclasses, validating before anything loads.
-
-    As TrlParser does: the YAML's values become the parser's defaults (its ``env`` mapping sets
-    environment variables) and the flags override them.
-    """
-    from trl import TrlParser
-
-    argv = list(argv)
-    values: dict[str, Any] = {}
-    source = "the command line"
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            raise ConfigError("--config needs a YAML file path.")
-        path = Path(argv[index + 1])
-        del argv[index : index + 2]
-        values = _read_yaml(path)
-        source = str(path)
-        check_yaml(values, source)
-        _resolve_relative(values, path.parent)
-    env = values.pop("env", None) or {}
-    if not isinstance(env, dict):
-        raise ConfigError(f"env in {source} must be a mapping of variable → value.")
-    os.environ.update({str(k): str(v) for k, v in env.items()})
-    parser = TrlParser(_dataclass_types())
-    parser.set_defaults_with_config(**values)
-    try:
-        with explicit_fields(set(values) | flag_names(argv)):
-            script, config, model, mixture = parser.parse_args_into_dataclasses(args=argv)
-    except DpoPluginError:
-        raise
-    except ValueError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    if not model.model_name_or_path:
-        raise ConfigError(f"{source}: model_name_or_path is required (a hub id or a local model folder).")
-    if not script.dataset_name and not mixture.datasets:
-        raise ConfigError(f"{source}: dataset_name (a hub name or a local json/jsonl/parquet file or folder) is required.")
-    return TrainRequest(script, config, model, mixture)
 
 
 @dataclass
@@ -222,7 +56,7 @@ def _apply_model_config_adapter(request: TrainRequest) -> None:
         )
     own = config.adapter_params or {}
     for field_name, key in MODEL_CONFIG_ADAPTER_KEYS.items():
-        if field_name in config.explicit_fields and key in own and own[key] != params.get(key):
+        if field_name in request.explicit and key in own and own[key] != params.get(key):
             raise ConfigError(
                 f"ModelConfig's {field_name}={params.get(key)!r} contradicts adapter_params.{key}={own[key]!r}; set only one."
             )
@@ -286,9 +120,22 @@ def run_training(request: TrainRequest) -> TrainResult:
     return TrainResult(
         Path(config.output_dir),
         dict(result.metrics),
-        getattr(trainer, "check_report", None),
+        trainer.check_report,
         main_process=trainer.is_world_process_zero(),
     )
+
+
+def _load_policy_for_checks(model: str, bf16: bool) -> tuple[Any, Any]:
+    """The saved policy and its tokenizer, or a ConfigError naming what could not be loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"Cannot load the model {model!r}: {error}") from None
+    return policy, tokenizer
 
 
 def evaluate_saved_model(
@@ -308,34 +155,34 @@ def evaluate_saved_model(
 ) -> dict[str, Any]:
     """Run the post-training checks on a saved model against a reference, without training.
 
-    The trainer is only the scaffolding that tokenises the pairs and scores them exactly as
-    training would; no step is taken.
+    Settings, names and data are checked before any model loads; the pairs are tokenised and
+    scored as training does (TRL's tokenisation, the fused LM head), with ``beta`` for the rewards.
     """
     import torch
 
-    from ..data import load_preference_data
+    from ..data import load_preference_data, validate_preference_columns
+    from ..evaluation.runner import build_context, build_judge, run_checks, validate_check_params
+    from ..plugins import checks as check_registry
+    from ..reference.model import PathReference
+    from ..reference.none import NoReference
     from ..smollm import resolve_model_name
-    from .trainer import DPOTrainer
+    from .forward import pair_scorer
 
-    model, reference = resolve_model_name(model), reference and resolve_model_name(reference)
+    for name in checks:
+        check_registry()[name]
+    validate_check_params(checks, check_params, judge)
+    judge_object = build_judge(judge, judge_params)
     held_out = load_preference_data(data, split=split)
-    with_reference = (
-        {"reference": "path", "reference_params": {"model": reference}, "beta": beta, "loss_type": ["sigmoid"]}
-        if reference
-        else {"reference": "none", "loss_type": ["sft"]}
-    )
-    config = DPOConfig(
-        output_dir=output_dir,
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        report_to="none",
-        checks=checks,
-        check_params=check_params,
-        judge=judge,
-        judge_params=judge_params,
-        max_length=max_length,
-        per_device_eval_batch_size=batch_size,
-        per_device_train_batch_size=batch_size,
-        **with_reference,
-    )
-    trainer = DPOTrainer(model=model, args=config, train_dataset=held_out, eval_dataset=held_out)
-    return trainer.run_checks()
+    validate_preference_columns(held_out)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    policy, tokenizer = _load_policy_for_checks(resolve_model_name(model), bf16)
+    reference = reference and resolve_model_name(reference)
+    strategy = PathReference(model=reference) if reference else NoReference()
+    reference_model = strategy.prepare(policy, needs_reference=bool(reference))
+    scorer = pair_scorer(policy, tokenizer, {"eval": held_out}, max_length=max_length, batch_size=batch_size, bf16=bf16)
+    strategy.setup(scorer, None if reference_model is None else scorer.place(reference_model))
+    pairs = scorer.splits()["eval"]
+    dropped = None if len(pairs) else f"every pair of the {split} split was dropped at max_length={max_length}"
+    context = build_context(scorer, strategy, pairs, judge=judge_object, beta=beta, output_dir=output_dir, no_pairs_note=dropped)
+    report, _ = run_checks(context, checks, check_params, output_dir=output_dir, extra={"reference": strategy.describe()})
+    return report

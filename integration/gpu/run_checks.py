@@ -19,7 +19,8 @@ import transformers
 import trl
 
 from dpo_plugin.demo import CONFIG
-from dpo_plugin.trl.run import parse_train_args, run_training
+from dpo_plugin.trl.run import run_training
+from dpo_plugin.trl.train_args import parse_train_args
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""The data-quality checks bound to TRL's reading of the data, and the checks a training run makes first.
+
+:mod:`dpo_plugin.data_quality` finds the problems; here they get TRL 1.16's ``extract_prompt`` for
+implicit prompts and TRL's own tokenisation (:func:`~dpo_plugin.trl.forward.prepare_pairs`) for token
+counts, so that every count matches what training sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from trl.data_utils import extract_prompt
+
+from ..data import validate_preference_columns
+from ..data_quality import DataReport, Pair, ensure_clean, token_findings
+from ..data_quality import check_data as find_problems
+from ..errors import ConfigError
+from .forward import TOKEN_COLUMNS, prepare_pairs
+
+logger = logging.getLogger(__name__)
+
+
+def token_lengths(pairs: Sequence[Pair], tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+    """Token counts of prompt, chosen and rejected per pair, tokenised by TRL 1.16's ``DPOTrainer`` itself.
+
+    Conversational pairs go through the chat template (the prompt with the generation prompt);
+    plain-text completions get the EOS token appended; the completion starts where the tokenised
+    prompt and prompt+completion diverge. Nothing is truncated or dropped here.
+    """
+    import datasets
+
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, **p.extra} for p in pairs]
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        prepared = prepare_pairs(datasets.Dataset.from_list(rows), tokenizer, name="check")
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    return tuple([len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS)  # type: ignore[return-value]
+
+
+def check_data(
+    dataset: Any, *, tokenizer: Any = None, max_length: int | None = None, **options: Any
+) -> DataReport:
+    """:func:`dpo_plugin.data_quality.check_data` reading the data as TRL does; with ``tokenizer``, lengths in tokens."""
+    count = (lambda pairs: token_lengths(pairs, tokenizer)) if tokenizer is not None else None
+    return find_problems(dataset, extract_prompt=extract_prompt, count_tokens=count, max_length=max_length, **options)
+
+
+def check_datasets(train_dataset: Any, eval_dataset: Any, *, allow_errors: bool) -> DataReport | None:
+    """Column checks for every split and the data-quality checks on the training split, before anything loads."""
+    from datasets import Dataset
+
+    splits = [train_dataset] + (list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset])
+    for split in splits:
+        if split is not None:
+            validate_preference_columns(split)
+    if not isinstance(train_dataset, Dataset):
+        return None
+    report = check_data(train_dataset)
+    ensure_clean(report, allow_errors=allow_errors)
+    return report
+
+
+def log_truncation(report: DataReport | None, prepared: Any, *, max_length: int | None, truncation_mode: str) -> None:
+    """Token-level findings from TRL's tokenised training split: pairs it dropped, completions it truncates.
+
+    Logged as warnings; no pair left is a ConfigError (before any reference pass or training step).
+    """
+    from datasets import Dataset
+
+    if report is None or max_length is None or not isinstance(prepared, Dataset):
+        return
+    if len(prepared) == 0:
+        raise ConfigError(
+            f"TRL dropped all {report.rows} training pairs: each prompt alone fills max_length={max_length} "
+            "tokens, leaving nothing to train on. Raise max_length or shorten the prompts (`dpo-plugin check-data "
+            "--model M --max-length N` counts them)."
+        )
+    lengths = [[len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS]
+    findings = token_findings(*lengths, max_length=max_length, truncation_mode=truncation_mode)
+    dropped = report.rows - len(prepared)
+    if dropped:
+        logger.warning("TRL dropped %d of %d training pairs whose prompt alone fills max_length=%d.", dropped, report.rows, max_length)
+    for finding in findings:
+        logger.warning("Data quality: %s", finding.message)
+    report.findings.extend(findings)

@@ -1,0 +1,496 @@
+"""The forward: the one module that knows TRL's internals and the batch layout.
+
+It turns a collated batch into per-sequence log-probabilities: the batch layout (TRL's padded
+``[chosen; rejected]`` rows), the call through TRL's fused LM head (no ``[batch, seq, vocab]``
+logits), LD-DPO's weighted sums and WPO's pair weights; and it implements the
+:class:`~dpo_plugin.scoring.PairScorer` everything else uses, over a trainer or over a bare model.
+When TRL changes, this file and ``tests/test_trl_parity.py`` are what change.
+
+TRL-private names the package relies on (used here and nowhere else; ``tests/test_boundaries.py``
+fails on any other):
+
+- ``DPOTrainer._precompute_ref_logps(dataset, name, batch_size)``: overridden by :class:`TrlHooks`.
+  TRL calls it for each split at the end of ``__init__`` and in ``evaluate()`` for a new dataset
+  when ``precompute_ref_log_probs`` is on; ours attaches the reference strategy's log-probs.
+- ``DPOTrainer._prepare_dataset(dataset, processing_class, args, name)``: TRL's tokenisation,
+  called unbound by :func:`prepare_pairs` (it reads only ``self._tokenizer`` and three ``args``
+  fields) so that data checks and ``dpo-plugin evaluate`` tokenise exactly as training does.
+- The instance attribute ``forward`` that ``trl.trainer.utils.add_fused_lm_head`` sets (a
+  ``_fused_forward`` closure over the original forward): detected and removed by
+  :func:`strip_fused_head` (a deep copy of a patched model would still run the original).
+
+Copies of TRL 1.16 code, each covered by the parity test: :func:`forward_pairs` mirrors the
+log-prob, LD-DPO and WPO parts of ``DPOTrainer._compute_loss`` (and ``compute_ref_log_probs``);
+:func:`load_policy` mirrors the model loading of ``DPOTrainer.__init__``. TRL's public API used:
+``add_fused_lm_head``, ``use_adapter``, ``create_model_from_path``, ``disable_gradient_checkpointing``,
+``DataCollatorForPreference`` and the ``DPOConfig`` fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ContextManager
+
+import numpy as np
+import torch
+import trl
+from accelerate.utils import is_peft_model
+from torch import Tensor
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, use_adapter
+
+from ..errors import ConfigError
+from ..scoring import PairScorer, PairScores
+from ..types import PairLogps
+
+#: Columns of a collated batch that are not model inputs.
+NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
+#: TRL's tokenised columns, and the precomputed reference columns its collator passes through.
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+#: Per-token fields the training forward asks the fused head for (TRL's; WPO adds ``log_sum_sq_probs``).
+TRAINING_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """What changes the log-probabilities of a batch besides the weights: LD-DPO's α, truncation, precision."""
+
+    ld_alpha: float | None = None
+    max_length: int | None = None
+    truncation_mode: str = "keep_start"
+    precision: str = "float32"
+
+    @classmethod
+    def of(cls, args: Any) -> ForwardSettings:
+        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "float32"
+        return cls(args.ld_alpha, args.max_length, args.truncation_mode, precision)
+
+
+@dataclass
+class SequenceStats:
+    """Per-sequence results of one forward over ``2B`` sequences, chosen first (all ``[2B]``).
+
+    ``logps``: summed completion log-probs (LD-DPO-weighted with ``ld_alpha``); ``plain``: the plain
+    sums when they differ; ``tokens``: completion tokens; ``predicted``: completion tokens that have
+    a log-prob (all but a completion's token at position 0); ``input_tokens``: the batch's tokens as
+    TRL counts them (``attention_mask.sum()``). The metric sums (entropy, mean logits, top-1 hits,
+    WPO's mean aligned log-prob) are set by the training forward only.
+    """
+
+    logps: Tensor
+    plain: Tensor | None
+    tokens: Tensor
+    predicted: Tensor
+    input_tokens: Tensor
+    entropy: Tensor | None = None
+    mean_logits: Tensor | None = None
+    top1: Tensor | None = None
+    wpo_mean: Tensor | None = None
+    aux_loss: Tensor | None = None
+
+    def pair_logps(self, ref_chosen: Tensor | None, ref_rejected: Tensor | None) -> PairLogps:
+        chosen, rejected = self.logps.chunk(2)
+        chosen_tokens, rejected_tokens = self.tokens.chunk(2)
+        plain = self.plain.chunk(2) if self.plain is not None else (None, None)
+        return PairLogps(chosen, rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens, *plain)
+
+    def wpo_weights(self) -> Tensor:
+        """WPO pair weights ``exp(mean_t(log p_t − log Σ_v p_v²))`` of chosen × rejected (arXiv:2406.11827, Eq. 2)."""
+        chosen, rejected = torch.exp(self.wpo_mean).chunk(2)
+        return chosen * rejected
+
+
+def _ld_sums(log_probs: Tensor, mask: Tensor, ld_alpha: float) -> Tensor:
+    """LD-DPO sums (arXiv:2409.06411): tokens up to the shorter completion's length, the rest weighted by ``ld_alpha``.
+
+    ``mask`` is the shifted completion mask of ``2B`` rows, chosen first; as TRL 1.16's ``_compute_loss``.
+    """
+    positions = mask.cumsum(dim=1)
+    chosen_lens, rejected_lens = mask.sum(dim=1).long().chunk(2)
+    shared = torch.minimum(chosen_lens, rejected_lens).repeat(2).unsqueeze(1).to(mask.device)
+    shared_mask = (positions > 0) & (positions <= shared)
+    tail_mask = positions > shared
+    return (log_probs * shared_mask).sum(dim=1) + ld_alpha * (log_probs * tail_mask).sum(dim=1)
+
+
+def forward_pairs(
+    model: Any, batch: Mapping[str, Any], settings: ForwardSettings, *, training: bool = False, router: bool = False
+) -> SequenceStats:
+    """Per-sequence log-probs of a padded ``[chosen; rejected]`` batch through TRL's fused LM head.
+
+    ``training``: also the per-sequence metric sums TRL logs (and WPO's, when the head computes
+    ``log_sum_sq_probs``); ``router``: ask a mixture-of-experts model for its load-balancing loss.
+    Gradients flow unless the caller disables them.
+    """
+    model_kwargs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+    model_kwargs["use_cache"] = False
+    if router:
+        model_kwargs["output_router_logits"] = True
+    completion_mask = batch["completion_mask"]
+    labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
+    outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+    mask = completion_mask[:, 1:]
+    width = mask.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
+
+    def per_token(field: str) -> Tensor:
+        return getattr(outputs, field)[:, -width:]
+
+    log_probs = per_token("log_probs")
+    plain = log_probs.sum(dim=1)
+    ld_alpha = settings.ld_alpha
+    stats = SequenceStats(
+        plain if ld_alpha is None else _ld_sums(log_probs, mask, ld_alpha),
+        None if ld_alpha is None else plain,
+        completion_mask.sum(dim=1),
+        mask.sum(dim=1),
+        batch["attention_mask"].sum(),
+    )
+    if training:
+        stats.entropy = (per_token("entropy").detach() * mask).sum(dim=1)
+        stats.mean_logits = (per_token("mean_logits").detach() * mask).sum(dim=1)
+        stats.top1 = (per_token("is_top1") & mask.bool()).sum(dim=1)
+        stats.aux_loss = getattr(outputs, "aux_loss", None)
+        if outputs.log_sum_sq_probs is not None:
+            with torch.no_grad():
+                aligned = (log_probs - per_token("log_sum_sq_probs")) * mask
+            stats.wpo_mean = aligned.sum(dim=1) / stats.predicted.clamp_min(1)
+    return stats
+
+
+def logits_outputs(model: Any, batch: Mapping[str, Any]) -> Any:
+    """The model's plain outputs (with logits) for a batch, for ``compute_metrics``; an extra forward, as TRL does."""
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}, use_cache=False)
+
+
+# -- TRL's fused-LM-head patch ------------------------------------------------------------------
+def _patched_forward(model: Any) -> Any:
+    forward = model.__dict__.get("forward")
+    code = getattr(getattr(forward, "__func__", None), "__code__", None)
+    return forward if code is not None and code.co_name == "_fused_forward" else None
+
+
+def strip_fused_head(model: Any) -> Any:
+    """``model`` without TRL's fused-LM-head patch (its class's own forward back); returns the model."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    if _patched_forward(base) is not None:
+        del base.__dict__["forward"]
+    return model
+
+
+def ensure_fused_head(model: Any, outputs: tuple[str, ...] = ("log_probs",)) -> Any:
+    """Give a model TRL's fused log-prob head if it has none yet (e.g. a reference reloaded for the checks)."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    if _patched_forward(base) is None:
+        add_fused_lm_head(base, outputs=outputs)
+    return model
+
+
+# -- where the forwards run -------------------------------------------------------------------
+@dataclass
+class Engine:
+    """Where and how scoring forwards run: device, precision, and the processes sharing the work."""
+
+    device: torch.device
+    autocast: Callable[[], ContextManager[Any]]
+    shard: Callable[[Any], Iterable[Any]]  # a DataLoader → this process's batches, on the device
+    gather: Callable[[Tensor], Tensor]  # a tensor of this process's rows → every process's, in dataset order
+    unwrap: Callable[[Any], Any]
+    is_main_process: bool = True
+
+    @classmethod
+    def of(cls, accelerator: Any) -> Engine:
+        """The trainer's accelerator: its device, mixed precision and processes."""
+        return cls(
+            accelerator.device,
+            accelerator.autocast,
+            accelerator.prepare,
+            accelerator.gather_for_metrics,
+            accelerator.unwrap_model,
+            accelerator.is_main_process,
+        )
+
+    @classmethod
+    def local(cls, device: torch.device | str | None = None, bf16: bool = False) -> Engine:
+        """One process on ``device`` (default: CUDA when available), bf16 autocast if asked."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+        def autocast() -> ContextManager[Any]:
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+        return cls(device, autocast, _on_device(device), _same, _same)
+
+    def alone(self) -> Engine:
+        """The same device and precision for this process alone (no sharding, no gathering)."""
+        return Engine(self.device, self.autocast, _on_device(self.device), _same, self.unwrap, True)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _on_device(device: torch.device) -> Callable[[Any], Iterator[Any]]:
+    """A DataLoader's batches moved to ``device``, all of them (one process)."""
+
+    def shard(loader: Any) -> Iterator[Any]:
+        for batch in loader:
+            yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    return shard
+
+
+# -- the scorer ---------------------------------------------------------------------------------
+class Scorer(PairScorer):
+    """:class:`~dpo_plugin.scoring.PairScorer` over TRL's padded layout and fused LM head.
+
+    ``get_policy`` returns the policy as its owner holds it now (a trainer may rewrap it);
+    ``splits`` is a mapping or a callable returning one (the trainer's datasets change while it
+    builds); ``collator`` collates tokenised rows (TRL's ``DataCollatorForPreference``).
+    """
+
+    def __init__(
+        self,
+        get_policy: Callable[[], Any],
+        tokenizer: Any,
+        *,
+        collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        splits: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+        engine: Engine,
+        settings: ForwardSettings,
+        batch_size: int = 8,
+        initial_source: str | None = None,
+        gradient_checkpointing_kwargs: dict[str, Any] | None = None,
+    ):
+        self._get_policy, self.tokenizer, self.collator = get_policy, tokenizer, collator
+        self._splits, self.engine, self.settings, self.batch_size = splits, engine, settings, batch_size
+        self.initial_source, self.gradient_checkpointing_kwargs = initial_source, gradient_checkpointing_kwargs
+        self.device, self.is_main_process = engine.device, engine.is_main_process
+
+    @property
+    def policy(self) -> Any:  # type: ignore[override]
+        return self.engine.unwrap(self._get_policy())
+
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        return self.policy.dtype
+
+    def splits(self) -> Mapping[str, Any]:
+        return dict(self._splits() if callable(self._splits) else self._splits)
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[Scorer]:
+        """Within the block, this process scores whole splits by itself (the checks run in the main process only)."""
+        engine = self.engine
+        self.engine, self.is_main_process = engine.alone(), True
+        try:
+            yield self
+        finally:
+            self.engine, self.is_main_process = engine, engine.is_main_process
+
+    def batches(self, dataset: Any, *, batch_size: int | None = None) -> Iterator[Any]:
+        from torch.utils.data import DataLoader
+
+        columns = [c for c in (*TOKEN_COLUMNS, *REFERENCE_COLUMNS) if c in dataset.column_names]
+        loader = DataLoader(
+            dataset.select_columns(columns), batch_size=batch_size or self.batch_size, collate_fn=self.collator
+        )
+        return iter(self.engine.shard(loader))
+
+    def logps(self, batch: Any, model: Any = None, *, adapters_off: bool = False) -> tuple[Tensor, Tensor]:
+        if model is None:
+            model = self._get_policy()
+        else:
+            ensure_fused_head(self.engine.unwrap(model))
+        adapters = self.adapters_off() if adapters_off else contextlib.nullcontext()
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.policy, self.gradient_checkpointing_kwargs),
+            adapters,
+            self.engine.autocast(),
+        ):
+            return forward_pairs(model, batch, self.settings).logps.chunk(2)
+
+    def score(
+        self,
+        dataset: Any,
+        model: Any = None,
+        *,
+        adapters_off: bool = False,
+        desc: str = "Scoring",
+        batch_size: int | None = None,
+    ) -> PairScores:
+        from tqdm.auto import tqdm
+
+        if len(dataset) == 0:
+            return PairScores.empty()
+        parts: list[list[np.ndarray]] = [[], [], [], []]
+        batches = self.batches(dataset, batch_size=batch_size)
+        for batch in tqdm(batches, desc=desc, leave=False, disable=not self.is_main_process):
+            chosen, rejected = self.logps(batch, model, adapters_off=adapters_off)
+            counts = batch["completion_mask"].sum(dim=1).chunk(2)
+            for part, values in zip(parts, (chosen.float(), rejected.float(), *counts)):
+                part.append(self.engine.gather(values).cpu().numpy())
+        return PairScores(*(np.concatenate(part) for part in parts))
+
+    def batch_reference(self, batch: Any) -> tuple[Tensor, Tensor] | None:
+        if REFERENCE_COLUMNS[0] not in batch:
+            return None
+        return batch[REFERENCE_COLUMNS[0]], batch[REFERENCE_COLUMNS[1]]
+
+    @contextlib.contextmanager
+    def adapters_off(self) -> Iterator[Any]:
+        policy = self.policy
+        with use_adapter(policy, adapter_name=self.reference_adapter):
+            yield policy
+
+    @property
+    def reference_adapter(self) -> str | None:  # type: ignore[override]
+        """TRL loads a copy of an existing adapter as "ref" when training it further."""
+        policy = self.policy
+        return "ref" if is_peft_model(policy) and "ref" in policy.peft_config else None
+
+    def place(self, model: Any) -> Any:
+        ensure_fused_head(model)
+        model.requires_grad_(False)
+        return model.to(self.device).eval()
+
+    def unwrap(self, model: Any) -> Any:
+        return self.engine.unwrap(model)
+
+    def fingerprint(self, dataset: Any) -> str:
+        digest = hashlib.blake2b(repr(self.settings).encode(), digest_size=16)
+        table = dataset.with_format("arrow")[:]
+        for column in TOKEN_COLUMNS:
+            array = table.column(column).combine_chunks()
+            digest.update(column.encode())
+            digest.update(array.offsets.to_numpy(zero_copy_only=False).tobytes())
+            digest.update(array.values.to_numpy(zero_copy_only=False).tobytes())
+        return digest.hexdigest()
+
+
+def prepare_pairs(
+    dataset: Any, tokenizer: Any, *, max_length: int | None = None, truncation_mode: str = "keep_start", name: str = "eval"
+) -> Any:
+    """A preference split tokenised exactly as TRL 1.16's ``DPOTrainer`` does (``prompt_ids``, ``chosen_ids``, …).
+
+    TRL's own ``_prepare_dataset``: implicit prompts extracted, EOS added to plain-text completions,
+    chat templates applied, pairs whose prompt alone fills ``max_length`` dropped (``keep_start``).
+    """
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainer_view = types.SimpleNamespace(_tokenizer=tokenizer)
+    args = types.SimpleNamespace(dataset_num_proc=None, max_length=max_length, truncation_mode=truncation_mode)
+    return trl.DPOTrainer._prepare_dataset(trainer_view, dataset, tokenizer, args, name)
+
+
+def pair_scorer(
+    model: Any,
+    tokenizer: Any,
+    splits: Mapping[str, Any],
+    *,
+    max_length: int | None = 1024,
+    truncation_mode: str = "keep_start",
+    ld_alpha: float | None = None,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    bf16: bool = False,
+) -> Scorer:
+    """A scorer for ``model`` without a trainer: each split (a ``Dataset`` or a list of rows) tokenised as TRL does.
+
+    The model goes to ``device`` (default: CUDA when available) in eval mode, with TRL's fused LM head; scoring
+    matches a trainer's with the same ``max_length``, ``truncation_mode``, ``ld_alpha`` and precision.
+    """
+    from datasets import Dataset
+
+    engine = Engine.local(device, bf16)
+    prepared = {
+        name: prepare_pairs(
+            Dataset.from_list(rows) if isinstance(rows, list) else rows,
+            tokenizer,
+            max_length=max_length,
+            truncation_mode=truncation_mode,
+            name=name,
+        )
+        for name, rows in splits.items()
+    }
+    collator = DataCollatorForPreference(
+        pad_token_id=tokenizer.pad_token_id, max_length=max_length, truncation_mode=truncation_mode
+    )
+    settings = ForwardSettings(ld_alpha, max_length, truncation_mode, "bf16" if bf16 else "float32")
+    source = getattr(model.config, "_name_or_path", None) or None
+    placed = ensure_fused_head(model).to(engine.device).eval()
+    return Scorer(
+        lambda: placed,
+        tokenizer, collator=collator, splits=prepared, engine=engine, settings=settings, batch_size=batch_size, initial_source=source
+    )
+
+
+def load_policy(model_id: str, args: Any, pre_load: Callable[[dict[str, Any]], dict[str, Any]], quantization_config: Any) -> Any:
+    """Load the policy as TRL's ``DPOTrainer.__init__`` would, after the adapter recipe's ``pre_load`` (e.g. QLoRA)."""
+    kwargs = dict(args.model_init_kwargs or {})
+    if quantization_config is not None:
+        if "quantization_config" in kwargs:
+            raise ConfigError("quantization_config is given both to the trainer and in model_init_kwargs; give one.")
+        kwargs["quantization_config"] = quantization_config
+    kwargs = pre_load(kwargs)
+    if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        kwargs["device_map"] = None
+    kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return create_model_from_path(model_id, **kwargs)
+
+
+@contextlib.contextmanager
+def trl_init_view(args: Any, *, precompute: bool, loaded_here: bool) -> Iterator[None]:
+    """Show TRL's ``__init__`` the field values it must act on, then restore the user's.
+
+    ``loss_type``/``loss_weights``: the mix is ours, and TRL's name checks would refuse plugin
+    losses (ours validate the same rules); ``precompute_ref_log_probs``: on for strategies that need
+    no reference model in TRL's hands (``precomputed``, ``none``), so TRL neither reloads one from
+    disk nor keeps one, and calls :meth:`TrlHooks._precompute_ref_logps`; ``sync_ref_model``: the
+    ``sync`` strategy updates the reference itself (PEFT included, where TRL refuses);
+    ``model_init_kwargs``: already applied when we loaded the policy.
+    """
+    values: dict[str, Any] = {
+        "loss_type": ["sigmoid"],
+        "loss_weights": None,
+        "precompute_ref_log_probs": precompute,
+        "sync_ref_model": False,
+    }
+    if loaded_here:
+        values["model_init_kwargs"] = None
+    saved = {name: getattr(args, name) for name in values}
+    for name, value in values.items():
+        setattr(args, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(args, name, value)
+
+
+class TrlHooks:
+    """The TRL-private hook our ``DPOTrainer`` overrides (mixed in before ``trl.DPOTrainer``)."""
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """TRL's precompute hook: the reference strategy's log-probs of ``dataset`` as TRL's two columns."""
+        from datasets import IterableDataset
+
+        strategy = self.reference_strategy  # type: ignore[attr-defined]
+        if not strategy.precomputes:
+            return dataset  # TRL was shown precompute only so that it would not reload a reference
+        if isinstance(dataset, IterableDataset):
+            raise ValueError(
+                f"reference: {strategy.name} (TRL's precompute_ref_log_probs) needs a map-style Dataset to score "
+                f"once before training, but the {name} split is an IterableDataset (streaming). Load it without "
+                "streaming, or use reference: copy or adapter, which score each batch as it comes."
+            )
+        scores = self.prepared_reference().score(dataset)  # type: ignore[attr-defined]
+        dataset = dataset.remove_columns([c for c in REFERENCE_COLUMNS if c in dataset.column_names])
+        dataset = dataset.add_column(REFERENCE_COLUMNS[0], scores.chosen.tolist())
+        return dataset.add_column(REFERENCE_COLUMNS[1], scores.rejected.tolist())
