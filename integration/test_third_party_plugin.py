@@ -107,7 +107,7 @@ def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
 
     # win_rate's verdicts are the concise judge's: recompute each sample's outcome with it, both orders
     from dpo_plugin.evaluation.checks.win_rate import VERDICT_NAMES
-    from dpo_plugin.evaluation.statistics import prompt_outcome
+    from dpo_plugin.evaluation.verdicts import prompt_outcome
 
     importlib.invalidate_caches()
     concise = importlib.import_module("dpo_plugin_example_judge").ConciseJudge(keyword="The")

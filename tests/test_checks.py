@@ -45,13 +45,13 @@ def _trainer(tmp_path, eval_dataset=EVAL, model=TINY, **overrides):
 
 
 def test_checks_at_step_zero_have_known_outcomes(tmp_path):
-    """Before training the policy is the reference: every margin is 0 (no pair is a win) and a position-biased judge ties."""
+    """Before training the policy is the reference: every margin is 0 (no pair is a win) and a position-biased judge's two orders disagree."""
     report = _trainer(tmp_path).run_checks()
     margin = report["checks"]["reward_margin"]
     assert margin["metrics"]["n"] == 12 and margin["metrics"]["accuracy"] == 0.0
     assert margin["metrics"]["margin_mean"] == pytest.approx(0.0, abs=1e-6) and margin["passed"] is False
     win = report["checks"]["win_rate"]
-    assert (win["metrics"]["ties"], win["metrics"]["wins"], win["metrics"]["n"]) == (12, 0, 12)
+    assert (win["metrics"]["disagreements"], win["metrics"]["wins"], win["metrics"]["n"]) == (12, 0, 12)
     assert win["metrics"]["win_rate"] == 0.5 and win["passed"] is False and len(win["details"]["samples"]) == 10
     assert win["details"]["samples"][0]["reference"] == win["details"]["samples"][0]["policy"]  # same model, greedy
     assert report["passed"] is False

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from scipy import stats
 from test_judges import OpenAIEndpoint
 from trainer_fixtures import config_kwargs, policy_and_reference
 
@@ -175,10 +176,14 @@ def test_a_plugin_judge_decides_the_win_rate(tmp_path, register_plugin, letter_m
     metrics = check["metrics"]
     assert (metrics["wins"], metrics["losses"], metrics["ties"], metrics["n"]) == (wins, 6 - wins, 0, 6)
     assert metrics["win_rate"] == win_rate and check["passed"] is passed
-    # Wilson 95% interval for 6 of 6 (or 0 of 6): the bound at the far end is n / (n + z²)
+    # the tie-aware Agresti–Coull interval for 6 of 6 (or 0 of 6), far end: ñ = 6 + z², μ̃ = (6 + z²/2)/ñ,
+    # μ̃ − t(ñ − 1)·√(μ̃(1 − μ̃)/ñ)
     z2 = 1.959963984540054**2
+    n_tilde = 6 + z2
+    centre = (6 + z2 / 2) / n_tilde
+    bound = centre - stats.t.ppf(0.975, n_tilde - 1) * math.sqrt(centre * (1 - centre) / n_tilde)
     low, high = check["interval"]
-    assert (low if passed else 1 - high) == pytest.approx(6 / (6 + z2), abs=1e-9)
+    assert (low if passed else 1 - high) == pytest.approx(bound, abs=1e-9)
 
 
 # --- 3. completions that are empty at run time ----------------------------------------------------------
@@ -225,7 +230,7 @@ def test_reference_free_run_reloads_its_initial_folder_for_the_checks(tmp_path):
     margin, win = report["checks"]["reward_margin"], report["checks"]["win_rate"]
     # the policy is untrained, so the reloaded initial model scores every pair exactly as it does
     assert margin["metrics"]["n"] == 6 and margin["metrics"]["margin_mean"] == pytest.approx(0.0, abs=1e-6)
-    assert win["metrics"]["n"] == 6 and win["metrics"]["ties"] == 6
+    assert win["metrics"]["n"] == 6 and win["metrics"]["disagreements"] == 6  # the judge always prefers the first shown
 
 
 def test_an_initial_hub_id_that_cannot_be_loaded_skips_with_the_id_and_the_error(tmp_path, make_model, tokenizer):

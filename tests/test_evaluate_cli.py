@@ -49,7 +49,7 @@ def test_evaluate_runs_both_checks_with_the_given_settings_and_strict_exit_codes
     # the model is its own reference: every margin is 0, so no pair counts as a win
     assert margin["metrics"]["n"] == 40 and margin["metrics"]["accuracy"] == 0.0 and margin["threshold"] == 0.6
     assert win["details"]["generation"]["max_new_tokens"] == 2 and win["details"]["generation"]["batch_size"] == 5
-    assert (win["metrics"]["n"], win["metrics"]["ties"]) == (5, 5) and len(win["details"]["samples"]) == 5  # max_prompts
+    assert (win["metrics"]["n"], win["metrics"]["disagreements"]) == (5, 5) and len(win["details"]["samples"]) == 5
     code, report = _evaluate(tmp_path / "strict", *args, "--strict")
     assert code == 1 and report["passed"] is False
 
@@ -71,12 +71,14 @@ def letter_folders(tmp_path_factory, tokenizer):
 
 def test_evaluate_strict_exits_zero_when_every_check_passes(tmp_path, letter_folders, capsys):
     policy, reference = letter_folders
-    params = {"win_rate": {"max_new_tokens": 3, "max_prompts": 5, "batch_size": 5}}
+    # 6 prompts: the fewest that all-won can pass on (5 of 5 is not significant: one-sided p = 1/32 > 0.025)
+    params = {"win_rate": {"max_new_tokens": 3, "max_prompts": 6, "batch_size": 6}}
     code, report = _evaluate(tmp_path, policy, reference, ["win_rate"], "prefer_all_a", params, "--strict")
     assert code == 0 and report["passed"] is True and "Overall: PASSED" in capsys.readouterr().out
     win = report["checks"]["win_rate"]
-    assert win["metrics"]["wins"] == 5 and win["details"]["samples"][0]["policy"] == "AAA"
-    assert win["interval"][0] == pytest.approx(5 / (5 + 1.959963984540054**2))  # Wilson lower bound for 5 of 5
+    assert win["metrics"]["wins"] == 6 and win["details"]["samples"][0]["policy"] == "AAA"
+    assert win["metrics"]["conservative_p_value"] == pytest.approx(2.0**-6)
+    assert win["interval"][1] == 1.0 and 0.5 < win["interval"][0] < 6 / (6 + 1.959963984540054**2)  # below Wilson's
 
 
 def test_evaluate_rejects_an_unknown_check_option(tmp_path, capsys):

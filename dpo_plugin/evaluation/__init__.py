@@ -1,5 +1,10 @@
 """Post-training evaluation: checks, judges, statistics and the report.
 
 Works on any model without training: the checks see an :class:`~dpo_plugin.evaluation.context.EvalContext`
-(built by the trainer after training, or by ``dpo-plugin evaluate`` for a saved model).
+(built by the trainer after training, or by ``dpo-plugin evaluate`` for a saved model). Their decisions
+are pure functions, usable without a model: :func:`win_rate_verdict` and :func:`margin_verdict`.
 """
+
+from .verdicts import margin_verdict, win_rate_verdict
+
+__all__ = ["margin_verdict", "win_rate_verdict"]

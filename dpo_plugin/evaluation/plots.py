@@ -17,7 +17,7 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("log-probabilities", ("logps/chosen", "logps/rejected")),
     ("per-token log-ratio to the reference", ("logratio/chosen", "logratio/rejected")),
 )
-OUTCOME_COLOURS = {"wins": "#2a9d8f", "ties": "#adb5bd", "losses": "#e76f51", "failures": "#6c757d"}
+OUTCOME_COLOURS = {"wins": "#2a9d8f", "ties": "#adb5bd", "disagreements": "#e9c46a", "losses": "#e76f51", "failures": "#6c757d"}
 
 
 def _pyplot() -> Any:
@@ -78,13 +78,14 @@ def training_curves(log_history: Sequence[Mapping[str, Any]], path: Path) -> Pat
 def win_rate_bars(
     name: str, metrics: Mapping[str, Any], interval: Sequence[float] | None, threshold: float | None, path: Path
 ) -> Path:
-    """Per-prompt wins, ties, losses and judge failures; beside them the win rate with its interval and threshold."""
+    """Per-prompt wins, ties, disagreements, losses and judge failures; beside them the win rate with its interval and threshold."""
     plt = _pyplot()
     figure, (counts, rate) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 1]})
     counts.bar(
         list(OUTCOME_COLOURS), [metrics.get(key, 0) for key in OUTCOME_COLOURS], color=list(OUTCOME_COLOURS.values())
     )
     counts.set_ylabel("prompts")
+    counts.tick_params(axis="x", labelsize=8)
     counts.set_title(f"{name}: policy vs reference, judged in both orders", fontsize=10)
     win = metrics.get("win_rate")
     if _is_number(win):

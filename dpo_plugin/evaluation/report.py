@@ -87,7 +87,8 @@ def _markdown(
         lines += [f"- {cell(key)}: {cell(value)}" for key, value in extra.items()] + [""]
     lines += ["| check | result | headline | 95% interval | threshold | note |", "|---|---|---|---|---|---|"]
     for r in results:
-        note = r.skipped if r.skipped is not None else "; ".join(map(str, r.details.get("reasons", [])))
+        notes = [*r.details.get("reasons", []), *(f"warning: {w}" for w in r.details.get("warnings", []))]
+        note = r.skipped if r.skipped is not None else "; ".join(map(str, notes))
         lines.append(
             f"| {cell(r.name)} | {_status(r)} | {cell(headline(r.name, r.metrics, r.details))} | {_interval(r)} | {_number(r.threshold)} | {cell(note)} |"
         )

@@ -1,172 +1,128 @@
-"""Confidence intervals and tests for the checks (scipy): Wilson, the sign test, the bootstrap, win-rate scoring."""
+"""Confidence intervals and tests for the checks (numpy/scipy): Wilson, the sign test, the tie-aware score interval, the mean.
+
+Every function but :func:`wilson_interval` works elementwise on arrays (the last axis holding the
+sample for :func:`mean_interval`), so a simulation runs the checks' exact arithmetic on many
+replications at once. Their coverage is measured in ``benchmarks/simulate_verdicts.py``.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+import warnings
+from typing import Literal
 
 import numpy as np
 from scipy import stats
 
-from .judges.base import FIRST, SECOND, as_verdict
 
-Outcome = Literal["win", "loss", "tie", "failure"]
-
-
-def _check_confidence(confidence: float) -> None:
+def check_confidence(confidence: float) -> None:
+    """A ValueError unless ``0 < confidence < 1``."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}.")
 
 
-def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (Wilson 1927; Newcombe 1998, method 3).
+def _quantile(confidence: float) -> float:
+    """z = Φ⁻¹((1 + confidence)/2)."""
+    check_confidence(confidence)
+    return float(stats.norm.ppf(0.5 + confidence / 2))
 
-    The set of p with |p̂ − p| ≤ z·√(p(1 − p)/n), p̂ = successes/n, z = Φ⁻¹((1 + confidence)/2):
-    (p̂ + z²/2n ± z·√(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n). ``successes`` may be fractional
-    (wins + ½·ties). With ``n = 0`` nothing is known: (0, 1).
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927; Newcombe 1998, method 3), via scipy.
+
+    The p with |k/n − p| ≤ z·√(p(1 − p)/n); ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``,
+    whose endpoints are exactly 0 at k = 0 and 1 at k = n. With ``n = 0`` nothing is known: (0, 1).
     """
-    _check_confidence(confidence)
-    if n < 0 or not 0 <= successes <= max(n, 0):
-        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got successes={successes}, n={n}.")
+    check_confidence(confidence)
+    if n < 0 or not 0 <= successes <= max(n, 0) or int(successes) != successes:
+        raise ValueError(f"wilson_interval needs integers 0 <= successes <= n, got successes={successes}, n={n}.")
     if n == 0:
         return 0.0, 1.0
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = successes / n
-    denominator = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided sign-test p-value: exact binomial test of ``wins`` of ``wins + losses`` at p = ½; 1.0 with none."""
-    if wins < 0 or losses < 0:
+def sign_test(wins, losses, alternative: Literal["two-sided", "greater"] = "two-sided"):
+    """Exact sign-test p-value of ``wins`` against ``losses`` at p = ½ (Dixon & Mood 1946); 1 with none.
+
+    The exact binomial test of wins of m = wins + losses, X ~ Bin(m, ½), as
+    ``scipy.stats.binomtest(wins, m, 0.5, alternative).pvalue``, elementwise: ``"greater"`` is
+    P(X ≥ wins), ``"two-sided"`` is min(1, 2·P(X ≤ min(wins, losses))) (the binomial is symmetric).
+    """
+    wins, losses = np.asarray(wins), np.asarray(losses)
+    if np.any(wins < 0) or np.any(losses < 0):
         raise ValueError(f"sign_test needs counts >= 0, got wins={wins}, losses={losses}.")
-    if wins + losses == 0:
-        return 1.0
-    return float(stats.binomtest(int(wins), int(wins + losses), 0.5).pvalue)
+    m = wins + losses
+    if alternative == "greater":
+        return stats.binom.sf(wins - 1, m, 0.5)
+    if alternative == "two-sided":
+        return np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(wins, losses), m, 0.5))
+    raise ValueError(f"sign_test: alternative must be 'two-sided' or 'greater', got {alternative!r}.")
 
 
-def bootstrap_interval(
-    values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """BCa bootstrap interval of the mean (Efron 1987), via ``scipy.stats.bootstrap``.
+def score_interval(wins, halves, losses, confidence: float = 0.95):
+    """Interval for the mean per-prompt score (1 a win, ½ a tie or disagreement, 0 a loss), aware of the ties.
 
-    A single value or constant data has no spread to resample: (mean, mean). No values: (nan, nan).
+    Agresti & Coull (1998) with the scores' own variance: add z²/2 pseudo-wins and z²/2 pseudo-losses,
+    ñ = n + z², μ̃ = (wins + halves/2 + z²/2)/ñ, ṽ = (wins + halves/4 + z²/2)/ñ − μ̃² (a tie varies
+    less than a coin flip: the per-prompt variance is μ(1 − μ) − tie_rate/4), then
+    μ̃ ± t·√(ṽ/ñ) with t the Student quantile on ñ − 1 degrees of freedom, clipped to [0, 1].
+    The t quantile keeps the coverage ≥ 0.94 for every n ≥ 10 (plain z dips to 0.923 at n = 16);
+    the endpoints are exactly 0 when every prompt is lost and 1 when every prompt is won.
     """
-    _check_confidence(confidence)
+    z = _quantile(confidence)
+    wins, halves, losses = (np.asarray(v, dtype=float) for v in (wins, halves, losses))
+    n_tilde = wins + halves + losses + z**2
+    centre = (wins + halves / 2 + z**2 / 2) / n_tilde
+    variance = np.maximum((wins + halves / 4 + z**2 / 2) / n_tilde - centre**2, 0.0)
+    half = stats.t.ppf(0.5 + confidence / 2, n_tilde - 1) * np.sqrt(variance / n_tilde)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def t_interval(values, confidence: float = 0.95):
+    """Student's t interval for the mean of the last axis: x̄ ± t_{n−1}·s/√n (Student 1908), via ``scipy.stats.t``."""
+    check_confidence(confidence)
     data = np.asarray(values, dtype=float)
-    if data.size and not np.isfinite(data).all():
-        raise ValueError(f"bootstrap_interval needs finite values; got {int((~np.isfinite(data)).sum())} that are not.")
-    if data.size == 0:
-        return math.nan, math.nan
-    if data.size < 2 or np.ptp(data) == 0:
-        return float(data.mean()), float(data.mean())
-    result = stats.bootstrap(
-        (data,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="BCa",
-        rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    n = data.shape[-1]
+    mean, se = data.mean(axis=-1), data.std(axis=-1, ddof=1) / np.sqrt(n)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * se
+    return mean - half, mean + half
 
 
-def prompt_outcome(policy_first: Any, policy_second: Any) -> Outcome:
-    """One prompt's outcome from the verdicts with the policy shown first and shown second.
+def bootstrap_t_interval(values, confidence: float = 0.95, n_resamples: int = 1999, seed: int = 0):
+    """Studentized-bootstrap interval for the mean of the last axis (Hall 1988; Efron & Tibshirani 1993, §12.5).
 
-    ``"win"``: the judge preferred the policy in both orders (0 then 1); ``"loss"``: the reference in
-    both (1 then 0); ``"failure"``: either verdict is missing or invalid (None, NaN, …);
-    ``"tie"``: anything else (a tie in either order, or the orders disagree, e.g. position bias).
+    [x̄ − t*_{(1+c)/2}·s/√n, x̄ − t*_{(1−c)/2}·s/√n] with t* = (x̄* − x̄)/(s*/√n) over resamples. The
+    resamples are counts C ~ Multinomial(n, 1/n), shared by every row, so the resampled moments are
+    matrix products; a resample with no spread (s* = 0) is left out, and a row with none left (no
+    spread at all) gets (nan, nan).
     """
-    first, second = as_verdict(policy_first), as_verdict(policy_second)
-    if first is None or second is None:
-        return "failure"
-    if (first, second) == (FIRST, SECOND):
-        return "win"
-    if (first, second) == (SECOND, FIRST):
-        return "loss"
-    return "tie"
+    check_confidence(confidence)
+    data = np.asarray(values, dtype=float)
+    n = data.shape[-1]
+    mean, se = data.mean(axis=-1), data.std(axis=-1, ddof=1) / np.sqrt(n)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_resamples).T / n
+    centred = data - mean[..., None]
+    shift = centred @ counts
+    variance = np.maximum(centred**2 @ counts - shift**2, 0.0) * n / (n - 1)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with no spread: All-NaN slices
+        t_star = np.where(variance > 0, shift / np.sqrt(variance / n), np.nan)
+        t_low, t_high = np.nanquantile(t_star, [(1 - confidence) / 2, (1 + confidence) / 2], axis=-1)
+    return mean - t_high * se, mean - t_low * se
 
 
-@dataclass(frozen=True)
-class WinRateStats:
-    """The policy's per-prompt wins, losses, ties and judge failures against the reference, and their statistics.
+def mean_interval(values, confidence: float = 0.95, n_resamples: int = 1999, seed: int = 0):
+    """Interval for the mean of the last axis: the union of :func:`t_interval` and :func:`bootstrap_t_interval`.
 
-    ``n`` = wins + losses + ties (failures excluded); ``win_rate`` = (wins + ½·ties)/n and
-    ``tie_rate`` = ties/n (NaN when n = 0); ``interval``: Wilson on (wins + ½·ties) of n;
-    ``p_value``: two-sided sign test on the untied prompts.
+    The t interval is right for normal and heavy symmetric tails (t3) but short on the long side of
+    skewed data; the bootstrap-t is second-order right under skew but short for t3. Measured: neither
+    alone keeps the coverage ≥ 0.93 for normal, t3 and log-normal margins, the union does (n ≥ 20;
+    n ≥ 40 for log-normal). Fewer than 2 values: (nan, nan); values with no spread: (x̄, x̄).
     """
-
-    wins: int
-    losses: int
-    ties: int
-    failures: int
-    n: int
-    win_rate: float
-    tie_rate: float
-    interval: tuple[float, float]
-    p_value: float
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["interval"] = list(self.interval)
-        return out
-
-
-def score_win_rate(policy_first: Sequence[Any], policy_second: Sequence[Any], confidence: float = 0.95) -> WinRateStats:
-    """Win rate of the policy from a judge asked twice per prompt, in both orders.
-
-    ``policy_first[i]`` is the verdict on (first = policy, second = reference), ``policy_second[i]``
-    on (first = reference, second = policy); a verdict is 0 (first better), 1 (second better), 0.5
-    (tie) or None (judge failure). Each prompt scores 1 (win), 0 (loss) or ½ (tie, disagreement);
-    see :func:`prompt_outcome`. A failure is never a win: the prompt is left out of n.
-    """
-    if len(policy_first) != len(policy_second):
-        raise ValueError(f"{len(policy_first)} verdicts with the policy first but {len(policy_second)} with it second.")
-    outcomes = [prompt_outcome(a, b) for a, b in zip(policy_first, policy_second)]
-    wins, losses, ties = outcomes.count("win"), outcomes.count("loss"), outcomes.count("tie")
-    n = wins + losses + ties
-    score = wins + 0.5 * ties
-    return WinRateStats(
-        wins=wins,
-        losses=losses,
-        ties=ties,
-        failures=outcomes.count("failure"),
-        n=n,
-        win_rate=score / n if n else math.nan,
-        tie_rate=ties / n if n else math.nan,
-        interval=wilson_interval(score, n, confidence),
-        p_value=sign_test(wins, losses),
-    )
-
-
-def margin_statistics(
-    chosen_rewards: Sequence[float], rejected_rewards: Sequence[float], confidence: float = 0.95, seed: int = 0
-) -> dict[str, Any]:
-    """Held-out implicit-reward statistics: mean margin r_w − r_l with a BCa bootstrap interval, accuracy with Wilson's.
-
-    Accuracy counts strict wins r_w > r_l only (a tie is not a win). Also the mean chosen and
-    rejected rewards and n; means are NaN when there are no pairs.
-    """
-    chosen = np.asarray(chosen_rewards, dtype=float)
-    rejected = np.asarray(rejected_rewards, dtype=float)
-    if chosen.shape != rejected.shape or chosen.ndim != 1:
-        raise ValueError(
-            f"Need one chosen and one rejected reward per pair; got shapes {chosen.shape} and {rejected.shape}."
-        )
-    margins = chosen - rejected
-    n = int(margins.size)
-    correct = int((margins > 0).sum())
-    return {
-        "n": n,
-        "margin_mean": float(margins.mean()) if n else math.nan,
-        "margin_interval": list(bootstrap_interval(margins, confidence, seed=seed)),
-        "accuracy": correct / n if n else math.nan,
-        "accuracy_interval": list(wilson_interval(correct, n, confidence)),
-        "chosen_reward_mean": float(chosen.mean()) if n else math.nan,
-        "rejected_reward_mean": float(rejected.mean()) if n else math.nan,
-    }
+    data = np.asarray(values, dtype=float)
+    if data.shape[-1] < 2:
+        nan = np.full(data.shape[:-1], np.nan)
+        return nan, nan.copy()
+    t_low, t_high = t_interval(data, confidence)
+    boot_low, boot_high = bootstrap_t_interval(data, confidence, n_resamples, seed)
+    return np.fmin(t_low, boot_low), np.fmax(t_high, boot_high)

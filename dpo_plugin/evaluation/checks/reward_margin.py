@@ -3,90 +3,95 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import ConfigError
 from ...types import CheckResult
-from ..context import EvalContext
+from ..context import EvalContext, PairScores
+from ..verdicts import margin_verdict
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RewardMarginSettings:
-    """``threshold``: the accuracy interval's lower bound must exceed it (0.5); ``confidence`` (0.95); ``seed``."""
+    """``threshold``: the accuracy interval's lower bound must exceed it (0.5); ``confidence`` (0.95);
+    ``max_nonfinite_rate``: the share of non-finite margins above which the check fails (0.1); ``seed``
+    of the bootstrap."""
 
     threshold: float = 0.5
     confidence: float = 0.95
+    max_nonfinite_rate: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.threshold < 1 or not 0 < self.confidence < 1:
-            raise ConfigError("reward_margin: threshold must lie in [0, 1) and confidence in (0, 1).")
+        if not 0 <= self.threshold < 1 or not 0 < self.confidence < 1 or not 0 <= self.max_nonfinite_rate <= 1:
+            raise ConfigError(
+                "reward_margin: threshold must lie in [0, 1), confidence in (0, 1) and max_nonfinite_rate in [0, 1]."
+            )
+
+
+def _scores(ctx: EvalContext) -> tuple[PairScores, PairScores] | str:
+    """The held-out pairs scored under the policy and the reference, or why they cannot be."""
+    if ctx.no_pairs_note is not None:
+        return ctx.no_pairs_reason()
+    policy = ctx.score_pairs("policy")
+    if policy is None or len(policy.chosen) == 0:
+        return ctx.no_pairs_reason()
+    reference = ctx.score_pairs("reference")
+    if reference is None:
+        return f"no reference model for the checks ({ctx.reference_note}); set reference_params: {{model: ...}}"
+    if len(reference.chosen) != len(policy.chosen):
+        return f"the reference scored {len(reference.chosen)} pairs, the policy {len(policy.chosen)}"
+    return policy, reference
 
 
 def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
-    """Mean margin β·[(log π/π_ref)(y_w) − (log π/π_ref)(y_l)] with a bootstrap interval, accuracy with Wilson's.
+    """Implicit rewards β·log π/π_ref of the held-out pairs under the policy (see :func:`~..verdicts.margin_verdict`).
 
-    Passes when the accuracy interval's lower bound exceeds ``threshold`` and the margin's is above 0.
-    Also reports the mean chosen reward (a falling chosen likelihood is DPO's known failure) and the
-    drift: the mean per-token log-ratio policy/reference on the chosen and the rejected answers.
+    Passes on the verdict: enough pairs with a finite margin, accuracy's lower bound above
+    ``threshold``, the mean margin's above 0. Also reports the drift: the mean per-token log-ratio
+    policy/reference on the chosen and the rejected answers (a falling chosen likelihood is DPO's
+    known failure).
     """
-    import evaluate
-
-    from ...metrics import metric_path
-
     settings = RewardMarginSettings(**params)  # type: ignore[arg-type]
-    if ctx.no_pairs_note is not None:
-        return CheckResult("reward_margin", False, skipped=ctx.no_pairs_reason())
-    policy = ctx.score_pairs("policy")
-    if policy is None or len(policy.chosen) == 0:
-        return CheckResult("reward_margin", False, skipped=ctx.no_pairs_reason())
-    reference = ctx.score_pairs("reference")
-    if reference is None:
-        return CheckResult(
-            "reward_margin",
-            False,
-            skipped=f"no reference model for the checks ({ctx.reference_note}); set reference_params: {{model: ...}}",
-        )
-    n = len(policy.chosen)
-    if len(reference.chosen) != n:
-        return CheckResult("reward_margin", False, skipped=f"the reference scored {len(reference.chosen)} pairs, the policy {n}")
+    scores = _scores(ctx)
+    if isinstance(scores, str):
+        return CheckResult("reward_margin", False, skipped=scores)
+    policy, reference = scores
     chosen = ctx.beta * (policy.chosen - reference.chosen)
     rejected = ctx.beta * (policy.rejected - reference.rejected)
-    stats = evaluate.load(metric_path("reward_margin")).compute(
-        chosen_rewards=chosen.tolist(), rejected_rewards=rejected.tolist(), confidence=settings.confidence, seed=settings.seed
+    verdict = margin_verdict(
+        chosen,
+        rejected,
+        threshold=settings.threshold,
+        confidence=settings.confidence,
+        max_nonfinite_rate=settings.max_nonfinite_rate,
+        seed=settings.seed,
     )
-    accuracy_low = stats["accuracy_interval"][0]
-    margin_low = stats["margin_interval"][0]
-    reasons = []
-    if not accuracy_low > settings.threshold:
-        reasons.append(f"the accuracy interval's lower bound {accuracy_low:.3f} does not exceed {settings.threshold}")
-    if math.isnan(margin_low) or margin_low <= 0:
-        reasons.append(f"the margin interval's lower bound {margin_low:.3f} is not above 0")
-    passed = not reasons
-    metrics = {
-        **{k: v for k, v in stats.items() if not isinstance(v, list)},
-        "margin_low": margin_low,
-        "margin_high": stats["margin_interval"][1],
+    metrics = {key: value for key, value in verdict.items() if key not in ("passed", "reasons")}
+    metrics |= {
         "drift_chosen": float(np.mean((policy.chosen - reference.chosen) / np.maximum(policy.chosen_tokens, 1))),
-        "drift_rejected": float(np.mean((policy.rejected - reference.rejected) / np.maximum(policy.rejected_tokens, 1))),
+        "drift_rejected": float(
+            np.mean((policy.rejected - reference.rejected) / np.maximum(policy.rejected_tokens, 1))
+        ),
     }
     logger.info(
-        "reward_margin: accuracy %.3f [%.3f, %.3f], margin %.3f [%.3f, %.3f]",
-        stats["accuracy"],
-        *stats["accuracy_interval"],
-        stats["margin_mean"],
-        *stats["margin_interval"],
+        "reward_margin: accuracy %.3f [%.3f, %.3f], margin %.3f [%.3f, %.3f] over %d pairs",
+        *(verdict[key] for key in ("accuracy", "low", "high", "margin_mean", "margin_low", "margin_high", "n")),
     )
     return CheckResult(
         "reward_margin",
-        passed,
+        verdict["passed"],
         metrics,
-        interval=tuple(stats["accuracy_interval"]),
+        interval=(verdict["low"], verdict["high"]),
         threshold=settings.threshold,
-        details={"margins": (chosen - rejected).tolist(), "reasons": reasons, "reference": ctx.reference_note, "beta": ctx.beta},
+        details={
+            "margins": (chosen - rejected).tolist(),
+            "reasons": verdict["reasons"],
+            "reference": ctx.reference_note,
+            "beta": ctx.beta,
+        },
     )

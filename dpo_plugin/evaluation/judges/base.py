@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
@@ -33,6 +34,26 @@ def as_verdict(value: Any) -> float | None:
         return None
     number = float(value)
     return number if number in VERDICTS else None
+
+
+@dataclass(frozen=True)
+class NotAVerdict:
+    """A value a judge returned that is neither a verdict nor a failure (None/NaN), kept as its description."""
+
+    description: str
+
+
+def read_verdict(value: Any) -> float | NotAVerdict:
+    """``value`` read before any arithmetic: 0.0, 0.5 or 1.0 for a verdict, NaN for a judge failure (None or
+    NaN), else a :class:`NotAVerdict` (True, "1", 2, … are not verdicts). A NotAVerdict reads as itself."""
+    verdict = as_verdict(value)
+    if verdict is not None:
+        return verdict
+    if value is None or (isinstance(value, Real) and not isinstance(value, bool) and math.isnan(value)):
+        return math.nan
+    if isinstance(value, NotAVerdict):
+        return value
+    return NotAVerdict(f"{value!r} ({type(value).__name__})")
 
 
 def compare_scores(first: float, second: float, tie_margin: float) -> float | None:

@@ -3,20 +3,25 @@
 import datasets
 import evaluate
 
-from dpo_plugin.evaluation.statistics import margin_statistics
+from dpo_plugin.evaluation.verdicts import margin_verdict
 
 _DESCRIPTION = """
 Given each held-out pair's implicit rewards r = β·log π/π_ref of the chosen and the rejected answer,
-returns the mean margin r_w − r_l with a BCa bootstrap 95% interval, the preference accuracy
-(strict r_w > r_l; ties are not wins) with a Wilson 95% interval, the mean chosen and rejected
-rewards (a falling chosen reward is DPO's known failure) and n.
+returns the verdict of the reward_margin check, `dpo_plugin.evaluation.margin_verdict`: passed,
+reasons, n (pairs with a finite margin; the others are counted in `nonfinite` and left out), the
+preference accuracy (strict r_w > r_l; ties are not wins) with a Wilson interval `low`, `high` and
+an exact binomial test, the mean margin r_w − r_l with `margin_low`, `margin_high` (the union of the
+Student-t and the studentized-bootstrap intervals) and the mean chosen and rejected rewards (a
+falling chosen reward is DPO's known failure).
 """
 
 _KWARGS = """
 Args:
     chosen_rewards (list of float): implicit reward of each chosen answer.
     rejected_rewards (list of float): implicit reward of each rejected answer.
+    threshold (float): the accuracy's lower bound must exceed it, default 0.5.
     confidence (float): interval level, default 0.95.
+    max_nonfinite_rate (float): the largest share of non-finite margins, default 0.1.
     seed (int): bootstrap seed, default 0.
 """
 
@@ -32,5 +37,14 @@ class RewardMargin(evaluate.Metric):
             ),
         )
 
-    def _compute(self, chosen_rewards, rejected_rewards, confidence=0.95, seed=0):
-        return margin_statistics(chosen_rewards, rejected_rewards, confidence=confidence, seed=seed)
+    def _compute(
+        self, chosen_rewards, rejected_rewards, threshold=0.5, confidence=0.95, max_nonfinite_rate=0.1, seed=0
+    ):
+        return margin_verdict(
+            chosen_rewards,
+            rejected_rewards,
+            threshold=threshold,
+            confidence=confidence,
+            max_nonfinite_rate=max_nonfinite_rate,
+            seed=seed,
+        )
