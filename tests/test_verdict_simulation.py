@@ -118,6 +118,16 @@ def test_false_passes_at_most_2_5_percent_at_every_n():
             assert _pass_rate(n, cells)[0] <= 0.025, (kind, tie, n)
 
 
+@pytest.mark.parametrize("threshold", [0.4, 0.6, 0.7])
+def test_false_passes_at_other_thresholds(threshold):
+    """At a true score equal to a threshold other than ½, the score test keeps false passes at 2.5%."""
+    judges = {judge: at for judge, at in _judges([threshold]).items() if at[1].size}
+    assert len(judges) >= 6
+    for n in (10, 21, 40, 85, 200):
+        for (kind, tie), (cells, _) in judges.items():
+            assert _pass_rate(n, cells, threshold)[0] <= 0.025, (kind, tie, n)
+
+
 def test_power_at_a_true_score_of_0_7():
     at = {
         kind: _pass_rate(40, cell_probabilities(kind, prefer_for_score(kind, 0.7)))

@@ -103,8 +103,11 @@ def test_a_threshold_above_one_half_needs_the_lower_bound():
     assert 0.55 < low < 0.65
     assert win_rate_verdict(first, second, threshold=0.55)["passed"] is True
     v = win_rate_verdict(first, second, threshold=0.65)
+    p_value = stats.binom.sf(29, 40, 0.65)  # P(Bin(40, 0.65) >= 30): the score test at 0.65
+    assert v["conservative_p_value"] == pytest.approx(p_value) and p_value > 0.025
     assert v["passed"] is False and v["reasons"] == [
-        f"the interval's lower bound {low:.3f} does not exceed the threshold 0.65"
+        f"the interval's lower bound {low:.3f} does not exceed the threshold 0.65",
+        f"the test of the score above 0.65 is not significant (one-sided p = {p_value:.3g}, needs < 0.025)",
     ]
 
 

@@ -59,6 +59,18 @@ def sign_test(wins, losses, alternative: Literal["two-sided", "greater"] = "two-
     raise ValueError(f"sign_test: alternative must be 'two-sided' or 'greater', got {alternative!r}.")
 
 
+def score_test(wins, halves, losses, threshold: float):
+    """One-sided p-value of H0: mean per-prompt score ≤ ``threshold``, valid with ties (scores 1, ½, 0).
+
+    Hoeffding (1956): a sum S of n independent scores in [0, 1] with mean ≤ t has P(S ≥ c) ≤
+    P(Bin(n, t) ≥ c) for c ≥ n·t + 1, so P(Bin(n, t) ≥ ⌈S⌉) bounds the p-value. Without ties it is
+    the exact binomial test of wins of n at ``threshold``.
+    """
+    wins, halves, losses = (np.asarray(v) for v in (wins, halves, losses))
+    score = np.ceil(wins + halves / 2)
+    return stats.binom.sf(score - 1, wins + halves + losses, threshold)
+
+
 def score_interval(wins, halves, losses, confidence: float = 0.95):
     """Interval for the mean per-prompt score (1 a win, ½ a tie or disagreement, 0 a loss), aware of the ties.
 

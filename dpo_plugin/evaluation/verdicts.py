@@ -30,6 +30,7 @@ from .statistics import (
     check_confidence,
     mean_interval,
     score_interval,
+    score_test,
     sign_test,
     wilson_interval,
 )
@@ -117,9 +118,11 @@ def decide_win_rate(
     ``low``, ``high``: :func:`~.statistics.score_interval` on the usable prompts (failures left out).
     The decision is conservative: failures count as losses, so a judge that fails on bad answers
     cannot hide them. Passes when (1) some prompt is usable, (2) failures ≤ ``max_failure_rate`` of
-    the prompts, (3) the lower bound with failures as losses exceeds ``threshold`` and (4) the
-    one-sided sign test of wins against losses + failures is significant at (1 − confidence)/2.
-    (4) caps the false passes at a true score of ½ at (1 − confidence)/2 for every n.
+    the prompts, (3) the lower bound with failures as losses exceeds ``threshold`` and (4) a
+    one-sided test of "the score is at most ``threshold``" rejects at (1 − confidence)/2: at the
+    default ½ the exact sign test of wins against losses + failures (ties set aside), elsewhere
+    :func:`~.statistics.score_test` (Hoeffding's binomial bound). (4) caps the false passes at a
+    true score equal to the threshold at (1 − confidence)/2 for every n.
     """
     wins, halves, losses, failures = (np.asarray(v) for v in (wins, halves, losses, failures))
     n = wins + halves + losses
@@ -128,7 +131,11 @@ def decide_win_rate(
         win_rate, conservative = score / n, score / (n + failures)
     low, high = score_interval(wins, halves, losses, confidence)
     conservative_low, conservative_high = score_interval(wins, halves, losses + failures, confidence)
-    conservative_p = sign_test(wins, losses + failures, "greater")
+    conservative_p = (
+        sign_test(wins, losses + failures, "greater")
+        if threshold == 0.5
+        else score_test(wins, halves, losses + failures, threshold)
+    )
     conditions = {
         "usable": n > 0,
         "failures_allowed": failures <= max_failure_rate * (n + failures),
@@ -166,11 +173,30 @@ def _win_rate_reasons(d: dict[str, Any], threshold: float, max_failure_rate: flo
             f"{counted}the interval's lower bound {d['conservative_low']:.3f} does not exceed the threshold {threshold}"
         )
     if not d["significant"]:
+        test = (
+            f"the sign test of {d['wins']} wins against {d['losses'] + failures} losses"
+            if threshold == 0.5
+            else f"the test of the score above {threshold}"
+        )
         reasons.append(
-            f"{counted}the sign test of {d['wins']} wins against {d['losses'] + failures} losses is not significant "
+            f"{counted}{test} is not significant "
             f"(one-sided p = {d['conservative_p_value']:.3g}, needs < {(1 - confidence) / 2:.3g})"
         )
     return reasons
+
+
+def _read_cells(policy_first: Sequence[Any], policy_second: Sequence[Any]) -> tuple[list[int], list[str]]:
+    """Each prompt's cell, and a description of every value that is not a verdict."""
+    if len(policy_first) != len(policy_second):
+        raise ValueError(f"{len(policy_first)} verdicts with the policy first but {len(policy_second)} with it second.")
+    cells, invalid = [], []
+    for index, (first, second) in enumerate(zip(policy_first, policy_second)):
+        cell, bad = _cell(first, second)
+        cells.append(cell)
+        invalid += [f"prompt {index}, {description}" for description in bad]
+    if invalid:
+        logger.debug("win_rate: %d values are not verdicts (counted as failures), e.g. %s", len(invalid), invalid[0])
+    return cells, invalid
 
 
 def win_rate_verdict(
@@ -193,16 +219,8 @@ def win_rate_verdict(
     unbiased), with ``position_bias_p_value``: two-sided sign test of the prompts favouring the first
     shown against those favouring the second (under no bias both are equally likely, McNemar 1947).
     """
-    if len(policy_first) != len(policy_second):
-        raise ValueError(f"{len(policy_first)} verdicts with the policy first but {len(policy_second)} with it second.")
     _check_settings(threshold, confidence, max_failure_rate=max_failure_rate)
-    cells, invalid = [], []
-    for index, (first, second) in enumerate(zip(policy_first, policy_second)):
-        cell, bad = _cell(first, second)
-        cells.append(cell)
-        invalid += [f"prompt {index}, {description}" for description in bad]
-    if invalid:
-        logger.debug("win_rate: %d values are not verdicts (counted as failures), e.g. %s", len(invalid), invalid[0])
+    cells, invalid = _read_cells(policy_first, policy_second)
     t = Tally.from_cells(np.bincount(np.asarray(cells, dtype=int), minlength=CELLS))
     d = decide_win_rate(
         t.wins,
