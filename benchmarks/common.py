@@ -66,10 +66,17 @@ def prepare(trainer, batch, warmup: int, device: torch.device) -> None:
     time_steps(trainer, batch, warmup, device)
 
 
-def interleaved(trainers: dict, batches: dict, reps: int, steps: int, device: torch.device, baseline: str) -> dict:
-    """Time ``steps`` training steps of each trainer in turn, ``reps`` times; medians and ratios to ``baseline``."""
+def interleaved(
+    trainers: dict, batches: dict, reps: int, steps: int, device: torch.device, baseline: str, others: Sequence[str] = ()
+) -> dict:
+    """Time ``steps`` training steps of each trainer in turn, ``reps`` times; medians and ratios to ``baseline``.
+
+    ``ratio_median``/``ratio_iqr``: the per-repetition step-time ratios to ``baseline``; ``ratios_to``
+    the same to each of ``baseline`` and ``others``.
+    """
     times = {name: [] for name in trainers}
-    ratios = {name: [] for name in trainers}
+    bases = [baseline, *others]
+    ratios = {base: {name: [] for name in trainers} for base in bases}
     for _ in range(reps):
         rep = {}
         for name, trainer in trainers.items():
@@ -77,12 +84,18 @@ def interleaved(trainers: dict, batches: dict, reps: int, steps: int, device: to
             measured = time_steps(trainer, batches[name], steps, device)
             times[name].extend(measured)
             rep[name] = statistics.median(measured)
-        for name in trainers:
-            ratios[name].append(rep[name] / rep[baseline])
+        for base in bases:
+            for name in trainers:
+                ratios[base][name].append(rep[name] / rep[base])
+    summary = {
+        base: {"median": {n: statistics.median(r) for n, r in by.items()}, "iqr": {n: _iqr(r) for n, r in by.items()}}
+        for base, by in ratios.items()
+    }
     return {
         "median_step_s": {n: statistics.median(t) for n, t in times.items()},
-        "ratio_median": {n: statistics.median(r) for n, r in ratios.items()},
-        "ratio_iqr": {n: _iqr(r) for n, r in ratios.items()},
+        "ratio_median": summary[baseline]["median"],
+        "ratio_iqr": summary[baseline]["iqr"],
+        "ratios_to": summary,
     }
 
 

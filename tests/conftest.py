@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# caches the tests write (reference log-probs) go to a folder of this session, never the user's ~/.cache
+os.environ["DPO_PLUGIN_CACHE"] = tempfile.mkdtemp(prefix="dpo-plugin-test-cache-")
 
 import pytest  # noqa: E402
 

@@ -276,7 +276,7 @@ def test_model_config_options_without_a_recipe_are_errors(options, message):
 
 @pytest.mark.parametrize("name", ["lora", "pissa"])
 def test_trainer_trains_with_recipes_and_merges(name, make_model, tokenizer, tmp_path):
-    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), adapter=name, adapter_params={"r": R}, max_steps=2, merge_adapter=True))
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), adapter=name, adapter_params={"r": R}, max_steps=1, merge_adapter=True))
     trainer = DPOTrainer(make_model(), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
     expected = "adapter (the policy" if name == "lora" else "copy"
     assert expected in trainer.reference_strategy.describe()

@@ -185,14 +185,46 @@ def test_strategy_bad_input(make_model, tokenizer, tmp_path):
 
 
 def test_auto_picks_adapter_with_peft_and_copy_without(make_model, tokenizer, tmp_path):
-    with_peft = _trainer(make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA))
+    """A run that sees part of the data (1 step of 4 of the 8 pairs) keeps the reference in memory."""
+    with_peft = _trainer(make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA), max_steps=1)
     assert with_peft.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
     assert with_peft.ref_model is None and with_peft.reference_strategy.memory_bytes() == 0
-    full = _trainer(make_model(), tokenizer, tmp_path)
+    full = _trainer(make_model(), tokenizer, tmp_path, max_steps=1)
     assert full.reference_strategy.describe().startswith("auto → copy")
     params = sum(p.numel() for p in full.ref_model.parameters())
     buffers = sum(b.numel() for b in full.ref_model.buffers())  # the rotary-embedding frequencies
     assert full.reference_strategy.memory_bytes() == (params + buffers) * 4  # float32
+
+
+@pytest.mark.parametrize(
+    "overrides, chosen",
+    [
+        ({"max_steps": 2}, "precomputed"),  # 2 steps × 4 pairs: every one of the 8 pairs
+        ({"num_train_epochs": 1.0}, "precomputed"),
+        ({"max_steps": 1}, "copy"),
+        ({"num_train_epochs": 0.5}, "copy"),
+        ({"max_steps": 2, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 1}, "copy"),
+        ({"max_steps": 2, "checks": ["reward_margin"]}, "copy"),  # built in memory: no reference to reload for the checks
+    ],
+)
+def test_auto_precomputes_when_the_run_visits_every_pair(overrides, chosen, make_model, tokenizer, tmp_path, caplog, cache_dir):
+    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
+        trainer = _trainer(make_model(), tokenizer, tmp_path, reference_params={"cache_dir": cache_dir} if chosen == "precomputed" else None, **overrides)
+    assert trainer.reference_strategy.delegate.name == chosen
+    if chosen == "precomputed":
+        assert "the run visits every training pair at least once and the reference is frozen" in caplog.text
+        assert trainer.ref_model is None and "ref_chosen_logps" in trainer.train_dataset.column_names
+
+
+def test_auto_precomputes_with_peft_even_with_checks(make_model, tokenizer, tmp_path, cache_dir):
+    """With PEFT the checks reach the reference by disabling the adapters, so precomputing is safe."""
+    trainer = _trainer(
+        make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA), max_steps=2, checks=["reward_margin"],
+        reference_params={"cache_dir": cache_dir},
+    )
+    assert trainer.reference_strategy.delegate.name == "precomputed" and trainer.reference_strategy.delegate.adapters_off
+    trainer.train()
+    assert trainer.check_report["checks"]["reward_margin"]["metrics"]["n"] == 4
 
 
 def test_a_third_party_strategy_is_chosen_the_same_way(make_model, tokenizer, tmp_path, register_plugin):

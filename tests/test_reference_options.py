@@ -16,6 +16,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from trainer_fixtures import config_kwargs, preference_dataset
 from transformers import AutoModelForCausalLM, PreTrainedModel
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 
@@ -30,9 +31,14 @@ def _trainer(model, tokenizer, tmp_path, **overrides):
     )
 
 
-def _full_batch(trainer):
-    """All 8 training pairs collated in dataset order (chosen rows first, then rejected)."""
-    return trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+def _full_batch(trainer, split=None):
+    """All pairs of a split (default: the 8 training pairs) collated by TRL's collator in dataset order (padded).
+
+    Strategies take a padded batch whatever layout the run trains with (here packed by default).
+    """
+    split = trainer.train_dataset if split is None else split
+    collator = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id, max_length=trainer.args.max_length)
+    return collator([split[i] for i in range(len(split))])
 
 
 def independent_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,8 +232,7 @@ def test_precomputed_from_a_saved_model_then_frees_it(make_model, tokenizer, tmp
     _assert_pairs_close(strategy.logps(batch), (chosen, rejected), rtol=1e-5, atol=1e-4)
     # not the policy's own log-probs
     assert _max_diff(cached, trainer.scorer.logps(batch)) > 0.1
-    eval_rows = [trainer.eval_dataset[i] for i in range(len(trainer.eval_dataset))]
-    eval_batch = trainer.data_collator(eval_rows)
+    eval_batch = _full_batch(trainer, trainer.eval_dataset)
     _assert_pairs_close(
         (torch.tensor(trainer.eval_dataset["ref_chosen_logps"]), torch.tensor(trainer.eval_dataset["ref_rejected_logps"])),
         independent_logps(saved, eval_batch),

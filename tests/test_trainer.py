@@ -32,7 +32,7 @@ def test_in_memory_model_trains_where_trl_crashes(make_model, tokenizer, tmp_pat
         )
     model = make_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = _train(model, tokenizer, tmp_path, steps=3)
+    trainer = _train(model, tokenizer, tmp_path, steps=1)  # 4 of the 8 pairs: auto keeps a copy in memory
     assert trainer.reference_strategy.describe().startswith("auto → copy")
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
     assert changed, "the policy did not train"
@@ -44,7 +44,7 @@ def test_in_memory_model_trains_where_trl_crashes(make_model, tokenizer, tmp_pat
 def test_reference_copy_stays_fixed_while_policy_trains(make_model, tokenizer, tmp_path):
     """The copy trap: TRL's fused head patches forward in a closure; the copy must not run the live policy."""
     model = make_model()
-    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=3, learning_rate=5e-2))
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=3, learning_rate=5e-2, reference="copy"))
     trainer = DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
     ids = torch.tensor([tokenizer("What is 2 + 2?")["input_ids"]])
     reference = trainer.ref_model
@@ -91,7 +91,7 @@ def test_reference_free_losses_skip_the_reference(make_model, tokenizer, tmp_pat
 
 def test_mixing_reference_free_and_reference_losses_is_allowed(make_model, tokenizer, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
-        trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["simpo", "sigmoid"])
+        trainer = _train(make_model(), tokenizer, tmp_path, steps=1, loss_type=["simpo", "sigmoid"])
     assert trainer.ref_model is not None
     assert any("the reference forward runs for the latter" in r.getMessage() for r in caplog.records)
     assert "auto → copy" in caplog.text

@@ -1,7 +1,8 @@
 """Contract: for TRL 1.16's loss types, our trainer and TRL's give the same loss and gradients.
 
-Same tiny model (weights perturbed so policy != reference), same reference object, same batch;
-``compute_loss`` is called directly. Tolerance: |a − b| ≤ 1e-5·|b| + 1e-7; gradients by relative norm.
+Same tiny model (weights perturbed so policy != reference), same reference object, same pairs;
+``compute_loss`` is called directly. In every batch layout (``packing``): TRL's padded rows (ours:
+tolerance |a − b| ≤ 1e-5·|b| + 1e-7, gradients by relative norm) and the packed layouts (1e-4).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ TRL_LOSSES = [
 LOSS_SETTINGS = {"exo_pair": {"label_smoothing": 1e-3}, "robust": {"label_smoothing": 0.1}, "aot": {"label_smoothing": 0.1}}
 
 
+PACKING = ["none", "padding_free", "prefix_sharing"]
+TOLERANCE = {"none": 1e-5, "padding_free": 1e-4, "prefix_sharing": 1e-4}
+
+
 def _loss_and_grads(trainer_cls, config_cls, tokenizer, tmp_path, **settings):
     policy, reference = policy_and_reference(len(tokenizer))
     args = config_cls(**config_kwargs(output_dir=str(tmp_path), **settings))
@@ -34,23 +39,36 @@ def _loss_and_grads(trainer_cls, config_cls, tokenizer, tmp_path, **settings):
     return loss.detach(), grads
 
 
-def _assert_same(ours, theirs):
+def _assert_same(ours, theirs, tolerance=1e-5):
     loss, grads = ours
     trl_loss, trl_grads = theirs
-    assert abs(loss.item() - trl_loss.item()) <= 1e-5 * abs(trl_loss.item()) + 1e-7, (loss.item(), trl_loss.item())
+    assert abs(loss.item() - trl_loss.item()) <= tolerance * abs(trl_loss.item()) + 1e-7, (loss.item(), trl_loss.item())
     assert grads.keys() == trl_grads.keys() and grads
     for name, grad in grads.items():
         reference = trl_grads[name]
-        assert (grad - reference).norm() <= 1e-5 * reference.norm() + 1e-9, name
+        assert (grad - reference).norm() <= tolerance * reference.norm() + 1e-9, name
 
 
+@pytest.fixture(scope="module")
+def trl_results(tmp_path_factory):
+    """TRL's own loss and gradients, computed once per setting (shared by the three layouts)."""
+    cache = {}
+
+    def get(tokenizer, **settings):
+        key = repr(sorted(settings.items()))
+        if key not in cache:
+            cache[key] = _loss_and_grads(trl.DPOTrainer, trl.DPOConfig, tokenizer, tmp_path_factory.mktemp("trl"), **settings)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("packing", PACKING)
 @pytest.mark.parametrize("loss_type", TRL_LOSSES)
-def test_each_trl_loss_matches(loss_type, tokenizer, tmp_path):
+def test_each_trl_loss_matches(loss_type, packing, tokenizer, tmp_path, trl_results):
     settings = {"loss_type": [loss_type], **LOSS_SETTINGS.get(loss_type, {})}
-    _assert_same(
-        _loss_and_grads(DPOTrainer, DPOConfig, tokenizer, tmp_path, **settings),
-        _loss_and_grads(trl.DPOTrainer, trl.DPOConfig, tokenizer, tmp_path, **settings),
-    )
+    ours = _loss_and_grads(DPOTrainer, DPOConfig, tokenizer, tmp_path, packing=packing, **settings)
+    _assert_same(ours, trl_results(tokenizer, **settings), TOLERANCE[packing])
 
 
 @pytest.mark.parametrize(
@@ -63,14 +81,15 @@ def test_each_trl_loss_matches(loss_type, tokenizer, tmp_path):
         {"loss_type": ["sigmoid", "sft"], "ld_alpha": 0.5},
         {"loss_type": ["sigmoid", "apo_zero"], "use_weighting": True},
         {"loss_type": ["robust"], "beta": 0.3, "label_smoothing": 0.2},
+        {"loss_type": ["sigmoid", "ipo"], "truncation_mode": "keep_end", "max_length": 40},
+        {"loss_type": ["sigmoid_norm"], "max_length": None},
     ],
-    ids=["mix-of-three", "forward_kl", "js_divergence", "alpha_divergence", "ld_alpha", "wpo", "beta"],
+    ids=["mix-of-three", "forward_kl", "js_divergence", "alpha_divergence", "ld_alpha", "wpo", "beta", "keep_end", "no-max-length"],
 )
-def test_trl_features_match(settings, tokenizer, tmp_path):
-    _assert_same(
-        _loss_and_grads(DPOTrainer, DPOConfig, tokenizer, tmp_path, **settings),
-        _loss_and_grads(trl.DPOTrainer, trl.DPOConfig, tokenizer, tmp_path, **settings),
-    )
+@pytest.mark.parametrize("packing", PACKING)
+def test_trl_features_match(settings, packing, tokenizer, tmp_path, trl_results):
+    ours = _loss_and_grads(DPOTrainer, DPOConfig, tokenizer, tmp_path, packing=packing, **settings)
+    _assert_same(ours, trl_results(tokenizer, **settings), TOLERANCE[packing])
 
 
 def test_a_plain_trl_config_is_accepted(tokenizer, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -12,15 +13,20 @@ from .adapter import AdapterReference
 from .base import ReferenceStrategy
 from .model import CopyReference, PathReference
 from .none import NoReference
+from .precomputed import PrecomputedReference
 
 logger = logging.getLogger(__name__)
 
 
 class AutoReference(ReferenceStrategy):
-    """``path`` for a ``ref_model`` passed in, ``none`` when no loss needs a reference, ``adapter`` with PEFT, else ``copy``.
+    """The fastest safe reference for the run; ``reference_params`` go to the chosen strategy.
 
-    With an adapter recipe that rewrites the base weights (PiSSA, OLoRA), ``copy`` instead of ``adapter``.
-    ``reference_params`` go to the chosen strategy.
+    ``path`` for a ``ref_model`` passed in; ``none`` when no loss needs a reference; ``precomputed``
+    when the run visits the whole training set at least once (the one reference pass then costs no
+    more than the reference forwards it saves, and frees the reference's memory) and the checks can
+    still reach the reference (PEFT adapters off, or the initial model reloaded from its folder or
+    hub id); else ``adapter`` with PEFT and ``copy`` without (``copy`` also with PiSSA and OLoRA,
+    whose initialisation rewrites the base weights). The choice and its reason are logged.
     """
 
     name = "auto"
@@ -39,17 +45,25 @@ class AutoReference(ReferenceStrategy):
         base_weights_change: bool = False,
         needs_reference: bool = True,
         checks: bool = False,
+        full_pass: bool = False,
     ) -> Any:
+        adapter_off = peft and not base_weights_change
+        reloadable = bool(getattr(getattr(policy, "config", None), "_name_or_path", ""))
+        fits = set(self.params) <= set(inspect.signature(PrecomputedReference.__init__).parameters)
         if ref_model is not None:
             chosen: type[ReferenceStrategy] = PathReference
+            reason = "a ref_model was passed"
         elif not needs_reference:
-            chosen = NoReference
-        elif peft and not base_weights_change:
-            chosen = AdapterReference
+            chosen, reason = NoReference, "no chosen loss needs a reference"
+        elif full_pass and fits and (adapter_off or reloadable or not checks):
+            chosen = PrecomputedReference
+            reason = "the run visits every training pair at least once and the reference is frozen"
+        elif adapter_off:
+            chosen, reason = AdapterReference, "PEFT: disabling the adapters gives the initial model"
         else:
-            chosen = CopyReference
+            chosen, reason = CopyReference, "full fine-tuning" if not peft else "the adapter rewrites the base weights"
         self.delegate = chosen.from_params(self.params)
-        logger.info("reference: auto → %s", chosen.name)
+        logger.info("reference: auto → %s (%s).", chosen.name, reason)
         return self.delegate.prepare(
             policy,
             ref_model=ref_model,
@@ -57,6 +71,7 @@ class AutoReference(ReferenceStrategy):
             base_weights_change=base_weights_change,
             needs_reference=needs_reference,
             checks=checks,
+            full_pass=full_pass,
         )
 
     @property

@@ -81,10 +81,12 @@ class ReferenceStrategy:
         base_weights_change: bool = False,
         needs_reference: bool = True,
         checks: bool = False,
+        full_pass: bool = False,
     ) -> Any:
         """Before TRL's trainer exists: return the reference model TRL should hold, or ``None``.
 
-        ``checks``: post-training checks will compare against the reference (keep what they need).
+        ``checks``: post-training checks will compare against the reference (keep what they need);
+        ``full_pass``: the run visits every training pair at least once.
         """
         if ref_model is not None:
             raise ConfigError(

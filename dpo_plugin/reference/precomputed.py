@@ -29,6 +29,7 @@ from .model import frozen_copy, load_reference_model
 logger = logging.getLogger(__name__)
 
 CACHED = ("chosen", "rejected", "chosen_tokens", "rejected_tokens")
+PASSED = "the ref_model passed to the trainer"
 
 
 def weights_fingerprint(model: Any, *, skip: str | None = None) -> str:
@@ -127,7 +128,7 @@ class PrecomputedReference(ReferenceStrategy):
         if ref_model is not None and self.source_path is not None:
             raise ConfigError("Both reference_params.model and a ref_model object were given; give one.")
         if ref_model is not None:
-            self.source, self.source_name = ref_model, "the ref_model passed to the trainer"
+            self.source, self.source_name = ref_model, PASSED
         elif self.source_path is not None:
             self.source = load_reference_model(self.source_path, policy=policy, dtype=self.dtype)
             self.source_name = self.source_path
@@ -170,16 +171,21 @@ class PrecomputedReference(ReferenceStrategy):
         return scores
 
     def _compute(self, dataset: Any, split: str) -> PairScores:
-        if self.source_freed and self.source_path is not None:  # a split not seen at setup: reload the reference
-            with self.initial_model(self.source_path, self.dtype) as model:
-                return self._score_with(model, dataset, split)
-        if self.source_freed or (self.policy_moved and not self.adapters_off):
+        """Score a split: with the reference if it is still here, else the policy (adapters off, or untrained), else reloaded."""
+        if self.source is not None or self.adapters_off or not (self.policy_moved or self.source_freed):
+            return self._score_with(self.source, dataset, split)
+        passed = self.source_name == PASSED  # a model object: nothing to reload it from
+        reloadable = None if passed else self.source_path or self.scorer.initial_source
+        if reloadable is None:
             raise ConfigError(
                 f"reference: precomputed cannot score the {split} split now: its reference ({self.source_name}) is "
-                "gone (freed after the first pass, or the policy has trained since). Pass every dataset you evaluate "
-                "on when building the trainer, or use reference: copy."
+                "gone (freed after the first pass, or the policy has trained since) and cannot be reloaded. Pass "
+                "every dataset you evaluate on to the trainer's constructor, or use reference: copy."
             )
-        return self._score_with(self.source, dataset, split)
+        with self.initial_model(reloadable, self.dtype) as model:  # a split not seen at setup: reload the reference
+            if model is None:
+                raise ConfigError(f"reference: precomputed cannot score the {split} split: {self.unavailable}.")
+            return self._score_with(model, dataset, split)
 
     def _score_with(self, model: Any, dataset: Any, split: str) -> PairScores:
         self.computed_pairs += len(dataset)

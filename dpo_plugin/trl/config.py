@@ -30,6 +30,7 @@ from ..plugins import adapters, checks, judges, reference_strategies
 
 logger = logging.getLogger(__name__)
 
+PACKING_MODES = ("auto", "none", "padding_free", "prefix_sharing")
 PLUGIN_DICT_FIELDS = ("loss_params", "reference_params", "adapter_params", "check_params", "judge_params")
 #: TRL 1.16's default of every DPOConfig field (a field set to its default is never refused).
 TRL_DEFAULTS = {
@@ -86,6 +87,13 @@ class _PluginFields(trl.DPOConfig):
     allow_data_errors: bool = field(
         default=False, metadata={"help": "Train even when the data-quality checks find errors (they are logged)."}
     )
+    packing: str = field(
+        default="auto",
+        metadata={
+            "help": "Batch layout: auto (prefix_sharing where the model takes it, else none), none (TRL's padded "
+            "[chosen; rejected] rows), padding_free, prefix_sharing. TRL's padding_free: true means padding_free."
+        },
+    )
     allow_negative_loss_weights: bool = field(
         default=False,
         metadata={"help": "Accept a negative loss_weights entry (it maximises that loss; refused by default)."},
@@ -111,6 +119,7 @@ class _PluginFields(trl.DPOConfig):
                 ) from None
             raise
         self._check_dict_fields()
+        self._map_trl_padding_free()
         self._map_trl_reference_fields()
         self._check_names()
         self.__dict__["_loss_mix"] = self._resolve_loss_mix()
@@ -146,6 +155,16 @@ class _PluginFields(trl.DPOConfig):
                     raise ConfigError(f"{name}[{key!r}] must be a mapping of option → value, got {value!r}.")
         if isinstance(self.checks, str):
             self.checks = [self.checks]
+
+    def _map_trl_padding_free(self) -> None:
+        if self.packing not in PACKING_MODES:
+            raise ConfigError(f"packing must be one of {', '.join(PACKING_MODES)}, got {self.packing!r}.")
+        if self.padding_free:
+            if self.packing not in ("auto", "padding_free"):
+                raise ConfigError(
+                    f"padding_free: true (TRL) means packing: padding_free, but packing is {self.packing!r}. Set only one."
+                )
+            self.packing = "padding_free"
 
     def _map_trl_reference_fields(self) -> None:
         if self.precompute_ref_log_probs:

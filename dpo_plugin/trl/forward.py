@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,16 @@ from trl.trainer.utils import add_fused_lm_head, create_model_from_path, use_ada
 from ..errors import ConfigError
 from ..scoring import PairScorer, PairScores
 from ..types import PairLogps
+from .packing import (
+    PACKED_KEYS,
+    PLAN,
+    SEGMENTED,
+    PackedCollator,
+    support,
+    use_segment_attention,
+)
+
+logger = logging.getLogger(__name__)
 
 #: Columns of a collated batch that are not model inputs.
 NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
@@ -106,60 +117,95 @@ class SequenceStats:
         return chosen * rejected
 
 
-def _ld_sums(log_probs: Tensor, mask: Tensor, ld_alpha: float) -> Tensor:
-    """LD-DPO sums (arXiv:2409.06411): tokens up to the shorter completion's length, the rest weighted by ``ld_alpha``.
+@dataclass
+class _Layout:
+    """How one batch's per-token outputs map to its ``2B`` sequences: the reducer and the token counts.
 
-    ``mask`` is the shifted completion mask of ``2B`` rows, chosen first; as TRL 1.16's ``_compute_loss``.
+    ``reduce`` sums a per-token field (shaped as the fused head's outputs) over each sequence's
+    completion tokens; ``tail`` marks the completion tokens past the pair's shorter completion (LD-DPO).
     """
-    positions = mask.cumsum(dim=1)
+
+    reduce: Callable[[Tensor], Tensor]
+    tail: Tensor
+    tokens: Tensor
+    predicted: Tensor
+    input_tokens: Tensor
+
+
+def _padded_layout(batch: Mapping[str, Any]) -> tuple[dict[str, Any], _Layout]:
+    """TRL's padded ``[chosen; rejected]`` rows: the model inputs and the per-row reduction (as ``_compute_loss``)."""
+    completion_mask = batch["completion_mask"]
+    model_kwargs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+    model_kwargs["labels"] = batch["input_ids"].masked_fill(completion_mask == 0, -100)
+    mask = completion_mask[:, 1:]
+    positions = mask.cumsum(dim=1)  # LD-DPO: a token's rank within its completion, as TRL 1.16 computes it
     chosen_lens, rejected_lens = mask.sum(dim=1).long().chunk(2)
     shared = torch.minimum(chosen_lens, rejected_lens).repeat(2).unsqueeze(1).to(mask.device)
-    shared_mask = (positions > 0) & (positions <= shared)
-    tail_mask = positions > shared
-    return (log_probs * shared_mask).sum(dim=1) + ld_alpha * (log_probs * tail_mask).sum(dim=1)
+    layout = _Layout(
+        lambda values: (values * mask).sum(dim=1),
+        positions > shared,
+        completion_mask.sum(dim=1),
+        mask.sum(dim=1),
+        batch["attention_mask"].sum(),
+    )
+    return model_kwargs, layout
+
+
+def _packed_layout(batch: Mapping[str, Any]) -> tuple[dict[str, Any], _Layout]:
+    """A packed row (:mod:`.packing`): the model inputs with the segment plan, and the reduction by sequence index."""
+    model_kwargs = {k: v for k, v in batch.items() if k not in PACKED_KEYS and k not in NON_MODEL_KEYS}
+    model_kwargs |= {"labels": batch["packed_labels"], "attention_mask": SEGMENTED, PLAN: batch[PLAN]}
+    targets = batch["completion_of"][0, 1:]
+    counted = targets >= 0
+    index = targets[counted]
+    sequences = batch["tokens"].numel()
+
+    def reduce(values: Tensor) -> Tensor:
+        selected = values[0][counted]
+        return torch.zeros(sequences, dtype=selected.dtype, device=selected.device).index_add(0, index, selected)
+
+    layout = _Layout(reduce, batch["ld_tail"][:, 1:], batch["tokens"], batch["predicted"], batch["input_tokens"])
+    return model_kwargs, layout
 
 
 def forward_pairs(
     model: Any, batch: Mapping[str, Any], settings: ForwardSettings, *, training: bool = False, router: bool = False
 ) -> SequenceStats:
-    """Per-sequence log-probs of a padded ``[chosen; rejected]`` batch through TRL's fused LM head.
+    """Per-sequence log-probs of a batch (TRL's padded rows, or a packed row) through TRL's fused LM head.
 
     ``training``: also the per-sequence metric sums TRL logs (and WPO's, when the head computes
     ``log_sum_sq_probs``); ``router``: ask a mixture-of-experts model for its load-balancing loss.
-    Gradients flow unless the caller disables them.
+    Gradients flow unless the caller disables them. Mirrors TRL 1.16's ``_compute_loss`` (log-probs,
+    LD-DPO sums, WPO weights, metric sums); a packed row gives the same values (tests/test_packing.py).
     """
-    model_kwargs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+    if PLAN in batch:
+        use_segment_attention(model)
+        model_kwargs, layout = _packed_layout(batch)
+    else:
+        model_kwargs, layout = _padded_layout(batch)
     model_kwargs["use_cache"] = False
     if router:
         model_kwargs["output_router_logits"] = True
-    completion_mask = batch["completion_mask"]
-    labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
-    outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-    mask = completion_mask[:, 1:]
-    width = mask.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
+    outputs = model(**model_kwargs, fused_lm_head=True)
+    width = layout.tail.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
 
     def per_token(field: str) -> Tensor:
         return getattr(outputs, field)[:, -width:]
 
     log_probs = per_token("log_probs")
-    plain = log_probs.sum(dim=1)
+    plain = layout.reduce(log_probs)
     ld_alpha = settings.ld_alpha
-    stats = SequenceStats(
-        plain if ld_alpha is None else _ld_sums(log_probs, mask, ld_alpha),
-        None if ld_alpha is None else plain,
-        completion_mask.sum(dim=1),
-        mask.sum(dim=1),
-        batch["attention_mask"].sum(),
-    )
+    logps = plain if ld_alpha is None else layout.reduce(log_probs * ~layout.tail) + ld_alpha * layout.reduce(log_probs * layout.tail)
+    stats = SequenceStats(logps, None if ld_alpha is None else plain, layout.tokens, layout.predicted, layout.input_tokens)
     if training:
-        stats.entropy = (per_token("entropy").detach() * mask).sum(dim=1)
-        stats.mean_logits = (per_token("mean_logits").detach() * mask).sum(dim=1)
-        stats.top1 = (per_token("is_top1") & mask.bool()).sum(dim=1)
+        stats.entropy = layout.reduce(per_token("entropy").detach())
+        stats.mean_logits = layout.reduce(per_token("mean_logits").detach())
+        stats.top1 = layout.reduce(per_token("is_top1").float())
         stats.aux_loss = getattr(outputs, "aux_loss", None)
         if outputs.log_sum_sq_probs is not None:
             with torch.no_grad():
-                aligned = (log_probs - per_token("log_sum_sq_probs")) * mask
-            stats.wpo_mean = aligned.sum(dim=1) / stats.predicted.clamp_min(1)
+                aligned = layout.reduce(log_probs - per_token("log_sum_sq_probs"))
+            stats.wpo_mean = aligned / stats.predicted.clamp_min(1)
     return stats
 
 
@@ -251,7 +297,8 @@ class Scorer(PairScorer):
 
     ``get_policy`` returns the policy as its owner holds it now (a trainer may rewrap it);
     ``splits`` is a mapping or a callable returning one (the trainer's datasets change while it
-    builds); ``collator`` collates tokenised rows (TRL's ``DataCollatorForPreference``).
+    builds); ``collator`` collates tokenised rows: TRL's ``DataCollatorForPreference`` (padded) or a
+    :class:`~.packing.PackedCollator` (:attr:`collator` may be replaced once the layout is chosen).
     """
 
     def __init__(
@@ -303,6 +350,10 @@ class Scorer(PairScorer):
         return iter(self.engine.shard(loader))
 
     def logps(self, batch: Any, model: Any = None, *, adapters_off: bool = False) -> tuple[Tensor, Tensor]:
+        return self._stats(batch, model, adapters_off).logps.chunk(2)
+
+    def _stats(self, batch: Any, model: Any, adapters_off: bool) -> SequenceStats:
+        """The no-grad forward of a batch under ``model`` (None: the policy), as training runs it."""
         if model is None:
             model = self._get_policy()
         else:
@@ -314,7 +365,7 @@ class Scorer(PairScorer):
             adapters,
             self.engine.autocast(),
         ):
-            return forward_pairs(model, batch, self.settings).logps.chunk(2)
+            return forward_pairs(model, batch, self.settings)
 
     def score(
         self,
@@ -332,9 +383,8 @@ class Scorer(PairScorer):
         parts: list[list[np.ndarray]] = [[], [], [], []]
         batches = self.batches(dataset, batch_size=batch_size)
         for batch in tqdm(batches, desc=desc, leave=False, disable=not self.is_main_process):
-            chosen, rejected = self.logps(batch, model, adapters_off=adapters_off)
-            counts = batch["completion_mask"].sum(dim=1).chunk(2)
-            for part, values in zip(parts, (chosen.float(), rejected.float(), *counts)):
+            stats = self._stats(batch, model, adapters_off)
+            for part, values in zip(parts, (*stats.logps.float().chunk(2), *stats.tokens.chunk(2))):
                 part.append(self.engine.gather(values).cpu().numpy())
         return PairScores(*(np.concatenate(part) for part in parts))
 
@@ -364,7 +414,8 @@ class Scorer(PairScorer):
         return self.engine.unwrap(model)
 
     def fingerprint(self, dataset: Any) -> str:
-        digest = hashlib.blake2b(repr(self.settings).encode(), digest_size=16)
+        layout = self.collator.mode if isinstance(self.collator, PackedCollator) else "padded"
+        digest = hashlib.blake2b(repr((self.settings, layout)).encode(), digest_size=16)
         table = dataset.with_format("arrow")[:]
         for column in TOKEN_COLUMNS:
             array = table.column(column).combine_chunks()
@@ -400,11 +451,13 @@ def pair_scorer(
     batch_size: int = 8,
     device: torch.device | str | None = None,
     bf16: bool = False,
+    packing: str = "auto",
 ) -> Scorer:
     """A scorer for ``model`` without a trainer: each split (a ``Dataset`` or a list of rows) tokenised as TRL does.
 
     The model goes to ``device`` (default: CUDA when available) in eval mode, with TRL's fused LM head; scoring
     matches a trainer's with the same ``max_length``, ``truncation_mode``, ``ld_alpha`` and precision.
+    ``packing`` as in training (:func:`choose_layout`).
     """
     from datasets import Dataset
 
@@ -431,6 +484,65 @@ def pair_scorer(
     )
 
 
+# -- the layout ---------------------------------------------------------------------------------
+#: Synthetic pairs of token ids for :func:`layout_matches`: two prompts, completions of unequal lengths.
+PROBE_PAIRS = (
+    {"prompt_ids": [3, 5, 7, 11, 13], "chosen_ids": [17, 19], "rejected_ids": [23, 29, 31]},
+    {"prompt_ids": [37, 41, 43], "chosen_ids": [47, 53, 59, 61], "rejected_ids": [67]},
+)
+
+
+def layout_matches(scorer: Scorer, packed: PackedCollator) -> float:
+    """The largest gap, in nats per token, between packed and padded log-probs of :data:`PROBE_PAIRS` under the policy."""
+    vocab = scorer.policy.config.get_text_config().vocab_size
+    pairs = [{key: [i % vocab for i in ids] for key, ids in pair.items()} for pair in PROBE_PAIRS]
+    padded = DataCollatorForPreference(pad_token_id=0)(pairs)
+    device = scorer.device
+    to_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in padded.items()}
+    reference = torch.cat(scorer.logps(to_device))
+    got = torch.cat(scorer.logps({k: v.to(device) if torch.is_tensor(v) else v for k, v in packed(pairs).items()}))
+    tokens = padded["completion_mask"].sum(dim=1).to(device)
+    return ((got - reference).abs().float() / tokens).max().item()
+
+
+def choose_layout(
+    scorer: Scorer, requested: str, *, blocked: str | None = None, pad_to_multiple_of: int | None = None
+) -> str:
+    """Install the batch layout ``requested`` (``auto``: prefix sharing where the model takes it) on the scorer.
+
+    ``blocked`` is a reason the run cannot take a packed layout (e.g. a custom data collator). A
+    packed layout is checked once against the padded one on :data:`PROBE_PAIRS`; with ``auto`` any
+    obstacle falls back to the padded layout with a log line, with an explicit mode it is an error.
+    """
+    if requested == "none":
+        return "none"
+    mode = "prefix_sharing" if requested == "auto" else requested
+    reason = blocked or support(scorer.policy)
+    settings = scorer.settings
+    pad = scorer.tokenizer.pad_token_id or 0
+    packed = PackedCollator(mode, pad, settings.max_length, settings.truncation_mode, pad_to_multiple_of)
+    if reason is None:
+        use_segment_attention(scorer.policy)
+        gap = layout_matches(scorer, packed)
+        tolerance = 1e-3 if scorer.dtype == torch.float32 and settings.precision == "float32" else 5e-2
+        if not gap <= tolerance:
+            reason = f"its packed log-probs differ from the padded ones by {gap:.3g} nats per token"
+    if reason is not None:
+        if requested != "auto":
+            raise ConfigError(f"packing: {requested} cannot be used with this model: {reason}. Use packing: none.")
+        logger.info("packing: auto → none (padded [chosen; rejected] rows, as TRL): %s.", reason)
+        return "none"
+    scorer.collator = packed
+    logger.info("packing: %s → %s (%s).", requested, mode, LAYOUT_NOTES[mode])
+    return mode
+
+
+LAYOUT_NOTES = {
+    "prefix_sharing": "each pair as one segment, its prompt computed once; attention per segment, no padding",
+    "padding_free": "the batch's sequences in one row without padding; attention per sequence",
+}
+
+
 def load_policy(model_id: str, args: Any, pre_load: Callable[[dict[str, Any]], dict[str, Any]], quantization_config: Any) -> Any:
     """Load the policy as TRL's ``DPOTrainer.__init__`` would, after the adapter recipe's ``pre_load`` (e.g. QLoRA)."""
     kwargs = dict(args.model_init_kwargs or {})
@@ -454,6 +566,7 @@ def trl_init_view(args: Any, *, precompute: bool, loaded_here: bool) -> Iterator
     no reference model in TRL's hands (``precomputed``, ``none``), so TRL neither reloads one from
     disk nor keeps one, and calls :meth:`TrlHooks._precompute_ref_logps`; ``sync_ref_model``: the
     ``sync`` strategy updates the reference itself (PEFT included, where TRL refuses);
+    ``padding_free``: ours is the ``packing`` setting (TRL 1.16 only warns and pads);
     ``model_init_kwargs``: already applied when we loaded the policy.
     """
     values: dict[str, Any] = {
@@ -461,6 +574,7 @@ def trl_init_view(args: Any, *, precompute: bool, loaded_here: bool) -> Iterator
         "loss_weights": None,
         "precompute_ref_log_probs": precompute,
         "sync_ref_model": False,
+        "padding_free": False,
     }
     if loaded_here:
         values["model_init_kwargs"] = None
@@ -475,7 +589,32 @@ def trl_init_view(args: Any, *, precompute: bool, loaded_here: bool) -> Iterator
 
 
 class TrlHooks:
-    """The TRL-private hook our ``DPOTrainer`` overrides (mixed in before ``trl.DPOTrainer``)."""
+    """The TRL-private hook our ``DPOTrainer`` overrides, and ``evaluate`` (mixed in before ``trl.DPOTrainer``)."""
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """TRL's ``evaluate``; a dataset given here under a precomputing reference gets its reference log-probs first.
+
+        TRL refuses that case after training under full fine-tuning (its reference is gone); ours
+        scores the split with the reference strategy (reloading the initial model if it must), then
+        lets TRL evaluate the prepared split.
+        """
+        strategy = self.reference_strategy  # type: ignore[attr-defined]
+        if eval_dataset is None or isinstance(eval_dataset, str) or not strategy.precomputes:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # type: ignore[misc]
+        named = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
+        prepared = {
+            name: self._precompute_ref_logps(
+                self._prepare_dataset(split, self.processing_class, self.args, name), name, 0  # type: ignore[attr-defined]
+            )
+            for name, split in named.items()
+        }
+        self.precompute_ref_logps = False  # the columns are there: TRL must not precompute (nor refuse) again
+        try:
+            return super().evaluate(  # type: ignore[misc]
+                prepared if isinstance(eval_dataset, dict) else prepared["eval"], ignore_keys, metric_key_prefix
+            )
+        finally:
+            self.precompute_ref_logps = True
 
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         """TRL's precompute hook: the reference strategy's log-probs of ``dataset`` as TRL's two columns."""

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import datasets
 import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
@@ -26,7 +27,17 @@ from ..plugins import adapters, reference_strategies
 from ..reference.base import ReferenceStrategy
 from .config import TRL_DEFAULTS, DPOConfig
 from .data_checks import check_datasets, log_truncation
-from .forward import Engine, ForwardSettings, Scorer, TrlHooks, forward_pairs, load_policy, logits_outputs, trl_init_view
+from .forward import (
+    Engine,
+    ForwardSettings,
+    Scorer,
+    TrlHooks,
+    choose_layout,
+    forward_pairs,
+    load_policy,
+    logits_outputs,
+    trl_init_view,
+)
 from .metrics import StepMetrics
 
 logger = logging.getLogger(__name__)
@@ -45,6 +56,34 @@ def plugin_config(args: Any, model: Any) -> DPOConfig:
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(trl.DPOConfig) if f.init}
         return DPOConfig(**{k: v for k, v in values.items() if v != TRL_DEFAULTS[k]})
     raise TypeError(f"args must be a dpo_plugin.trl.DPOConfig (or TRL's DPOConfig), got {type(args).__name__}.")
+
+
+def _visits_every_pair(args: DPOConfig, rows: int | None) -> bool:
+    """Whether the run's optimizer steps cover every training pair at least once (unknown for a streaming split)."""
+    if not rows:
+        return False
+    if args.max_steps > 0:
+        pairs_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return args.max_steps * pairs_per_step >= rows
+    return args.num_train_epochs >= 1
+
+
+def _packing_obstacle(args: DPOConfig, model: Any, peft_config: Any, collator: Any, processor: Any, train: Any) -> str | None:
+    """Why this run cannot take a packed layout, whatever the model (None when nothing stands in the way)."""
+    from transformers import ProcessorMixin
+
+    prompt_learning = getattr(peft_config, "is_prompt_learning", False) or (
+        is_peft_model(model) and model.active_peft_config.is_prompt_learning
+    )
+    columns = set(getattr(train, "column_names", None) or ())
+    obstacles = {
+        "a data_collator was passed, and it decides the layout": collator is not None,
+        "a prompt-learning PEFT adapter prepends virtual tokens": prompt_learning,
+        "vision-language data is collated by TRL's vision collator": isinstance(processor, ProcessorMixin)
+        or bool({"image", "images"} & columns),
+        "torch_compile would recompile for every packed row": bool(args.torch_compile),
+    }
+    return next((reason for reason, present in obstacles.items() if present), None)
 
 
 class _ReferenceCallback(TrainerCallback):
@@ -83,6 +122,9 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         loaded_here = isinstance(model, str)
         model, peft_config, base_weights_change = self._policy_and_adapter(model, args, peft_config, quantization_config)
         peft = peft_config is not None or is_peft_model(model)
+        self._layout_blocked = _packing_obstacle(args, model, peft_config, data_collator, processing_class, train_dataset)
+        self._train_rows = len(train_dataset) if isinstance(train_dataset, datasets.Dataset) else None
+        self.layout: str | None = None
         trl_ref_model = self._prepare_reference(args, model, ref_model, peft=peft, base_weights_change=base_weights_change)
         precompute = self.reference_strategy.precomputes or (trl_ref_model is None and not peft)
         with trl_init_view(args, precompute=precompute, loaded_here=loaded_here):
@@ -130,6 +172,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
             base_weights_change=base_weights_change,
             needs_reference=self.loss_mix.needs_reference,
             checks=bool(args.checks),
+            full_pass=_visits_every_pair(args, self._train_rows),
         )
         free = [c.name for c in self.loss_mix.components if not c.spec.needs_reference]
         if self.loss_mix.needs_reference and free:
@@ -201,8 +244,18 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         splits = {"train": self.train_dataset, **evaluation}
         return {name: split for name, split in splits.items() if isinstance(split, Dataset)}
 
+    def prepared_layout(self) -> str:
+        """The batch layout (``packing``), chosen once; a packed one replaces TRL's padding collator."""
+        if self.layout is None:
+            self.layout = choose_layout(
+                self.scorer, self.args.packing, blocked=self._layout_blocked, pad_to_multiple_of=self.args.pad_to_multiple_of
+            )
+            self.data_collator = self.scorer.collator
+        return self.layout
+
     def prepared_reference(self) -> ReferenceStrategy:
         """The reference strategy, set up with the scorer and the reference TRL holds (once)."""
+        self.prepared_layout()
         if not self._reference_ready:
             self._reference_ready = True
             self.reference_strategy.setup(self.scorer, self.ref_model)

@@ -1,0 +1,239 @@
+"""Packed layouts: the rows built by hand-worked examples, the attention per segment against a padded forward,
+the rejected branch blind to the chosen one, the training run in each mode, and every fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from peft import LoraConfig, PrefixTuningConfig
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers.models.llama.modeling_llama import LlamaAttention
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from dpo_plugin.errors import ConfigError
+from dpo_plugin.trl import DPOConfig, DPOTrainer
+from dpo_plugin.trl.packing import ATTENTION, PLAN, SEGMENTED, Job, pack
+from trainer_fixtures import config_kwargs, preference_dataset
+
+PAIRS = [
+    {"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9], "rejected_ids": [10, 11, 12]},
+    {"prompt_ids": [20, 21], "chosen_ids": [22], "rejected_ids": [23]},
+]
+
+
+def test_prefix_sharing_row_by_hand():
+    batch = pack(PAIRS, max_length=None, truncation_mode="keep_start", share_prompt=True)
+    # pair 0: prompt 5 6 7, chosen 8 9, p' = 7, rejected 10 11 12; pair 1: prompt 20 21, chosen 22, p' = 21, rejected 23
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 7, 10, 11, 12, 20, 21, 22, 21, 23]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4, 5, 0, 1, 2, 1, 2]]
+    # sequences: 0 = chosen of pair 0, 1 = chosen of pair 1, 2 = rejected of pair 0, 3 = rejected of pair 1
+    assert batch["completion_of"].tolist() == [[-1, -1, -1, 0, 0, -1, 2, 2, 2, -1, -1, 1, -1, 3]]
+    assert batch["packed_labels"].tolist() == [[-100, -100, -100, 8, 9, -100, 10, 11, 12, -100, -100, 22, -100, 23]]
+    assert batch[PLAN].jobs == (
+        Job(0, 5, ((0, 5),)),
+        Job(5, 9, ((0, 2), (5, 9))),  # p' and the rejected tokens: the prompt less its last token, then themselves
+        Job(9, 12, ((9, 12),)),
+        Job(12, 14, ((9, 10), (12, 14))),
+    )
+    assert batch["tokens"].tolist() == [2, 1, 3, 1] and batch["predicted"].tolist() == [2, 1, 3, 1]
+    assert batch["input_tokens"].item() == (3 + 2) + (3 + 3) + (2 + 1) + (2 + 1)  # TRL's padded rows hold 17
+    # LD-DPO: tokens past the pair's shorter completion (pair 0: 2, so the rejected 12 is in the tail)
+    assert batch["ld_tail"].tolist() == [[False] * 8 + [True] + [False] * 5]
+    mask = batch[PLAN].mask(1, torch.device("cpu"))[0, 0]
+    assert mask.tolist() == [  # 4 queries (p', 10, 11, 12) over 6 keys (5, 6, p', 10, 11, 12): lower-right causal
+        [True, True, True, False, False, False],
+        [True, True, True, True, False, False],
+        [True, True, True, True, True, False],
+        [True, True, True, True, True, True],
+    ]
+
+
+def test_padding_free_row_with_truncation_and_padding():
+    batch = pack(PAIRS, max_length=4, truncation_mode="keep_start", share_prompt=False, pad_token_id=0, pad_to_multiple_of=8)
+    # truncated as TRL's collator truncates, each pair's sequences side by side: [5 6 7 8] [5 6 7 10] [20 21 22]
+    # [20 21 23]; then 0-padding to 16
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 5, 6, 7, 10, 20, 21, 22, 20, 21, 23, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 0, 1]]
+    assert batch["completion_of"].tolist() == [[-1, -1, -1, 0, -1, -1, -1, 2, -1, -1, 1, -1, -1, 3, -1, -1]]
+    assert [j.ranges for j in batch[PLAN].jobs] == [((0, 4),), ((4, 8),), ((8, 11),), ((11, 14),), ((14, 16),)]
+    assert batch["tokens"].tolist() == [1, 1, 1, 1] and batch["input_tokens"].item() == 14
+
+
+def test_keep_end_truncation_that_cuts_the_prompt_does_not_share_it():
+    pair = {"prompt_ids": [1, 2, 3, 4], "chosen_ids": [5, 6], "rejected_ids": [7]}
+    batch = pack([pair], max_length=5, truncation_mode="keep_end", share_prompt=True)
+    # chosen keeps [2 3 4 5 6], rejected [1 2 3 4 7]: different prompts, so two sequences
+    assert batch["input_ids"].tolist() == [[2, 3, 4, 5, 6, 1, 2, 3, 4, 7]]
+    assert [j.ranges for j in batch[PLAN].jobs] == [((0, 5),), ((5, 10),)]
+
+
+def _qwen2(**overrides):
+    torch.manual_seed(0)
+    config = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
+    return Qwen2ForCausalLM(Qwen2Config(**{**config, **overrides})).eval()
+
+
+def _llama():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+    return LlamaForCausalLM(config).eval()
+
+
+def _sequence_logps(model, batch):
+    """Σ log p over each sequence's counted completion tokens, from a plain forward's logits (no fused head)."""
+    packed = PLAN in batch
+    kwargs = (
+        {"position_ids": batch["position_ids"], "attention_mask": SEGMENTED, PLAN: batch[PLAN]}
+        if packed
+        else {"attention_mask": batch["attention_mask"]}
+    )
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], **kwargs).logits.double()
+    per_token = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    if not packed:
+        return (per_token * batch["completion_mask"][:, 1:]).sum(dim=1)
+    targets = batch["completion_of"][0, 1:]
+    return torch.zeros(batch["tokens"].numel(), dtype=torch.float64).index_add(0, targets[targets >= 0], per_token[0][targets >= 0])
+
+
+@pytest.mark.parametrize("model", [_qwen2, _llama], ids=["qwen2-gqa", "llama"])
+@pytest.mark.parametrize("share", [False, True], ids=["padding_free", "prefix_sharing"])
+@pytest.mark.parametrize("truncation", [(None, "keep_start"), (4, "keep_start"), (4, "keep_end")])
+def test_packed_log_probs_equal_the_padded_ones(model, share, truncation):
+    max_length, mode = truncation
+    model = model()
+    pairs = PAIRS + [{"prompt_ids": [30, 31, 32, 33, 34], "chosen_ids": [35, 36, 37], "rejected_ids": [38, 39]}]
+    padded = _sequence_logps(model, DataCollatorForPreference(pad_token_id=0, max_length=max_length, truncation_mode=mode)(pairs))
+    model.set_attn_implementation(ATTENTION)
+    packed = _sequence_logps(model, pack(pairs, max_length=max_length, truncation_mode=mode, share_prompt=share))
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_the_rejected_branch_never_sees_the_chosen_one():
+    model = _qwen2()
+    model.set_attn_implementation(ATTENTION)
+    pair = {"prompt_ids": [3, 4, 5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10, 11]}
+    other = {**pair, "chosen_ids": [90, 91, 92, 93, 94]}  # another chosen answer, longer
+    first, second = (_sequence_logps(model, pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True)) for p in (pair, other))
+    assert first[1] == second[1]  # the rejected answer's log-prob: bit for bit the same
+    assert abs(first[0] - second[0]) > 1  # the chosen ones differ
+
+
+def _trainer(tmp_path, model=None, **overrides):
+    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer)) if model is None else model
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), **overrides))
+    return DPOTrainer(model, args=args, train_dataset=preference_dataset(), eval_dataset=preference_dataset(4), processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("packing", ["padding_free", "prefix_sharing"])
+@pytest.mark.parametrize("reference", ["copy", "precomputed"])
+def test_training_in_each_layout(packing, reference, tmp_path):
+    trainer = _trainer(tmp_path, packing=packing, reference=reference, max_steps=2, reference_params={"cache_dir": str(tmp_path / "c")} if reference == "precomputed" else None, eval_strategy="steps", eval_steps=2)
+    assert trainer.layout == packing and PLAN in trainer.data_collator([trainer.train_dataset[0]])
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logged)
+    assert any("eval_loss" in e for e in trainer.state.log_history)
+
+
+def test_auto_packs_by_prefix_sharing_and_says_so(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
+        trainer = _trainer(tmp_path, max_steps=1)
+    assert trainer.layout == "prefix_sharing"
+    assert "packing: auto → prefix_sharing" in caplog.text
+
+
+def test_the_packed_batch_layout_changes_no_number_of_a_training_run(tmp_path):
+    """Two steps of training, padded and packed, end in the same weights (float32)."""
+    weights = {}
+    for packing in ("none", "prefix_sharing"):
+        trainer = _trainer(tmp_path / packing, packing=packing, max_steps=2, reference="copy")
+        trainer.train()
+        weights[packing] = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    for name, value in weights["none"].items():
+        torch.testing.assert_close(weights["prefix_sharing"][name], value, rtol=1e-4, atol=1e-6)
+
+
+class PlanBlindAttention(LlamaAttention):
+    """An attention that drops the keywords it is given: a model whose attention cannot take the layout."""
+
+    def forward(self, *args, **kwargs):
+        kwargs.pop(PLAN, None)
+        return super().forward(*args, **kwargs)
+
+
+def _plan_blind_model():
+    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+
+    model = tiny_model(len(tiny_tokenizer()))
+    for layer in model.model.layers:
+        layer.self_attn.__class__ = PlanBlindAttention
+    return model
+
+
+@pytest.mark.parametrize(
+    "make, overrides, reason",
+    [
+        (_plan_blind_model, {}, "differ from the padded ones"),
+        (lambda: _eager_model(), {}, "attention implementation is 'eager'"),
+        (lambda: None, {"peft_config": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2)}, "prompt-learning"),
+        (lambda: None, {"data_collator": DataCollatorForPreference(pad_token_id=256)}, "a data_collator was passed"),
+    ],
+    ids=["attention-ignores-the-plan", "eager", "prefix-tuning", "own-collator"],
+)
+def test_auto_falls_back_to_padding_and_an_explicit_mode_is_an_error(make, overrides, reason, tmp_path, caplog):
+    from dpo_plugin.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    constructor = {k: overrides[k] for k in ("peft_config", "data_collator") if k in overrides}
+
+    def build(packing):
+        from dpo_plugin.tiny import tiny_model
+
+        model = make() or tiny_model(len(tokenizer))
+        args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), packing=packing, max_steps=1))
+        return DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer, **constructor)
+
+    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
+        trainer = build("auto")
+    assert trainer.layout == "none" and "packing: auto → none" in caplog.text and reason in caplog.text
+    with pytest.raises(ConfigError, match=f"packing: prefix_sharing cannot be used with this model: .*{reason}"):
+        build("prefix_sharing")
+
+
+def _eager_model():
+    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+
+    model = tiny_model(len(tiny_tokenizer()))
+    model.set_attn_implementation("eager")
+    return model
+
+
+def test_sliding_window_and_experts_are_not_packed():
+    from dpo_plugin.trl.packing import support
+
+    assert "sliding-window" in support(_qwen2(use_sliding_window=True, sliding_window=4, max_window_layers=1))
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    moe = Qwen2MoeForCausalLM(Qwen2MoeConfig(vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, num_experts=2, num_experts_per_tok=1))
+    assert "mixture of experts" in support(moe)
+    assert support(_qwen2()) is None
+
+
+def test_trl_padding_free_means_packing_padding_free():
+    assert DPOConfig(**config_kwargs(padding_free=True)).packing == "padding_free"
+    with pytest.raises(ConfigError, match="padding_free: true .* means packing: padding_free, but packing is 'prefix_sharing'"):
+        DPOConfig(**config_kwargs(padding_free=True, packing="prefix_sharing"))
+    with pytest.raises(ConfigError, match="packing must be one of auto, none, padding_free, prefix_sharing"):
+        DPOConfig(**config_kwargs(packing="zip"))
+
+
+def test_packing_with_a_lora_adapter_and_its_reference(tmp_path):
+    trainer = _trainer(tmp_path, packing="prefix_sharing", adapter="lora", max_steps=1)
+    assert trainer.layout == "prefix_sharing" and trainer.reference_strategy.delegate.name == "adapter"
+    trainer.train()
