@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except DpoPluginError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from collections.abc import Iterable
 class DpoPluginError(ValueError):
     """Base class of every error dpo_plugin raises about bad input or a broken plugin."""
 
+    #: the ``dpo-plugin`` command's exit code for this error
+    exit_code: int = 2
+
 
 class ConfigError(DpoPluginError):
     """A configuration value is wrong (unknown key, wrong type, inconsistent fields)."""

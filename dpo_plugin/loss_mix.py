@@ -69,11 +69,14 @@ class LossMix:
         """The same mix with new loss instances (a stateful loss, e.g. beta_dpo, starts over), without re-validating."""
         return LossMix([Component(c.spec, c.params, c.weight, c.spec.create(**c.params)) for c in self.components])
 
-    def __call__(self, logps: PairLogps, pair_weights: Tensor | None = None) -> tuple[Tensor, list[LossOutput]]:
+    def __call__(
+        self, logps: PairLogps, pair_weights: Tensor | None = None, *, check_finite: bool = True
+    ) -> tuple[Tensor, list[LossOutput]]:
+        """The weighted loss and each component's output; ``check_finite=False`` leaves non-finite values to the caller."""
         total: Tensor | float = 0.0
         outputs = []
         for component in self.components:
-            out = component.loss(logps)
+            out = component.loss(logps, check_finite=check_finite)
             losses = out.losses if pair_weights is None else out.losses * pair_weights
             total = total + losses.mean() * component.weight
             outputs.append(out)

@@ -155,7 +155,8 @@ class BoundLoss:
     def __init__(self, spec: LossSpec, fn: Callable[..., Any], params: dict[str, Any]):
         self.spec, self.fn, self.params = spec, fn, params
 
-    def __call__(self, logps: Any) -> Any:
+    def __call__(self, logps: Any, *, check_finite: bool = True) -> Any:
+        """The loss's output, checked against the contract (shapes; finite values unless ``check_finite=False``)."""
         import torch
 
         from .types import LossOutput
@@ -173,6 +174,8 @@ class BoundLoss:
                     f"{who} returned {attr} of shape {tuple(value.shape)}; expected per-pair values of shape "
                     f"{tuple(logps.chosen.shape)} (do not reduce over the batch)."
                 )
+        if not check_finite:
+            return out
         outputs = torch.stack([out.losses, out.chosen_rewards, out.rejected_rewards]).detach()
         if not bool(torch.isfinite(outputs).all()):  # one device sync per step; name the culprit only on failure
             attr, value = next(

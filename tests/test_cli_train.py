@@ -100,7 +100,8 @@ def test_an_earlier_run_in_output_dir_is_not_overwritten(tmp_path, earlier):
     saved.write_bytes(b"the user's earlier run")
     request = parse_train_args(["--config", _yaml(tmp_path, dataset_name=str(tmp_path / "never-read.jsonl"))])
     # refused before the (missing) data or the model is read, and nothing in the folder changes
-    with pytest.raises(ConfigError, match=rf"already holds an earlier run \({earlier}\).*--resume_from_checkpoint"):
+    top = earlier.split("/")[0]
+    with pytest.raises(ConfigError, match=rf"holds {top}, which this run did not write and would overwrite"):
         run_training(request)
     assert saved.read_bytes() == b"the user's earlier run"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == sorted(

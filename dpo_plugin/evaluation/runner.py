@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..divergence import nonfinite_tensors
 from ..errors import ConfigError
 from ..plugins import checks as check_registry
 from ..plugins import get_plugin_manager, judges
@@ -158,11 +159,17 @@ def run_checks(
 ) -> tuple[dict[str, Any], list[CheckResult]]:
     """Run the checks, write ``<output_dir>/eval/`` and call the ``post_train`` hook; the report and the results.
 
-    With no ``context`` every check fails with the reason ``missing``.
+    With no ``context`` every check fails with the reason ``missing``; with non-finite policy weights
+    every check fails saying so (nothing is computed from them).
     """
     from .report import write_report
 
     registry = check_registry()
+    if context is not None:
+        broken = nonfinite_tensors(context.policy.named_parameters())
+        if broken:
+            missing = f"the policy's weights are not finite ({len(broken)} tensors, e.g. {broken[0]}): training diverged"
+            context = None
     results = []
     for name in names:
         if context is None:

@@ -94,6 +94,18 @@ class _PluginFields(trl.DPOConfig):
             "[chosen; rejected] rows), padding_free, prefix_sharing. TRL's padding_free: true means padding_free."
         },
     )
+    nonfinite: str = field(
+        default="stop",
+        metadata={
+            "help": "A non-finite loss or gradient: stop (at once, exit 3, naming the last good checkpoint) or skip "
+            "(drop that update; stop after max_skipped_steps in a row). Non-finite weights are never saved."
+        },
+    )
+    max_skipped_steps: int = field(default=5, metadata={"help": "With nonfinite: skip, the steps dropped in a row before stopping."})
+    reuse_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Let dpo-plugin train write into a non-empty output_dir; files it did not write are never changed."},
+    )
     allow_negative_loss_weights: bool = field(
         default=False,
         metadata={"help": "Accept a negative loss_weights entry (it maximises that loss; refused by default)."},
@@ -119,6 +131,7 @@ class _PluginFields(trl.DPOConfig):
                 ) from None
             raise
         self._check_dict_fields()
+        self._check_fault_fields()
         self._map_trl_padding_free()
         self._map_trl_reference_fields()
         self._check_names()
@@ -155,6 +168,12 @@ class _PluginFields(trl.DPOConfig):
                     raise ConfigError(f"{name}[{key!r}] must be a mapping of option → value, got {value!r}.")
         if isinstance(self.checks, str):
             self.checks = [self.checks]
+
+    def _check_fault_fields(self) -> None:
+        if self.nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"nonfinite must be stop or skip, got {self.nonfinite!r}.")
+        if isinstance(self.max_skipped_steps, bool) or not isinstance(self.max_skipped_steps, int) or self.max_skipped_steps < 1:
+            raise ConfigError(f"max_skipped_steps must be an integer >= 1, got {self.max_skipped_steps!r}.")
 
     def _map_trl_padding_free(self) -> None:
         if self.packing not in PACKING_MODES:

@@ -29,6 +29,8 @@ from .config import DPOConfig
 logger = logging.getLogger(__name__)
 
 PATH_KEYS = ("model_name_or_path", "dataset_name")
+#: Fields whose ``true`` means something (resume from the newest intact checkpoint).
+ACCEPTS_BOOL = {"resume_from_checkpoint"}
 
 
 @dataclass
@@ -117,6 +119,8 @@ def check_yaml(values: dict[str, Any], source: str) -> None:
         if key not in owners:
             raise unknown_key(key, source, list(owners))
         cls, annotation = owners[key]
+        if key in ACCEPTS_BOOL and isinstance(value, bool):
+            continue
         if not _matches(value, annotation):
             shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
             raise ConfigError(
@@ -152,6 +156,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
+def _bare_resume(argv: list[str]) -> list[str]:
+    """``--resume_from_checkpoint`` without a value means ``true`` (the newest intact checkpoint)."""
+    for flag in ("--resume_from_checkpoint", "--resume-from-checkpoint"):
+        if flag in argv:
+            index = argv.index(flag)
+            if index + 1 == len(argv) or argv[index + 1].startswith("--"):
+                argv.insert(index + 1, "true")
+    return argv
+
+
 def _build(namespace: Any, explicit: set[str]) -> list[Any]:
     """Each dataclass from the parsed values; the ``DPOConfig`` from the keys the user gave only."""
     built = []
@@ -172,7 +186,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     """
     from trl import TrlParser
 
-    argv = list(argv)
+    argv = _bare_resume(list(argv))
     values: dict[str, Any] = {}
     source = "the command line"
     if "--config" in argv:

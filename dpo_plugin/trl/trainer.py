@@ -21,10 +21,12 @@ import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 
+from ..divergence import Preempted
 from ..errors import ConfigError
 from ..evaluation.runner import build_context, build_judge, check_metrics, run_checks
 from ..plugins import adapters, reference_strategies
 from ..reference.base import ReferenceStrategy
+from ..run_folder import check_output_dir, record
 from .config import TRL_DEFAULTS, DPOConfig
 from .data_checks import check_datasets, log_truncation
 from .forward import (
@@ -38,6 +40,7 @@ from .forward import (
     logits_outputs,
     trl_init_view,
 )
+from .guard import PreemptionCallback, StepGuard, resume_checkpoint
 from .metrics import StepMetrics
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,16 @@ def _packing_obstacle(args: DPOConfig, model: Any, peft_config: Any, collator: A
     return next((reason for reason, present in obstacles.items() if present), None)
 
 
+class _RecordOutputs(TrainerCallback):
+    """After every checkpoint: the output folder's manifest lists it (checkpoint rotation then only meets ours)."""
+
+    def __init__(self, trainer: DPOTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.record_outputs()
+
+
 class _ReferenceCallback(TrainerCallback):
     """Hands optimizer-step events to the reference strategy (e.g. TR-DPO syncs)."""
 
@@ -115,6 +128,9 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         peft_config: Any = None,
     ):
         args = plugin_config(args, model)
+        self._user_entries = check_output_dir(
+            args.output_dir, resuming=bool(args.resume_from_checkpoint), reuse=args.reuse_output_dir, strict=False
+        )
         self.data_report = check_datasets(train_dataset, eval_dataset, allow_errors=args.allow_data_errors)
         self.loss_mix = args.loss_mix().fresh()
         self.judge = build_judge(args.judge, args.judge_params)
@@ -194,6 +210,10 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         log_truncation(self.data_report, self.train_dataset, max_length=args.max_length, truncation_mode=args.truncation_mode)
         self.prepared_reference()
         self.add_callback(_ReferenceCallback(self.reference_strategy))
+        self.guard = StepGuard(self)
+        self.preemption = PreemptionCallback(self.accelerator)
+        self.add_callback(self.preemption)
+        self.add_callback(_RecordOutputs(self))
         tp_size = self.accelerator.parallelism_config.tp_size if self.accelerator.parallelism_config else 1
         self.step_metrics = StepMetrics(self.accelerator, self.loss_mix, args.beta, tp_size)
         self._drift_warned = False
@@ -214,6 +234,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         directory = Path(self.args.output_dir) / "adapter_init"
         if self.accelerator.is_main_process:
             save_initial_adapter(self.accelerator.unwrap_model(self.model), directory)
+            record(self.args.output_dir, self._user_entries)
         return directory
 
     # -- the forward seam -------------------------------------------------------------------------
@@ -268,11 +289,21 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         reference = self.reference_strategy.logps(inputs) if self.loss_mix.needs_reference else (None, None)
         pair = stats.pair_logps(*reference)
         weights = stats.wpo_weights() if self.args.use_weighting else None
-        loss, outputs = self.loss_mix(pair, weights)
+        training = self.model.training
+        loss, outputs = self.loss_mix(pair, weights, check_finite=not training)  # training: the guard decides
+        if training:
+            self.guard.watch_loss(pair, outputs)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * stats.aux_loss
         self.step_metrics.record(mode, stats, pair, outputs, weights)
         return (loss, logits_outputs(model, inputs)) if return_outputs else loss
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """TRL's step (forward, loss, backward); at an optimizer step the guard checks the loss and gradients first."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:
+            self.guard.after_backward(loss, self.model)
+        return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
@@ -294,12 +325,32 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         )
 
     # -- after training ---------------------------------------------------------------------------
-    def train(self, *args: Any, **kwargs: Any) -> Any:
-        """TRL's training loop, then the configured post-training checks (report in ``<output_dir>/eval/``)."""
-        output = super().train(*args, **kwargs)
+    def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """TRL's training loop, then the configured post-training checks (report in ``<output_dir>/eval/``).
+
+        ``resume_from_checkpoint``: a checkpoint folder, or ``True``/``"true"`` for the output folder's
+        newest intact one. A signal (SIGTERM, SIGINT) saves a checkpoint and raises :class:`Preempted`.
+        """
+        checkpoint = resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        self._user_entries |= check_output_dir(
+            self.args.output_dir, resuming=checkpoint is not None, reuse=self.args.reuse_output_dir, strict=False
+        )
+        output = super().train(checkpoint, *args, **kwargs)
+        self.record_outputs()
+        if self.preemption.received:
+            saved = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            raise Preempted(
+                f"Stopped by {self.preemption.received} after step {self.state.global_step}; the checkpoint {saved} "
+                f"holds the run. Resume it with --resume_from_checkpoint {saved} (or --resume_from_checkpoint true)."
+            )
         if self.args.checks:
             self.check_report = self.run_checks()
         return output
+
+    def record_outputs(self) -> None:
+        """Note in the output folder's manifest what this run wrote there (the main process)."""
+        if self.accelerator.is_main_process:
+            record(self.args.output_dir, self._user_entries)
 
     def run_checks(self) -> dict[str, Any] | None:
         """Run ``args.checks`` now (main process, scoring alone; the others wait) and return the report."""
@@ -332,6 +383,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
                 missing = f"preparing the checks raised {type(error).__name__}: {error}"
         extra = {"reference": self.reference_strategy.describe(), "losses": self.loss_mix.names}
         report, results = run_checks(context, self.args.checks, self.args.check_params, output_dir=self.args.output_dir, extra=extra, missing=missing)
+        self.record_outputs()
         self.log(check_metrics(results))
         return report
 
@@ -347,7 +399,8 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         return "the eval split is empty after preprocessing"
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """TRL's save; PiSSA/OLoRA adapters converted to plain LoRA on the original base; ``merge_adapter``: a merged model too."""
+        """TRL's save, of finite weights only; PiSSA/OLoRA converted to plain LoRA; ``merge_adapter``: a merged model too."""
+        self.guard.check_weights(self.model)
         super().save_model(output_dir, _internal_call)
         model = self.accelerator.unwrap_model(self.model)
         if _internal_call or not is_peft_model(model) or not self.accelerator.is_main_process:
@@ -363,3 +416,4 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
 
             merged = merge_and_save(model, target / "merged", self.processing_class)
             logger.info("Merged full model and its tokenizer saved to %s.", merged)
+        self.record_outputs()

@@ -1,0 +1,69 @@
+"""Non-finite training: what went wrong first, and the message that says what to do.
+
+A run never applies an update computed from a non-finite loss or gradient, and never saves or checks
+non-finite weights (:mod:`dpo_plugin.trl.guard` watches the steps). Its error names the step, what
+went non-finite first (the policy's or the reference's log-probabilities, a loss and its plugin,
+the gradients, the weights), the likely causes in order (the learning rate, fp16 overflow, a plugin
+loss) and the last good checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import DpoPluginError
+
+#: The exit code of ``dpo-plugin train`` when training diverged.
+DIVERGED_EXIT_CODE = 3
+#: The exit code of ``dpo-plugin train`` when a signal stopped it after saving a checkpoint (resume it).
+PREEMPTED_EXIT_CODE = 75
+
+
+class DivergenceError(DpoPluginError):
+    """Training produced a non-finite loss, gradient or weight; nothing non-finite was applied or saved."""
+
+    exit_code = DIVERGED_EXIT_CODE
+
+
+class Preempted(DpoPluginError):
+    """A signal (SIGTERM, SIGINT) stopped training after the current step; a checkpoint was saved to resume from."""
+
+    exit_code = PREEMPTED_EXIT_CODE
+
+
+def nonfinite_tensors(named: Iterable[tuple[str, Any]]) -> list[str]:
+    """The names of the tensors holding a NaN or an infinity (one device sync for all of them)."""
+    import torch
+
+    named = list(named)
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(t.detach()).all().to("cpu", non_blocking=True) for _, t in named])
+    return [name for (name, _), finite in zip(named, flags.tolist()) if not finite]
+
+
+def likely_causes(*, learning_rate: float, fp16: bool, plugin_losses: Sequence[str]) -> str:
+    """The likely causes of a divergence, most likely first."""
+    causes = [f"the learning rate ({learning_rate:g}) is too high: lower it, or warm it up"]
+    if fp16:
+        causes.append("fp16 overflows: train in bf16, or keep fp16 with a smaller learning rate")
+    if plugin_losses:
+        causes.append(f"a plugin loss misbehaves: {', '.join(plugin_losses)}")
+    return "; ".join(f"({i}) {cause}" for i, cause in enumerate(causes, 1))
+
+
+def divergence_message(
+    step: int, what: str, *, causes: str, checkpoint: str | Path | None, action: str = "stopped"
+) -> str:
+    """One paragraph: the step, what went non-finite, the likely causes, and where to resume from."""
+    resume = (
+        f"The last good checkpoint is {checkpoint}: resume with --resume_from_checkpoint {checkpoint} after the fix."
+        if checkpoint
+        else "No checkpoint was saved before it (save_steps sets how often one is); start again after the fix."
+    )
+    return (
+        f"Training {action} at step {step}: {what}. Nothing non-finite was applied to the weights or saved. "
+        f"Likely causes, most likely first: {causes}. {resume}"
+    )

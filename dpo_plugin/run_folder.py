@@ -1,0 +1,89 @@
+"""The run's output folder: what a run may write there, and the record of what it wrote.
+
+A run writes only into an empty folder, a folder of an earlier run of this package that it is
+resuming, or a folder the user allowed to be reused (``reuse_output_dir: true``); and never
+overwrites or deletes a file it did not write. The folder's :data:`MANIFEST` lists the top-level
+entries this package's runs wrote there; anything else is the user's. A user's entry whose name a
+run writes (a model file, ``README.md``, ``checkpoint-*`` — which checkpoint rotation would delete)
+is refused in every case, with the names, before anything loads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import ConfigError
+
+MANIFEST = "dpo_plugin_run.json"
+#: Top-level names a training run may write (model, tokenizer, trainer files, checkpoints, reports).
+WRITTEN_NAMES = (
+    "config.json", "generation_config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
+    "pytorch_model*.bin", "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.model", "vocab.*", "merges.txt", "training_args.bin", "trainer_state.json", "README.md",
+    "all_results.json", "train_results.json", "eval_results.json", "checkpoint-*", "eval", "merged", "adapter_init", "runs",
+)  # fmt: skip
+
+
+def entries(folder: str | Path) -> set[str]:
+    """The top-level names in ``folder`` (none when it does not exist)."""
+    folder = Path(folder)
+    return set(os.listdir(folder)) - {MANIFEST} if folder.is_dir() else set()
+
+
+def written(folder: str | Path) -> set[str]:
+    """The entries of ``folder`` that this package's runs wrote, from its manifest."""
+    try:
+        return set(json.loads((Path(folder) / MANIFEST).read_text())["written"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _collisions(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in WRITTEN_NAMES))
+
+
+def check_output_dir(folder: str | Path, *, resuming: bool, reuse: bool, strict: bool) -> set[str]:
+    """Refuse a folder the run could harm; return the user's entries there (the run never claims them).
+
+    ``strict`` (``dpo-plugin train``): also refuse a non-empty folder that is not an earlier run
+    being resumed, unless ``reuse``. Without ``strict`` (the Python API, as TRL's) only an entry
+    the run would overwrite or delete is refused.
+    """
+    present, ours = entries(folder), written(folder)
+    users = present - ours
+    clashing = _collisions(users)
+    if clashing:
+        shown = ", ".join(clashing[:6]) + (", …" if len(clashing) > 6 else "")
+        raise ConfigError(
+            f"output_dir {str(folder)!r} holds {shown}, which this run did not write and would overwrite (or delete, "
+            "for a checkpoint-* folder): move them away or choose another output_dir. Nothing was changed."
+        )
+    if strict and users and not reuse:
+        shown = ", ".join(sorted(users)[:6])
+        raise ConfigError(
+            f"output_dir {str(folder)!r} is not empty ({shown}) and is not a run of dpo-plugin: choose an empty "
+            "folder, or set reuse_output_dir: true to write beside those files (they are never changed)."
+        )
+    if strict and ours & present and not (resuming or reuse):
+        raise ConfigError(
+            f"output_dir {str(folder)!r} already holds an earlier run ({', '.join(sorted(ours & present)[:6])}), which "
+            "training would overwrite. Continue it with --resume_from_checkpoint (or --resume_from_checkpoint true "
+            "for its newest checkpoint), choose another --output_dir, or set reuse_output_dir: true."
+        )
+    return users
+
+
+def record(folder: str | Path, users: set[str]) -> None:
+    """Add every entry of ``folder`` but the user's to its manifest (atomically)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    names = sorted(entries(folder) - users)
+    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"written": names}, indent=1) + "\n")
+    os.replace(tmp, folder / MANIFEST)
