@@ -44,13 +44,14 @@ def nonfinite_tensors(named: Iterable[tuple[str, Any]]) -> list[str]:
     return [name for (name, _), finite in zip(named, flags.tolist()) if not finite]
 
 
-def likely_causes(*, learning_rate: float, fp16: bool, plugin_losses: Sequence[str]) -> str:
-    """The likely causes of a divergence, most likely first."""
+def likely_causes(*, learning_rate: float, fp16: bool, plugin_losses: Sequence[str], plugin_first: bool = False) -> str:
+    """The likely causes of a divergence, most likely first (a plugin loss first when its own output went bad)."""
     causes = [f"the learning rate ({learning_rate:g}) is too high: lower it, or warm it up"]
     if fp16:
         causes.append("fp16 overflows: train in bf16, or keep fp16 with a smaller learning rate")
     if plugin_losses:
-        causes.append(f"a plugin loss misbehaves: {', '.join(plugin_losses)}")
+        plugin = f"a plugin loss misbehaves: {', '.join(plugin_losses)}"
+        causes.insert(0, plugin) if plugin_first else causes.append(plugin)
     return "; ".join(f"({i}) {cause}" for i, cause in enumerate(causes, 1))
 
 

@@ -63,17 +63,17 @@ def check_output_dir(folder: str | Path, *, resuming: bool, reuse: bool, strict:
             f"output_dir {str(folder)!r} holds {shown}, which this run did not write and would overwrite (or delete, "
             "for a checkpoint-* folder): move them away or choose another output_dir. Nothing was changed."
         )
-    if strict and users and not reuse:
-        shown = ", ".join(sorted(users)[:6])
-        raise ConfigError(
-            f"output_dir {str(folder)!r} is not empty ({shown}) and is not a run of dpo-plugin: choose an empty "
-            "folder, or set reuse_output_dir: true to write beside those files (they are never changed)."
-        )
     if strict and ours & present and not (resuming or reuse):
         raise ConfigError(
             f"output_dir {str(folder)!r} already holds an earlier run ({', '.join(sorted(ours & present)[:6])}), which "
             "training would overwrite. Continue it with --resume_from_checkpoint (or --resume_from_checkpoint true "
             "for its newest checkpoint), choose another --output_dir, or set reuse_output_dir: true."
+        )
+    if strict and users and not (ours & present) and not reuse:
+        shown = ", ".join(sorted(users)[:6])
+        raise ConfigError(
+            f"output_dir {str(folder)!r} is not empty ({shown}) and is not a run of dpo-plugin: choose an empty "
+            "folder, or set reuse_output_dir: true to write beside those files (they are never changed)."
         )
     return users
 

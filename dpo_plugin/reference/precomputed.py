@@ -94,7 +94,13 @@ def read_cache(path: Path, fingerprint: str, rows: int) -> PairScores | None:
 
 
 class PrecomputedReference(ReferenceStrategy):
-    """One reference pass over train and eval data before training, cached on disk; no reference in memory after."""
+    """One reference pass over train and eval data before training, cached on disk; no reference in memory after.
+
+    A reference it loaded (``model``) or copied (PiSSA/OLoRA) is freed after the pass; a ``ref_model``
+    passed to the trainer is kept (its owner holds it anyway), as TRL keeps it. A split met later
+    (``evaluate(eval_dataset=...)``) is scored with what is left: that model, the policy with its
+    adapters off, the untrained policy, or the initial model reloaded from its folder or hub id.
+    """
 
     name = "precomputed"
     precomputes = True
@@ -148,7 +154,7 @@ class PrecomputedReference(ReferenceStrategy):
         self._weights = weights_fingerprint(reference, skip=skip)
         for split, dataset in scorer.splits().items():
             self.score(dataset, split)
-        if self.source is not None:  # the reference is not needed any more: free it
+        if self.source is not None and self.source_name != PASSED:  # ours, not needed any more: free it
             self.source, self.source_freed = None, True
             release_memory()
 
@@ -174,8 +180,7 @@ class PrecomputedReference(ReferenceStrategy):
         """Score a split: with the reference if it is still here, else the policy (adapters off, or untrained), else reloaded."""
         if self.source is not None or self.adapters_off or not (self.policy_moved or self.source_freed):
             return self._score_with(self.source, dataset, split)
-        passed = self.source_name == PASSED  # a model object: nothing to reload it from
-        reloadable = None if passed else self.source_path or self.scorer.initial_source
+        reloadable = self.source_path or self.scorer.initial_source
         if reloadable is None:
             raise ConfigError(
                 f"reference: precomputed cannot score the {split} split now: its reference ({self.source_name}) is "

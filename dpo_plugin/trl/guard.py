@@ -94,7 +94,9 @@ class StepGuard:
     def fail(self, step: int, what: str) -> None:
         args = self.trainer.args
         plugin_losses = [f"{c.name} ({c.spec.plugin})" for c in self.trainer.loss_mix.components if not c.spec.plugin.startswith("dpo_plugin.")]
-        causes = likely_causes(learning_rate=args.learning_rate, fp16=args.fp16, plugin_losses=plugin_losses)
+        causes = likely_causes(
+            learning_rate=args.learning_rate, fp16=args.fp16, plugin_losses=plugin_losses, plugin_first="(plugin " in what
+        )
         raise DivergenceError(divergence_message(step, what, causes=causes, checkpoint=last_checkpoint(args.output_dir)))
 
     def check_weights(self, model: Any) -> None:

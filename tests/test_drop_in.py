@@ -1,0 +1,96 @@
+"""The drop-in rule, side by side with TRL 1.16: what TRL's DPOConfig/DPOTrainer accept, ours accept with the
+same results; the documented refusals are the exceptions (data errors, a non-default value no chosen loss uses,
+non-finite training)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import trl
+from datasets import Dataset, IterableDataset
+
+from dpo_plugin.errors import ConfigError
+from dpo_plugin.trl import DPOConfig, DPOTrainer
+from trainer_fixtures import config_kwargs, policy_and_reference, preference_dataset, preference_rows
+
+
+def _pair(tokenizer, tmp_path, **settings):
+    """TRL's trainer and ours on the same model copies, reference and data."""
+    trainers = {}
+    for name, (trainer_class, config_class) in {"trl": (trl.DPOTrainer, trl.DPOConfig), "ours": (DPOTrainer, DPOConfig)}.items():
+        policy, reference = policy_and_reference(len(tokenizer))
+        args = config_class(**config_kwargs(output_dir=str(tmp_path / name), **settings))
+        trainers[name] = trainer_class(policy, ref_model=reference, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+    return trainers
+
+
+def _loss(trainer):
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    trainer.model.train()
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"loss_type": ["sigmoid"], "label_smoothing": 0.0},
+        {"loss_type": ["hinge"], "label_smoothing": 0.0},
+        {"loss_type": ["ipo"], "label_smoothing": 0.0, "f_divergence_type": "reverse_kl"},
+        {"loss_type": ["sft"], "beta": 0.1},
+        {"loss_type": ["sigmoid"], "discopop_tau": 0.05, "f_alpha_divergence_coef": 0.5},
+    ],
+    ids=["sigmoid", "hinge", "ipo", "sft", "discopop-fields"],
+)
+def test_trls_own_defaults_spelled_out_are_accepted(settings, tokenizer, tmp_path):
+    trainers = _pair(tokenizer, tmp_path, **settings)
+    assert _loss(trainers["ours"]) == pytest.approx(_loss(trainers["trl"]), rel=1e-5)
+
+
+def test_a_non_default_value_no_chosen_loss_uses_is_still_refused():
+    with pytest.raises(ConfigError, match="label_smoothing=0.1 is set, but none of the chosen losses .* cdpo"):
+        DPOConfig(**config_kwargs(loss_type=["sigmoid"], label_smoothing=0.1))
+
+
+def test_evaluate_with_a_dataset_not_given_at_construction_under_precompute(tokenizer, tmp_path):
+    """TRL computes the reference log-probs of a dataset passed to evaluate(); so does ours, with the same loss."""
+    held_out = Dataset.from_list(preference_rows(12)[8:])
+    results = {}
+    for name, trainer in _pair(tokenizer, tmp_path, precompute_ref_log_probs=True).items():
+        results[name] = trainer.evaluate(eval_dataset=held_out)["eval_loss"]
+    assert results["ours"] == pytest.approx(results["trl"], rel=1e-5)
+
+
+def test_evaluate_after_full_fine_tuning_under_precompute_reloads_what_trl_cannot(make_model, tokenizer, tmp_path):
+    """TRL refuses (its reference is gone after training); ours scores the new split against the initial model."""
+    from dpo_plugin.tiny import save_tiny
+
+    folder = save_tiny(tmp_path / "init")
+    held_out = Dataset.from_list(preference_rows(12)[8:])
+    settings = config_kwargs(output_dir=str(tmp_path / "t"), precompute_ref_log_probs=True, max_steps=1)
+    theirs = trl.DPOTrainer(str(folder), args=trl.DPOConfig(**settings), train_dataset=preference_dataset(), processing_class=tokenizer)
+    theirs.train()
+    with pytest.raises(ValueError, match="Cannot compute reference log-probs for a dataset passed to `evaluate\\(\\)`"):
+        theirs.evaluate(eval_dataset=held_out)
+    ours = DPOTrainer(str(folder), args=DPOConfig(**{**settings, "output_dir": str(tmp_path / "o")}), train_dataset=preference_dataset(), processing_class=tokenizer)
+    ours.train()
+    loss = ours.evaluate(eval_dataset=held_out)["eval_loss"]
+    assert torch.isfinite(torch.tensor(loss))
+
+
+def _iterable(rows):
+    def generate():
+        yield from rows
+
+    return IterableDataset.from_generator(generate)
+
+
+def test_precompute_with_an_iterable_dataset_is_a_clear_error_as_in_trl(tokenizer, tmp_path):
+    rows = preference_rows(8)
+    for trainer_class, config_class in ((trl.DPOTrainer, trl.DPOConfig), (DPOTrainer, DPOConfig)):
+        policy, _ = policy_and_reference(len(tokenizer))
+        args = config_class(**config_kwargs(output_dir=str(tmp_path / trainer_class.__module__), precompute_ref_log_probs=True, max_steps=1))
+        with pytest.raises(ValueError, match="IterableDataset") as info:
+            trainer_class(policy, args=args, train_dataset=_iterable(rows), processing_class=tokenizer)
+        assert "AttributeError" not in type(info.value).__name__
+    assert "streaming" in str(info.value) and "reference: copy" in str(info.value)  # ours says how to proceed
