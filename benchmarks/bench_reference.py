@@ -39,6 +39,7 @@ def main() -> None:
             **common_config(args, workdir, device),
             adapter="lora",
             adapter_params={"r": 16},
+            packing="none",
             reference=name,
             reference_params={"cache_dir": str(workdir / "cache")} if name == "precomputed" else None,
         )

@@ -1,6 +1,7 @@
 """Step time and peak memory: vanilla TRL's DPOTrainer vs dpo_plugin's, same model, data and settings.
 
-Both trainers are built in one process from the same saved model; their training steps
+Both trainers are built in one process from the same saved model, ours with ``packing: none`` so that
+both run TRL's padded computation (``bench_packing.py`` measures the packed layouts); their training steps
 (forward, loss, backward; the weights are not updated, so every repetition does the same work)
 are timed interleaved, A B A B …, after a warm-up. Reported: the median step time of each, the
 median of the per-repetition ratios ours/TRL with its interquartile range, and the peak memory of
@@ -98,7 +99,8 @@ def main() -> None:
     trainers = {}
     for name in names:
         trainer_class, config_class = TRAINERS[name]
-        trainers[name] = trainer_class(model_path, args=config_class(**settings), train_dataset=dataset, processing_class=tokenizer)
+        own = {"packing": "none"} if config_class is DPOConfig else {}
+        trainers[name] = trainer_class(model_path, args=config_class(**settings, **own), train_dataset=dataset, processing_class=tokenizer)
     first = next(iter(trainers.values()))
     batch = first.data_collator([first.train_dataset[i] for i in range(args.batch_size)])
     if args.only:
