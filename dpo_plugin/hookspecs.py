@@ -23,8 +23,12 @@ Make it installable by declaring an entry point in the ``dpo_plugin`` group of i
     my_plugin = "my_plugin"
 
 ``dpo-plugin plugins`` then lists it, and ``loss_type: my_loss`` in a training YAML selects it.
-The built-in losses, strategies, adapters, judges and checks are registered through these same
-hooks (see ``dpo_plugin.plugins.DEFAULT_PLUGINS``).
+The built-ins are registered through these same hooks (``dpo_plugin.plugins.DEFAULT_PLUGINS``),
+each kind in its own package: losses in ``dpo_plugin/loss_variants/``, reference strategies in
+``dpo_plugin/reference/`` (the lifecycle in ``base.py``), adapter recipes in
+``dpo_plugin/adapter_recipes/``, judges in ``dpo_plugin/evaluation/judges/``, checks in
+``dpo_plugin/evaluation/checks/``. What a registration must be is checked when it is registered
+(``dpo_plugin/registry.py``, losses: ``dpo_plugin/loss_spec.py``).
 """
 
 from __future__ import annotations
