@@ -52,3 +52,21 @@ def test_two_processes_train_together_and_precompute_the_same_reference_as_one(t
         assert a["chosen"].shape in {(320,), (40,)}
         torch.testing.assert_close(b["chosen"], a["chosen"], rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(b["rejected"], a["rejected"], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_when_training_diverges(tmp_path):
+    """Every process decides on the same step: both exit 3 naming it (no process waits forever for the other)."""
+    from dpo_plugin.divergence import DIVERGED_EXIT_CODE
+
+    args = ["train", "--config", TINY_YAML, "--max_steps", "3", "--learning_rate", "1e4", "--loss_type", "sigmoid",
+            "--loss_weights", "1.0", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "dpo_plugin", *args],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0 and not (tmp_path / "out" / "model.safetensors").exists()
+    # both processes stop at the same step, for the same cause (their lines may interleave)
+    assert done.stderr.count("error: Training stopped at step 2: the gradients became non-finite") == 2, done.stderr[-3000:]
+    assert f"(exitcode: {DIVERGED_EXIT_CODE})" in done.stderr
