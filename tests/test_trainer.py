@@ -210,3 +210,17 @@ def test_pairs_trl_drops_or_truncates_are_logged_and_none_left_is_an_error(make_
             make_model(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=shortest)),
             train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         )  # fmt: skip
+
+
+def test_a_model_reused_by_a_second_trainer_gets_a_copy_that_stays_fixed(make_model, tokenizer, tmp_path):
+    """A model an earlier trainer patched with TRL's fused head: the second trainer's copy must not run the live policy."""
+    model = make_model()
+    _train(model, tokenizer, tmp_path / "first", steps=1, reference="copy")
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "second"), max_steps=3, learning_rate=5e-2, reference="copy"))
+    trainer = DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+    ids = torch.tensor([tokenizer("What is 2 + 2?")["input_ids"]])
+    with torch.no_grad():
+        before = trainer.ref_model(input_ids=ids).logits.clone()
+    trainer.train()
+    with torch.no_grad():
+        assert torch.equal(trainer.ref_model(input_ids=ids).logits, before)

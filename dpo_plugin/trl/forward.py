@@ -1,8 +1,9 @@
 """The forward: the one module that knows TRL's internals and the batch layout.
 
 It turns a collated batch into per-sequence log-probabilities: the batch layout (TRL's padded
-``[chosen; rejected]`` rows), the call through TRL's fused LM head (no ``[batch, seq, vocab]``
-logits), LD-DPO's weighted sums and WPO's pair weights; and it implements the
+``[chosen; rejected]`` rows, or a packed row built by :mod:`.packing`, chosen once per run by
+:func:`choose_layout`), the call through TRL's fused LM head (no ``[batch, seq, vocab]`` logits),
+LD-DPO's weighted sums and WPO's pair weights; and it implements the
 :class:`~dpo_plugin.scoring.PairScorer` everything else uses, over a trainer or over a bare model.
 When TRL changes, this file and ``tests/test_trl_parity.py`` are what change.
 
@@ -14,7 +15,8 @@ fails on any other):
   when ``precompute_ref_log_probs`` is on; ours attaches the reference strategy's log-probs.
 - ``DPOTrainer._prepare_dataset(dataset, processing_class, args, name)``: TRL's tokenisation,
   called unbound by :func:`prepare_pairs` (it reads only ``self._tokenizer`` and three ``args``
-  fields) so that data checks and ``dpo-plugin evaluate`` tokenise exactly as training does.
+  fields) so that data checks and ``dpo-plugin evaluate`` tokenise exactly as training does, and
+  by :meth:`TrlHooks.evaluate` for a dataset given to ``evaluate()``.
 - The instance attribute ``forward`` that ``trl.trainer.utils.add_fused_lm_head`` sets (a
   ``_fused_forward`` closure over the original forward): detected and removed by
   :func:`strip_fused_head` (a deep copy of a patched model would still run the original).

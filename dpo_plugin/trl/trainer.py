@@ -38,6 +38,7 @@ from .forward import (
     forward_pairs,
     load_policy,
     logits_outputs,
+    strip_fused_head,
     trl_init_view,
 )
 from .guard import PreemptionCallback, StepGuard, resume_checkpoint
@@ -171,6 +172,8 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
             )
         if isinstance(model, str):
             model = load_policy(model, args, lambda kwargs: recipe.pre_load(adapter_params, kwargs), quantization_config)
+        else:
+            strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
         if args.adapter != "none":
             peft_config = recipe.peft_config(model, adapter_params)
             return model, peft_config, recipe.changes_base_weights
