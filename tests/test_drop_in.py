@@ -94,3 +94,12 @@ def test_precompute_with_an_iterable_dataset_is_a_clear_error_as_in_trl(tokenize
             trainer_class(policy, args=args, train_dataset=_iterable(rows), processing_class=tokenizer)
         assert "AttributeError" not in type(info.value).__name__
     assert "streaming" in str(info.value) and "reference: copy" in str(info.value)  # ours says how to proceed
+
+
+def test_precompute_ref_batch_size_reaches_the_precomputed_strategy():
+    config = DPOConfig(**config_kwargs(precompute_ref_log_probs=True, precompute_ref_batch_size=3))
+    assert config.reference == "precomputed" and config.reference_params == {"batch_size": 3}
+    with pytest.raises(ConfigError, match="contradicts TRL's precompute_ref_batch_size=3"):
+        DPOConfig(**config_kwargs(precompute_ref_batch_size=3, reference_params={"batch_size": 5}))
+    with pytest.raises(ConfigError, match="reference is 'copy', which precomputes nothing"):
+        DPOConfig(**config_kwargs(precompute_ref_batch_size=3, reference="copy"))

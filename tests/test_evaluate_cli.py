@@ -85,3 +85,14 @@ def test_evaluate_rejects_an_unknown_check_option(tmp_path, capsys):
     code, report = _evaluate(tmp_path, TINY, TINY, ["win_rate"], "first_is_better", {"win_rate": {"temprature": 0.7}})
     assert code == 2 and report is None
     assert "does not take ['temprature']" in capsys.readouterr().err
+
+
+def test_a_full_model_without_a_reference_is_never_compared_with_itself(tmp_path):
+    """Without --reference a full model has no reference: the checks that need one are skipped, saying why."""
+    from dpo_plugin.tiny import save_tiny
+    from dpo_plugin.trl.run import evaluate_saved_model
+
+    folder = save_tiny(tmp_path / "model")
+    report = evaluate_saved_model(str(folder), "dpo_plugin/data/demo", checks=["reward_margin"], output_dir=str(tmp_path / "e"), max_length=128)
+    check = report["checks"]["reward_margin"]
+    assert check["passed"] is False and "no reference model" in check["skipped"]

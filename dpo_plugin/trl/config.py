@@ -193,6 +193,19 @@ class _PluginFields(trl.DPOConfig):
                     f"{self.reference!r}. Set only one of them."
                 )
             self.reference = "precomputed"
+        if self.precompute_ref_batch_size is not None:
+            params = dict(self.reference_params or {})
+            if params.setdefault("batch_size", self.precompute_ref_batch_size) != self.precompute_ref_batch_size:
+                raise ConfigError(
+                    f"reference_params.batch_size={params['batch_size']!r} contradicts TRL's precompute_ref_batch_size="
+                    f"{self.precompute_ref_batch_size!r}; set one."
+                )
+            if self.reference not in ("auto", "precomputed"):
+                raise ConfigError(
+                    f"precompute_ref_batch_size is set, but reference is {self.reference!r}, which precomputes nothing; "
+                    "remove it or use reference: precomputed."
+                )
+            self.reference_params = params
         if self.sync_ref_model:
             if self.reference not in ("auto", "sync"):
                 raise ConfigError(

@@ -454,12 +454,14 @@ def pair_scorer(
     device: torch.device | str | None = None,
     bf16: bool = False,
     packing: str = "auto",
+    reloadable: bool = True,
 ) -> Scorer:
     """A scorer for ``model`` without a trainer: each split (a ``Dataset`` or a list of rows) tokenised as TRL does.
 
     The model goes to ``device`` (default: CUDA when available) in eval mode, with TRL's fused LM head; scoring
     matches a trainer's with the same ``max_length``, ``truncation_mode``, ``ld_alpha`` and precision.
-    ``packing`` as in training (:func:`choose_layout`).
+    ``packing`` as in training (:func:`choose_layout`). ``reloadable``: the model's ``_name_or_path``
+    holds its initial weights (the checks' fallback reference); False when the model is the trained one.
     """
     from datasets import Dataset
 
@@ -478,7 +480,7 @@ def pair_scorer(
         pad_token_id=tokenizer.pad_token_id, max_length=max_length, truncation_mode=truncation_mode
     )
     settings = ForwardSettings(ld_alpha, max_length, truncation_mode, "bf16" if bf16 else "float32")
-    source = getattr(model.config, "_name_or_path", None) or None
+    source = (getattr(model.config, "_name_or_path", None) or None) if reloadable else None
     placed = ensure_fused_head(model).to(engine.device).eval()
     return Scorer(
         lambda: placed,
