@@ -30,8 +30,8 @@ def prefer_all_a(prompt, a, b):
 def _evaluate(tmp_path, model, reference, checks, judge_function, check_params, *extra):
     argv = [
         "evaluate", "--model", model, "--reference", reference, "--data", DATA, "--checks", *checks,
-        "--judge", "function", "--judge-params", json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
-        "--check-params", json.dumps(check_params), "--output-dir", str(tmp_path), "--max-length", "128", *extra,
+        "--judge", "function", "--judge_params", json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
+        "--check_params", json.dumps(check_params), "--output_dir", str(tmp_path), "--max_length", "128", *extra,
     ]  # fmt: skip
     code = main(argv)
     report_file = tmp_path / "eval" / "report.json"
