@@ -316,8 +316,8 @@ def _add_evaluate(sub: Any) -> None:
     evaluate.add_argument("--base", help="the base model (folder or hub id) of an adapter folder given as --model")
     evaluate.add_argument(
         "--reference",
-        help="the reference model (folder or hub id); default: for an adapter, its base (the adapter disabled); "
-        "for a full model none, and the checks that need one are skipped",
+        help="the reference model (folder or hub id); default for an adapter folder: its base (the adapter "
+        "disabled); give it for a full or merged model",
     )
     evaluate.add_argument("--data", required=True, help="preference data: hub name, file or folder")
     evaluate.add_argument("--split", default="test", help="the held-out split (default: test)")
