@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 import subprocess
 import sys
@@ -20,8 +21,9 @@ EXAMPLES = ("example_plugin", "example_judge", "example_check")
 def site(tmp_path_factory):
     site_dir = tmp_path_factory.mktemp("site")
     mkdocs = Path(sys.executable).with_name("mkdocs")
-    result = subprocess.run(
-        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(  # the hooks and the API reference read this checkout's package
+        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return site_dir
@@ -91,3 +93,13 @@ def test_plugin_examples_are_the_packages_files(site):
             for line in path.read_text().splitlines():
                 assert line.strip() in text, (path.name, line)
     assert "needs_reference=True" in text
+
+
+def test_the_metric_table_is_the_reports_explanations(site):
+    """docs' metric table and report.md's explanations come from one table in the code."""
+    from dpo_plugin.evaluation.metric_help import METRIC_HELP
+
+    text = _page(site, "checks-and-judges")
+    rows = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td><code>(\w+)</code></td>\s*<td>(.*?)</td>\s*</tr>", text, re.S)
+    shown = {(check, metric): html.unescape(re.sub(r"<[^>]+>", "", meaning)) for check, metric, meaning in rows}
+    assert shown == {(check, metric): meaning for check, table in METRIC_HELP.items() for metric, meaning in table.items()}

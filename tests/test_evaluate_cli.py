@@ -10,6 +10,7 @@ import pytest
 from test_checks_robustness import constant_output_model
 
 from dpo_plugin.cli import main
+from dpo_plugin.evaluation.metric_help import METRIC_HELP
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
@@ -51,6 +52,8 @@ def test_evaluate_runs_both_checks_with_the_given_settings_and_strict_exit_codes
     assert margin["metrics"]["n"] == 40 and margin["metrics"]["accuracy"] == 0.0 and margin["threshold"] == 0.6
     assert win["details"]["generation"]["max_new_tokens"] == 2 and win["details"]["generation"]["batch_size"] == 5
     assert (win["metrics"]["n"], win["metrics"]["disagreements"]) == (5, 5) and len(win["details"]["samples"]) == 5
+    for name, check in report["checks"].items():  # every metric has its one-line meaning (report.md, docs)
+        assert set(check["metrics"]) <= set(METRIC_HELP[name]), name
     code, report = _evaluate(tmp_path / "strict", *args, "--strict")
     assert code == 1 and report["passed"] is False
 

@@ -66,15 +66,52 @@ def test_report_files_and_contract_shape(tmp_path):
 def test_report_markdown(tmp_path):
     write_report(_results(win_passed=False), tmp_path, HISTORY, extra={"reference": "copy | frozen"})
     markdown = (tmp_path / "eval" / "report.md").read_text()
-    assert "**Overall: NOT PASSED**" in markdown and "- reference: copy \\| frozen" in markdown
+    assert "**Overall: NOT PASSED**" in markdown and "| reference strategy | copy \\| frozen |" in markdown
     assert "| check | result | headline | 95% interval | threshold | note |" in markdown
     assert "| reward_margin | passed | accuracy = 0.750 | [0.600, 0.900] | 0.500 |  |" in markdown
     assert "| win_rate | FAILED | win_rate = 0.700 | [0.520, 0.830] | 0.500 | lower bound 0.45 &lt;= 0.5 |" in markdown
     assert "| prompt | reference | policy | verdict |" in markdown
     assert "| a \\| b<br>c | ref \\| x | &lt;b&gt;bold&lt;/b&gt; | policy wins |" in markdown  # pipes, newlines, HTML
-    assert "- HTTP 500 \\| bad" in markdown and "| margin_mean | - |" in markdown and "| accuracy | 0.75 |" in markdown
+    assert "- HTTP 500 \\| bad" in markdown
+    assert "| margin_mean | - | mean reward margin r_w − r_l, r = β·log π/π_ref |" in markdown
+    assert "| accuracy | 0.75 | share of pairs with r_w &gt; r_l (ties are not wins) |" in markdown
+    assert "| wins | 6 | prompts where both orders prefer the policy |" in markdown
     for name in ("training_curves", "win_rate", "margin_histogram"):
         assert f"![{name}]({name}.png)" in markdown
+
+
+def test_evaluate_report_says_what_was_evaluated(tmp_path):
+    evaluated = {"model": "runs/lora", "base": "org/base", "reference": "org/base", "data": "pairs.jsonl",
+                 "split": "test", "judge": None, "beta": 0.1, "max_length": 128}  # fmt: skip
+    extra = {"evaluated": evaluated, "reference": "adapter (the policy with its PEFT adapters disabled)"}
+    report = write_report(_results(), tmp_path, [], extra=extra)
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["evaluated"] == evaluated == report["evaluated"]
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    section = markdown[markdown.index("## What was evaluated") : markdown.index("| check | result |")]
+    assert section.splitlines()[2:] == [
+        "| what | value |",
+        "|---|---|",
+        "| model | runs/lora |",
+        "| base model (of the adapter) | org/base |",
+        "| reference model | org/base |",
+        "| held-out data | pairs.jsonl |",
+        "| split | test |",
+        "| judge | - |",
+        "| β of the implicit rewards | 0.1 |",
+        "| max_length (tokens) | 128 |",
+        "| reference strategy | adapter (the policy with its PEFT adapters disabled) |",
+        "",
+    ]
+
+
+def test_every_metric_gets_its_meaning(tmp_path):
+    own = CheckResult("length_growth", True, {"ratio": 1.1, "mystery": 2}, details={"metric_help": {"ratio": "policy/reference length"}})
+    write_report([*_results(), own], tmp_path, [])
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.count("|") == 4 and not line.startswith(("| metric", "|---"))]
+    assert len(rows) == 3 + 5 + 2  # reward_margin's, win_rate's and length_growth's metrics
+    assert "| ratio | 1.1 | policy/reference length |" in rows and "| mystery | 2 | - |" in rows
+    assert all(not row.endswith("| - |") for row in rows if "mystery" not in row)  # every built-in metric explained
 
 
 def test_report_fails_when_a_check_fails_is_skipped_or_missing(tmp_path):
