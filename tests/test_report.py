@@ -12,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from dpo_plugin.evaluation import plots
 from dpo_plugin.evaluation.report import write_report
 from dpo_plugin.types import CheckResult
 
@@ -143,6 +144,34 @@ def test_training_curves_skip_what_was_not_logged(tmp_path):
     nothing = write_report([_results()[0]], tmp_path / "none", [{"train_runtime": 1.0, "step": 1}])
     assert "training_curves.png" not in nothing["files"]
     assert not (tmp_path / "none" / "eval" / "training_curves.png").exists()
+
+
+def _lines_by_quantity(figure):
+    """Every plotted series of a figure, by the quantity its label ends with (``chosen``, ``loss`` …)."""
+    found = {}
+    for axis in figure.axes:
+        for line in axis.get_lines():
+            found.setdefault(line.get_label().removeprefix("eval_").rsplit("/", 1)[-1], []).append(line)
+    matplotlib.pyplot.close(figure)
+    return found
+
+
+def test_a_short_run_draws_markers_and_each_quantity_keeps_its_colour():
+    # `demo --max_steps 4` logs the training quantities once (at step 4) and evaluates once
+    short = [{key: value for key, value in HISTORY[3].items()}, {"eval_loss": 0.5, "eval_rewards/chosen": 0.2, "step": 4}]
+    figure = plots.curves_figure(short)
+    assert [axis.get_xlim() for axis in figure.axes] == [(3.0, 5.0)] * 6  # whole steps around the one logged step
+    lines = _lines_by_quantity(figure)
+    assert sum(map(len, lines.values())) == 11  # 9 train series, 2 eval series, in 6 panels
+    assert all(line.get_marker() == "o" and len(line.get_xdata()) == 1 for group in lines.values() for line in group)
+    for quantity, colour in (("chosen", "#2a9d8f"), ("rejected", "#e76f51"), ("loss", "#264653")):
+        assert {line.get_color() for line in lines[quantity]} == {colour}, quantity  # in every panel, train and eval
+    assert len(lines["chosen"]) == 4 and len(lines["rejected"]) == 3  # rewards, logps, logratio (+ eval rewards)
+    assert plots.OUTCOME_COLOURS["wins"] == "#2a9d8f" and plots.OUTCOME_COLOURS["losses"] == "#e76f51"
+    long = [{"loss": 1.0 / s, "rewards/chosen": 0.01 * s, "step": s} for s in range(1, 201)] + [{"eval_loss": 0.3, "step": 200}]
+    for quantity, group in _lines_by_quantity(plots.curves_figure(long)).items():
+        for line in group:  # a long train series is a bare line; eval points keep their markers
+            assert line.get_marker() == ("o" if line.get_label().startswith("eval_") else "None"), line.get_label()
 
 
 def test_several_checks_with_the_same_plot_get_their_own_files(tmp_path):
