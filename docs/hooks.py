@@ -1,6 +1,6 @@
 """mkdocs hook: replaces ``<!-- registry:KIND -->``, ``<!-- config-fields -->`` and ``<!-- metrics -->`` with
 tables generated from the live registries, DPOConfig and the metric explanations, so the reference pages
-cannot drift from the code."""
+cannot drift from the code; tidies the reStructuredText roles of the docstrings in the API reference."""
 
 from __future__ import annotations
 
@@ -121,6 +121,20 @@ def _metrics() -> str:
     rows = ["| check | metric | meaning |", "|---|---|---|"]
     rows += [f"| {check} | `{metric}` | {_cell(meaning)} |" for check, table in METRIC_HELP.items() for metric, meaning in table.items()]
     return "\n".join(rows)
+
+
+RST_ROLE = re.compile(r":(?:class|mod|func|meth|attr|data|exc|obj):<code>(~?)([^<]*)</code>")
+
+
+def on_page_content(html: str, **kwargs: object) -> str:
+    """The API reference's docstrings are reStructuredText-flavoured: ``:class:`~a.B``` shows as ``B``, and a
+    paragraph's closing ``::`` (a literal block follows) as ``:``."""
+
+    def role(match: re.Match[str]) -> str:
+        short, target = match.groups()
+        return f"<code>{target.rsplit('.', 1)[-1] if short else target}</code>"
+
+    return RST_ROLE.sub(role, html).replace("::</p>", ":</p>")
 
 
 def on_page_markdown(markdown: str, **kwargs: object) -> str:
