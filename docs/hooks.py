@@ -119,7 +119,8 @@ def _metrics() -> str:
     from dpo_plugin.evaluation.metric_help import METRIC_HELP
 
     rows = ["| check | metric | meaning |", "|---|---|---|"]
-    rows += [f"| {check} | `{metric}` | {_cell(meaning)} |" for check, table in METRIC_HELP.items() for metric, meaning in table.items()]
+    for check, table in METRIC_HELP.items():
+        rows += [f"| {check} | `{metric}` | {_cell(meaning)} |" for metric, meaning in table.items()]
     return "\n".join(rows)
 
 

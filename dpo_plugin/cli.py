@@ -330,7 +330,9 @@ def _add_evaluate(sub: Any) -> None:
     _option(evaluate, "check_params", help='options per check as JSON, e.g. \'{"win_rate": {"max_new_tokens": 32}}\'')
     _option(evaluate, "output_dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/ (default: dpo-eval)")
     evaluate.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards, as in training (default: 0.1)")
-    _option(evaluate, "max_length", type=int, default=1024, help="tokens of prompt + completion kept, as in training (default: 1024)")
+    _option(
+        evaluate, "max_length", type=int, default=1024, help="tokens of prompt + completion kept, as in training (default: 1024)"
+    )
     _option(evaluate, "batch_size", type=int, default=8, help="pairs scored at once (default: 8)")
     evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
     evaluate.set_defaults(func=cmd_evaluate)

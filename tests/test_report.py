@@ -106,7 +106,8 @@ def test_evaluate_report_says_what_was_evaluated(tmp_path):
 
 
 def test_every_metric_gets_its_meaning(tmp_path):
-    own = CheckResult("length_growth", True, {"ratio": 1.1, "mystery": 2}, details={"metric_help": {"ratio": "policy/reference length"}})
+    explained = {"metric_help": {"ratio": "policy/reference length"}}
+    own = CheckResult("length_growth", True, {"ratio": 1.1, "mystery": 2}, details=explained)
     write_report([*_results(), own], tmp_path, [])
     markdown = (tmp_path / "eval" / "report.md").read_text()
     rows = [line for line in markdown.splitlines() if line.count("|") == 4 and not line.startswith(("| metric", "|---"))]
@@ -169,7 +170,7 @@ def test_a_short_run_draws_markers_and_each_quantity_keeps_its_colour():
     assert len(lines["chosen"]) == 4 and len(lines["rejected"]) == 3  # rewards, logps, logratio (+ eval rewards)
     assert plots.OUTCOME_COLOURS["wins"] == "#2a9d8f" and plots.OUTCOME_COLOURS["losses"] == "#e76f51"
     long = [{"loss": 1.0 / s, "rewards/chosen": 0.01 * s, "step": s} for s in range(1, 201)] + [{"eval_loss": 0.3, "step": 200}]
-    for quantity, group in _lines_by_quantity(plots.curves_figure(long)).items():
+    for group in _lines_by_quantity(plots.curves_figure(long)).values():
         for line in group:  # a long train series is a bare line; eval points keep their markers
             assert line.get_marker() == ("o" if line.get_label().startswith("eval_") else "None"), line.get_label()
 

@@ -57,7 +57,8 @@ def test_the_sdist_holds_every_file_its_tests_docs_and_readme_need(unpacked):
     for path in ("docs/examples/train.py", "integration/example_plugin/pyproject.toml", "dpo_plugin/data/tiny-model/config.json"):
         assert path in present, path
     assert not [p for p in present if "__pycache__" in p or "/build/" in p]
-    assert os.access(unpacked / "setup.sh", os.X_OK) and (unpacked / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]
+    assert os.access(unpacked / "setup.sh", os.X_OK)
+    assert (unpacked / "LICENSE").read_text().split()[:4] == ["Apache", "License", "Version", "2.0,"]
 
 
 def test_the_sdist_metadata(unpacked):

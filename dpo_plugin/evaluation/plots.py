@@ -21,8 +21,12 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: reference's wins) red, margins blue; a curve's eval series has its train series' colour, dashed.
 COLOURS = {"chosen": "#2a9d8f", "rejected": "#e76f51", "margins": "#457b9d", "loss": "#264653", "accuracies": "#8d5fd3"}
 OUTCOME_COLOURS = {
-    "wins": COLOURS["chosen"], "ties": "#adb5bd", "disagreements": "#e9c46a", "losses": COLOURS["rejected"], "failures": "#6c757d",
-}  # fmt: skip
+    "wins": COLOURS["chosen"],
+    "ties": "#adb5bd",
+    "disagreements": "#e9c46a",
+    "losses": COLOURS["rejected"],
+    "failures": "#6c757d",
+}
 #: A series with at most this many points is drawn with markers (a single point is invisible as a bare line).
 FEW_POINTS = 20
 

@@ -106,7 +106,8 @@ def _evaluated(extra: Mapping[str, Any]) -> list[str]:
     rows += [(EXTRA_LABELS.get(k, k), v) for k, v in extra.items() if k != "evaluated"]
     if not rows:
         return []
-    return ["## What was evaluated", "", "| what | value |", "|---|---|"] + [f"| {cell(k)} | {_value(v)} |" for k, v in rows] + [""]
+    table = [f"| {cell(label)} | {_value(value)} |" for label, value in rows]
+    return ["## What was evaluated", "", "| what | value |", "|---|---|", *table, ""]
 
 
 def _check_sections(r: CheckResult) -> list[str]:
@@ -123,7 +124,8 @@ def _check_sections(r: CheckResult) -> list[str]:
         lines += ["", f"### {cell(r.name)}: judge failures", ""] + [f"- {cell(error)}" for error in errors]
     samples = r.details.get("samples")
     if samples:
-        lines += ["", f"### {cell(r.name)}: side-by-side samples", "", "| " + " | ".join(SAMPLE_COLUMNS) + " |", "|---|---|---|---|"]
+        lines += ["", f"### {cell(r.name)}: side-by-side samples", ""]
+        lines += ["| " + " | ".join(SAMPLE_COLUMNS) + " |", "|---|---|---|---|"]
         lines += ["| " + " | ".join(cell(sample.get(column, "")) for column in SAMPLE_COLUMNS) + " |" for sample in samples]
     return lines
 
