@@ -1,14 +1,14 @@
-"""mkdocs hook: replaces ``<!-- registry:KIND -->`` and ``<!-- config-fields -->`` with tables generated
-from the live registries and DPOConfig, so the reference pages cannot drift from the code."""
+"""mkdocs hook: replaces ``<!-- registry:KIND -->``, ``<!-- config-fields -->`` and ``<!-- metrics -->`` with
+tables generated from the live registries, DPOConfig and the metric explanations, so the reference pages
+cannot drift from the code; tidies the reStructuredText roles of the docstrings in the API reference."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import re
 from collections.abc import Mapping
 
-PLACEHOLDER = re.compile(r"<!-- (registry:[a-z_]+|config-fields) -->")
+PLACEHOLDER = re.compile(r"<!-- (registry:[a-z_]+|config-fields|metrics) -->")
 
 
 CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
@@ -107,18 +107,35 @@ def _simple(kind: str) -> str:
 
 
 def _config_fields() -> str:
-    import trl
+    from dpo_plugin.trl.train_help import field_default, plugin_fields
 
-    from dpo_plugin.trl import DPOConfig
-
-    trl_fields = {f.name for f in dataclasses.fields(trl.DPOConfig)}
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    for f in dataclasses.fields(DPOConfig):
-        if f.name in trl_fields or not f.init:
-            continue
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        rows.append(f"| `{f.name}` | `{default!r}` | {_cell(f.metadata.get('help', ''))} |")
+    for f in plugin_fields():
+        rows.append(f"| `{f.name}` | `{field_default(f)!r}` | {_cell(f.metadata.get('help', ''))} |")
     return "\n".join(rows)
+
+
+def _metrics() -> str:
+    from dpo_plugin.evaluation.metric_help import METRIC_HELP
+
+    rows = ["| check | metric | meaning |", "|---|---|---|"]
+    for check, table in METRIC_HELP.items():
+        rows += [f"| {check} | `{metric}` | {_cell(meaning)} |" for metric, meaning in table.items()]
+    return "\n".join(rows)
+
+
+RST_ROLE = re.compile(r":(?:class|mod|func|meth|attr|data|exc|obj):<code>(~?)([^<]*)</code>")
+
+
+def on_page_content(html: str, **kwargs: object) -> str:
+    """The API reference's docstrings are reStructuredText-flavoured: ``:class:`~a.B``` shows as ``B``, and a
+    paragraph's closing ``::`` (a literal block follows) as ``:``."""
+
+    def role(match: re.Match[str]) -> str:
+        short, target = match.groups()
+        return f"<code>{target.rsplit('.', 1)[-1] if short else target}</code>"
+
+    return RST_ROLE.sub(role, html).replace("::</p>", ":</p>")
 
 
 def on_page_markdown(markdown: str, **kwargs: object) -> str:
@@ -126,6 +143,8 @@ def on_page_markdown(markdown: str, **kwargs: object) -> str:
         key = match.group(1)
         if key == "config-fields":
             return _config_fields()
+        if key == "metrics":
+            return _metrics()
         kind = key.split(":", 1)[1]
         if kind == "losses":
             return _losses()

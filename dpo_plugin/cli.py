@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,12 +14,46 @@ from . import __version__
 from .errors import DpoPluginError
 from .plugins import KINDS, get_plugin_manager
 
+DESCRIPTION = (
+    "Direct Preference Optimization on Hugging Face TRL's DPOTrainer, with pluggable losses, reference "
+    "strategies, adapters, judges and post-training checks."
+)
+EPILOG = (
+    "Start with `dpo-plugin demo` (a CPU run of a few minutes). `dpo-plugin train --help` lists the YAML keys; "
+    "every command takes --help."
+)
+#: The widest a table gets before its widest columns wrap.
+TABLE_WIDTH = 100
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+
+def _fit(widths: list[int], limit: int) -> list[int]:
+    """Column widths whose table (two spaces between columns) fits ``limit``: the widest shrink first, to 10 at least."""
+    widths = list(widths)
+    while sum(widths) + 2 * (len(widths) - 1) > limit and max(widths) > 10:
+        widths[widths.index(max(widths))] -= 1
+    return widths
+
+
+def _row_lines(row: Sequence[str], widths: Sequence[int]) -> list[str]:
+    """One table row as lines: each cell wrapped at spaces to its column's width."""
+    wrapped = [textwrap.wrap(cell, width, break_on_hyphens=False) or [""] for cell, width in zip(row, widths)]
+    return [
+        "  ".join((col[i] if i < len(col) else "").ljust(w) for col, w in zip(wrapped, widths)).rstrip()
+        for i in range(max(map(len, wrapped)))
+    ]
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int | None = None) -> str:
+    """A plain-text table; with ``width``, the widest columns wrap so that it fits (a blank line between wrapped rows)."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    if width is not None:
+        widths = _fit(widths, width)
+    head, *body = [_row_lines(row, widths) for row in cells]
+    gap = [""] if any(len(lines) > 1 for lines in body) else []
+    lines = head + ["  ".join("-" * w for w in widths)]
+    for index, row_lines in enumerate(body):
+        lines += (gap if index else []) + row_lines
     return "\n".join(lines)
 
 
@@ -69,16 +104,21 @@ def cmd_losses(args: argparse.Namespace) -> int:
             name,
             "yes" if spec["needs_reference"] else "no",
             ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "-",
-            spec["plugin"],
-            spec["description"],
+            spec["description"].replace("``", ""),
         )
         for name, spec in losses.items()
     ]
-    print(_table(("loss", "reference", "parameters (defaults)", "plugin", "description"), rows))
+    print(_table(("loss", "reference", "parameters (defaults)", "description"), rows, width=TABLE_WIDTH))
+    print("\n(`dpo-plugin plugins` shows the plugin that registered each loss; --json prints everything.)")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if {"-h", "--help", "--help-all"} & set(args.rest):
+        from .trl.train_help import train_help
+
+        print(train_help(full="--help-all" in args.rest), end="")
+        return 0
     from .trl.run import run_training
     from .trl.train_args import parse_train_args
 
@@ -153,11 +193,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_saved_model(
         args.model,
         args.data,
+        base=args.base,
         reference=args.reference,
         checks=args.checks,
         judge=args.judge,
-        judge_params=_json_option(args.judge_params, "--judge-params"),
-        check_params=_json_option(args.check_params, "--check-params"),
+        judge_params=_json_option(args.judge_params, "--judge_params"),
+        check_params=_json_option(args.check_params, "--check_params"),
         output_dir=args.output_dir,
         split=args.split,
         beta=args.beta,
@@ -193,7 +234,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     if tokenizer is None and not args.json:
-        print("(Pass --model to count the pairs dropped or truncated at --max-length.)")
+        print("(Pass --model to count the pairs dropped or truncated at --max_length.)")
     return 0 if report.ok else 1
 
 
@@ -217,12 +258,22 @@ def _report_location(folder: str, report: dict[str, Any]) -> str:
     return f"Report and plots in {folder}/eval/: {', '.join(files)}"
 
 
+def _option(parser: Any, name: str, **kwargs: Any) -> None:
+    """``--name`` in TRL's underscore spelling (shown in the help) and, for a name with an underscore, the hyphen
+    spelling ``--name-with-hyphens`` (accepted, not shown)."""
+    parser.add_argument(f"--{name}", **kwargs)
+    if "_" in name:
+        same = {key: value for key, value in kwargs.items() if key not in ("help", "default", "required")}
+        hidden = {"dest": name, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+        parser.add_argument(f"--{name.replace('_', '-')}", **same, **hidden)
+
+
 def _add_listings(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="list installed plugins and what each registered")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(func=cmd_plugins)
     losses = sub.add_parser("losses", help="list the registered losses with their parameters")
-    losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    losses.add_argument("--json", action="store_true", help="print JSON (with each loss's plugin) instead of a table")
     losses.set_defaults(func=cmd_losses)
 
 
@@ -240,8 +291,9 @@ def _add_training(sub: Any) -> None:
         "--compare exits 0 once every mix has run (a failing mix is the point of the comparison).",
     )
     demo.add_argument("--compare", help="several loss mixes to train and tabulate, e.g. sigmoid,sigmoid+sft")
-    demo.add_argument(
-        "--output-dir",
+    _option(
+        demo,
+        "output_dir",
         help="where the run and its eval/ report go (default: runs/demo, or runs/demo-2, -3 … when it exists); "
         "--compare puts each mix in a subfolder",
     )
@@ -249,36 +301,59 @@ def _add_training(sub: Any) -> None:
 
 
 def _add_evaluate(sub: Any) -> None:
-    evaluate = sub.add_parser("evaluate", help="run the post-training checks on a saved model, without training")
-    evaluate.add_argument("--model", required=True, help="the trained model (hub id or folder)")
-    evaluate.add_argument("--reference", help="the reference model (hub id or folder); without it the checks are skipped")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="run the post-training checks on a saved model, without training",
+        description="Run the post-training checks on a saved model against a reference and write the report to "
+        "OUTPUT_DIR/eval/ (report.md, report.json, plots).",
+    )
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        help="the trained model: a model folder, a PEFT adapter folder (applied to its base: --base, else the one "
+        "its adapter_config.json names), a merged folder (merge_adapter: true writes OUTPUT_DIR/merged) or a hub id",
+    )
+    evaluate.add_argument("--base", help="the base model (folder or hub id) of an adapter folder given as --model")
+    evaluate.add_argument(
+        "--reference",
+        help="the reference model (folder or hub id); default for an adapter folder: its base (the adapter "
+        "disabled); give it for a full or merged model",
+    )
     evaluate.add_argument("--data", required=True, help="preference data: hub name, file or folder")
     evaluate.add_argument("--split", default="test", help="the held-out split (default: test)")
-    evaluate.add_argument("--checks", nargs="+", default=["reward_margin", "win_rate"])
+    evaluate.add_argument(
+        "--checks", nargs="+", default=["reward_margin", "win_rate"], metavar="CHECK",
+        help="the checks to run (default: reward_margin win_rate; `dpo-plugin plugins` lists them)",
+    )  # fmt: skip
     evaluate.add_argument("--judge", help="judge for win_rate: function, reward_model, llm, openai")
-    evaluate.add_argument("--judge-params", help='JSON, e.g. \'{"function": "module:attr"}\'')
-    evaluate.add_argument("--check-params", help='JSON, e.g. \'{"win_rate": {"max_new_tokens": 32}}\'')
-    evaluate.add_argument("--output-dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/")
-    evaluate.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards (as in training)")
-    evaluate.add_argument("--max-length", type=int, default=1024)
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    _option(evaluate, "judge_params", help='the judge\'s options as JSON, e.g. \'{"function": "module:attr"}\'')
+    _option(evaluate, "check_params", help='options per check as JSON, e.g. \'{"win_rate": {"max_new_tokens": 32}}\'')
+    _option(evaluate, "output_dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/ (default: dpo-eval)")
+    evaluate.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards, as in training (default: 0.1)")
+    _option(
+        evaluate, "max_length", type=int, default=1024, help="tokens of prompt + completion kept, as in training (default: 1024)"
+    )
+    _option(evaluate, "batch_size", type=int, default=8, help="pairs scored at once (default: 8)")
     evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
     evaluate.set_defaults(func=cmd_evaluate)
 
 
 def _add_check_data(sub: Any) -> None:
     check = sub.add_parser("check-data", help="data-quality checks of a preference dataset (exit 1 on errors)")
-    check.add_argument("--data", required=True, help="hub name, file or folder")
-    check.add_argument("--split", default="train")
-    check.add_argument("--model", help="a model or tokenizer, to count pairs dropped or truncated at --max-length")
-    check.add_argument("--max-length", type=int, default=1024)
-    check.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
+    check.add_argument("--data", required=True, help="preference data: hub name, file or folder")
+    check.add_argument("--split", default="train", help="the split to check (default: train)")
+    check.add_argument("--model", help="a model or tokenizer, to count pairs dropped or truncated at --max_length")
+    _option(check, "max_length", type=int, default=1024, help="with --model: the max_length of training (default: 1024)")
+    _option(
+        check, "truncation_mode", default="keep_start", choices=["keep_start", "keep_end"],
+        help="with --model: which end of a long prompt training keeps, as TRL's truncation_mode (default: keep_start)",
+    )  # fmt: skip
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=cmd_check_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpo-plugin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dpo-plugin", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"dpo-plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True)

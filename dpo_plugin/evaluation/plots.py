@@ -17,7 +17,18 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("log-probabilities", ("logps/chosen", "logps/rejected")),
     ("per-token log-ratio to the reference", ("logratio/chosen", "logratio/rejected")),
 )
-OUTCOME_COLOURS = {"wins": "#2a9d8f", "ties": "#adb5bd", "disagreements": "#e9c46a", "losses": "#e76f51", "failures": "#6c757d"}
+#: One colour per quantity in every plot: chosen answers (and the policy's wins) teal, rejected ones (and the
+#: reference's wins) red, margins blue; a curve's eval series has its train series' colour, dashed.
+COLOURS = {"chosen": "#2a9d8f", "rejected": "#e76f51", "margins": "#457b9d", "loss": "#264653", "accuracies": "#8d5fd3"}
+OUTCOME_COLOURS = {
+    "wins": COLOURS["chosen"],
+    "ties": "#adb5bd",
+    "disagreements": "#e9c46a",
+    "losses": COLOURS["rejected"],
+    "failures": "#6c757d",
+}
+#: A series with at most this many points is drawn with markers (a single point is invisible as a bare line).
+FEW_POINTS = 20
 
 
 def _pyplot() -> Any:
@@ -47,32 +58,56 @@ def _save(plt: Any, figure: Any, path: Path) -> Path:
     return path
 
 
-def training_curves(log_history: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
-    """One panel per quantity of :data:`CURVE_PANELS` that was logged (train solid, eval dashed); None when none was."""
+def series_colour(key: str) -> str:
+    """The colour of a logged quantity (``rewards/chosen``, ``eval_loss`` …): by its last part, grey if unknown."""
+    return COLOURS.get(key.removeprefix("eval_").rsplit("/", 1)[-1], "#555555")
+
+
+def _panels(log_history: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[tuple[str, list[tuple[float, float]]]]]]:
+    """``(title, [(key, points), …])`` for each panel of :data:`CURVE_PANELS` with a logged series."""
     panels = []
     for title, keys in CURVE_PANELS:
-        lines = []
-        for label in (name for key in keys for name in (key, f"eval_{key}")):
-            points = _series(log_history, label)
-            if points:
-                lines.append((label, points))
+        lines = [(label, _series(log_history, label)) for key in keys for label in (key, f"eval_{key}")]
+        lines = [(label, points) for label, points in lines if points]
         if lines:
             panels.append((title, lines))
+    return panels
+
+
+def curves_figure(log_history: Sequence[Mapping[str, Any]]) -> Any:
+    """The training-curves figure: a panel per logged quantity (train solid, eval dashed, markers on short
+    series, one colour per quantity); None when nothing was logged."""
+    panels = _panels(log_history)
     if not panels:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
     for axis, (title, lines) in zip(axes.flat, panels):
         for label, points in lines:
-            axis.plot(*zip(*points), "o--" if label.startswith("eval_") else "-", label=label, markersize=3)
+            style = {"linestyle": "-", "marker": "o" if len(points) <= FEW_POINTS else None, "markersize": 4}
+            if label.startswith("eval_"):  # rings around the train dots at the same steps
+                style = {"linestyle": "--", "marker": "o", "markersize": 7, "markerfacecolor": "none"}
+            axis.plot(*zip(*points), color=series_colour(label), label=label, **style)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        steps = {step for _, points in lines for step, _ in points}
+        if len(steps) == 1:  # one logged step: whole steps either side, not a range of ±0.05
+            axis.set_xlim(min(steps) - 1, min(steps) + 1)
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
-    return _save(plt, figure, path)
+    return figure
+
+
+def training_curves(log_history: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """:func:`curves_figure` saved to ``path``; None (nothing written) when nothing was logged."""
+    figure = curves_figure(log_history)
+    return None if figure is None else _save(_pyplot(), figure, path)
 
 
 def win_rate_bars(
@@ -109,7 +144,7 @@ def margin_histogram(margins: Sequence[float], path: Path) -> Path:
     plt = _pyplot()
     values = [float(m) for m in margins if _is_number(m)]
     figure, axis = plt.subplots(figsize=(5.5, 3.4))
-    axis.hist(values, bins=min(40, max(5, len(values) // 3)), color="#457b9d")
+    axis.hist(values, bins=min(40, max(5, len(values) // 3)), color=COLOURS["margins"])
     axis.axvline(0, color="black", linewidth=1)
     axis.set_xlabel("reward margin (chosen − rejected)")
     axis.set_ylabel("pairs")

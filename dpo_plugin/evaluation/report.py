@@ -18,6 +18,7 @@ from typing import Any
 
 from ..types import CheckResult
 from . import plots
+from .metric_help import explain
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,18 @@ logger = logging.getLogger(__name__)
 HEADLINE = {"reward_margin": "accuracy", "win_rate": "win_rate"}
 RESERVED_KEYS = ("passed", "checks", "files")
 SAMPLE_COLUMNS = ("prompt", "reference", "policy", "verdict")
+#: Labels of report.md's "What was evaluated" rows: ``extra["evaluated"]``'s keys, then the other ``extra`` keys.
+EVALUATED_LABELS = {
+    "model": "model",
+    "base": "base model (of the adapter)",
+    "reference": "reference model",
+    "data": "held-out data",
+    "split": "split",
+    "judge": "judge",
+    "beta": "β of the implicit rewards",
+    "max_length": "max_length (tokens)",
+}
+EXTRA_LABELS = {"reference": "reference strategy", "losses": "losses"}
 
 
 def jsonable(value: Any) -> Any:
@@ -79,12 +92,49 @@ def _check_entry(result: CheckResult) -> dict[str, Any]:
     return entry
 
 
+def _value(value: Any) -> str:
+    """An ``extra`` value as a cell: lists joined with commas, None as ``-``."""
+    if isinstance(value, (list, tuple)):
+        return cell(", ".join(map(str, value)))
+    return "-" if value is None else cell(value)
+
+
+def _evaluated(extra: Mapping[str, Any]) -> list[str]:
+    """The "What was evaluated" section: ``extra["evaluated"]`` (from ``dpo-plugin evaluate``), then the other entries."""
+    evaluated = extra.get("evaluated")
+    rows = [(EVALUATED_LABELS.get(k, k), v) for k, v in evaluated.items()] if isinstance(evaluated, Mapping) else []
+    rows += [(EXTRA_LABELS.get(k, k), v) for k, v in extra.items() if k != "evaluated"]
+    if not rows:
+        return []
+    table = [f"| {cell(label)} | {_value(value)} |" for label, value in rows]
+    return ["## What was evaluated", "", "| what | value |", "|---|---|", *table, ""]
+
+
+def _check_sections(r: CheckResult) -> list[str]:
+    """A check's metrics, each with its meaning; its judge failures; its side-by-side samples."""
+    lines: list[str] = []
+    if r.metrics:
+        lines += ["", f"## {cell(r.name)}", "", "| metric | value | meaning |", "|---|---|---|"]
+        lines += [
+            f"| {cell(key)} | {cell(_number(value, '.4g'))} | {cell(explain(r.name, key, r.details)) or '-'} |"
+            for key, value in r.metrics.items()
+        ]
+    errors = r.details.get("judge_errors")
+    if errors:
+        lines += ["", f"### {cell(r.name)}: judge failures", ""] + [f"- {cell(error)}" for error in errors]
+    samples = r.details.get("samples")
+    if samples:
+        lines += ["", f"### {cell(r.name)}: side-by-side samples", ""]
+        lines += ["| " + " | ".join(SAMPLE_COLUMNS) + " |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(cell(sample.get(column, "")) for column in SAMPLE_COLUMNS) + " |" for sample in samples]
+    return lines
+
+
 def _markdown(
     results: Sequence[CheckResult], report: Mapping[str, Any], extra: Mapping[str, Any], images: Sequence[str]
 ) -> str:
     lines = ["# Post-training checks", "", f"**Overall: {'PASSED' if report['passed'] else 'NOT PASSED'}**", ""]
-    if extra:
-        lines += [f"- {cell(key)}: {cell(value)}" for key, value in extra.items()] + [""]
+    lines += _evaluated(extra)
     lines += ["| check | result | headline | 95% interval | threshold | note |", "|---|---|---|---|---|---|"]
     for r in results:
         notes = [*r.details.get("reasons", []), *(f"warning: {w}" for w in r.details.get("warnings", []))]
@@ -95,25 +145,7 @@ def _markdown(
     if not results:
         lines.append("| (no checks ran) | FAILED | - | - | - | - |")
     for r in results:
-        if r.metrics:
-            lines += ["", f"## {cell(r.name)}", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {cell(key)} | {cell(_number(value, '.4g'))} |" for key, value in r.metrics.items()]
-        errors = r.details.get("judge_errors")
-        if errors:
-            lines += ["", f"### {cell(r.name)}: judge failures", ""] + [f"- {cell(error)}" for error in errors]
-        samples = r.details.get("samples")
-        if samples:
-            lines += [
-                "",
-                f"### {cell(r.name)}: side-by-side samples",
-                "",
-                "| " + " | ".join(SAMPLE_COLUMNS) + " |",
-                "|---|---|---|---|",
-            ]
-            lines += [
-                "| " + " | ".join(cell(sample.get(column, "")) for column in SAMPLE_COLUMNS) + " |"
-                for sample in samples
-            ]
+        lines += _check_sections(r)
     if images:
         lines += ["", "## Plots", ""] + [f"![{Path(name).stem}]({name})" for name in images]
     return "\n".join(lines) + "\n"

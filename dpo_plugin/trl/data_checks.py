@@ -78,7 +78,7 @@ def log_truncation(report: DataReport | None, prepared: Any, *, max_length: int 
         raise ConfigError(
             f"TRL dropped all {report.rows} training pairs: each prompt alone fills max_length={max_length} "
             "tokens, leaving nothing to train on. Raise max_length or shorten the prompts (`dpo-plugin check-data "
-            "--model M --max-length N` counts them)."
+            "--model M --max_length N` counts them)."
         )
     lengths = [[len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS]
     findings = token_findings(*lengths, max_length=max_length, truncation_mode=truncation_mode)
