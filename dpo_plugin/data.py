@@ -168,7 +168,8 @@ def _check_data_file(path: Path, builder: str) -> None:
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
     """``(where, record)`` per record of a JSON array (``object N``) or JSON Lines file (``line N``; blank lines skipped).
 
-    Invalid JSON is a ConfigError naming the line and column.
+    Invalid JSON is a ConfigError naming the line and column. A file that is one JSON object over several
+    lines (columns of values, which datasets reads with pandas) has no records here.
     """
     with path.open(encoding="utf-8-sig") as handle:
         if handle.read(4096).lstrip().startswith("["):  # one array, which datasets also reads whole
@@ -186,11 +187,20 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
+                if number == 1 and _is_one_object(path):
+                    return
                 raise ConfigError(
                     f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Fix or remove the "
                     f"line: each line of a JSON Lines file is one object, such as {PAIR_EXAMPLE}."
                 ) from None
             yield f"line {number}", record
+
+
+def _is_one_object(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8-sig")), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _check_json_file(path: Path) -> None:

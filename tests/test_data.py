@@ -395,3 +395,10 @@ def test_the_train_command_names_the_bad_line_before_any_model_loads(tmp_path):
         f"error: {data}, line 2: 'chosen' holds int 3, but line 1 holds text. " + ONE_FORMAT.format("chosen")
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_pretty_printed_json_object_is_left_to_datasets(tmp_path):
+    """One JSON object over several lines is valid JSON, though not JSON Lines: no line is blamed, datasets reads it."""
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}, indent=2))
+    assert load_preference_data(str(path), split="train").to_list() == [{"prompt": "p", "chosen": "c", "rejected": "r"}]

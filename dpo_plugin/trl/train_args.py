@@ -40,11 +40,11 @@ REPLACED_KEYS = {
     "TENSORBOARD_LOGGING_DIR (in the YAML: env: {TENSORBOARD_LOGGING_DIR: <folder>})",
     "overwrite_output_dir": "transformers 5 removed it; reuse_output_dir: true lets a run write into a folder that "
     "holds other files (dpo-plugin never overwrites or deletes them)",
-    "evaluation_strategy": "transformers renamed it eval_strategy (the old name is gone in transformers 5)",
-    "no_cuda": "transformers 5 removed it; use use_cpu: true",
-    "per_gpu_train_batch_size": "transformers 5 removed it; use per_device_train_batch_size",
-    "per_gpu_eval_batch_size": "transformers 5 removed it; use per_device_eval_batch_size",
-    "include_inputs_for_metrics": "transformers 5 removed it; use include_for_metrics: [inputs]",
+    "evaluation_strategy": "transformers renamed it eval_strategy; the old name is gone in transformers 5",
+    "no_cuda": "gone in transformers 5; use use_cpu: true",
+    "per_gpu_train_batch_size": "gone in transformers 5; use per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "gone in transformers 5; use per_device_eval_batch_size",
+    "include_inputs_for_metrics": "gone in transformers 5; use include_for_metrics: [inputs]",
 }
 EMPTY_CONFIG_HINT = (
     "Write the settings as key: value lines, at least model_name_or_path, dataset_name and output_dir "
