@@ -57,20 +57,22 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int 
     return "\n".join(lines)
 
 
-def _plugins_listing() -> dict[str, Any]:
-    pm = get_plugin_manager()
+def _plugin_entry(name: str, distribution: str, version: str, *, builtin: bool, **extra: Any) -> dict[str, Any]:
+    registered: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    return {"name": name, "distribution": distribution, "version": version, "builtin": builtin, "registered": registered, **extra}
+
+
+def _plugins_listing(*, allow_broken: bool = False) -> dict[str, Any]:
+    """Every plugin (with ``allow_broken``, a broken entry point too, with its ``error``) and every registered item."""
+    pm = get_plugin_manager(allow_broken=allow_broken)
     plugins: dict[str, dict[str, Any]] = {}
     for name, plugin in pm.list_name_plugin():
         if plugin is None:  # blocked
             continue
         dist, version = pm.distributions.get(name, ("dpo-plugin", __version__))
-        plugins[name] = {
-            "name": name,
-            "distribution": dist,
-            "version": version,
-            "builtin": name not in pm.distributions,
-            "registered": {kind: [] for kind in KINDS},
-        }
+        plugins[name] = _plugin_entry(name, dist, version, builtin=name not in pm.distributions)
+    for name, broken in pm.broken.items():
+        plugins[name] = _plugin_entry(name, broken.distribution, broken.version, builtin=False, error=broken.error)
     kinds: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         registry = pm.registry(kind)
@@ -81,16 +83,18 @@ def _plugins_listing() -> dict[str, Any]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    listing = _plugins_listing()
+    """The plugins and what each registered; a broken one is listed with its error, then the command fails."""
+    listing = _plugins_listing(allow_broken=True)
     if args.json:
         print(json.dumps(listing, indent=2, default=str))
-        return 0
-    rows = []
-    for plugin in listing["plugins"]:
-        registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items() if names)
-        source = f"{plugin['distribution']} {plugin['version']}" + (" (built-in)" if plugin["builtin"] else "")
-        rows.append((plugin["name"], source, registered or "-"))
-    print(_table(("plugin", "from", "registers"), rows))
+    else:
+        rows = []
+        for plugin in listing["plugins"]:
+            registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items() if names)
+            source = f"{plugin['distribution']} {plugin['version']}" + (" (built-in)" if plugin["builtin"] else "")
+            rows.append((plugin["name"], source, f"BROKEN: {plugin['error']}" if "error" in plugin else registered or "-"))
+        print(_table(("plugin", "from", "registers"), rows))
+    get_plugin_manager(allow_broken=True).raise_for_broken()  # the error naming it and how to skip it: exit 2
     return 0
 
 

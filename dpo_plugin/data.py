@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .text_files import check_text_file
 
 logger = logging.getLogger(__name__)
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json")  # written by save_to_disk
 TEXT, MESSAGES = "text", "messages"
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+PAIR_EXAMPLE = '{"prompt": "…", "chosen": "…", "rejected": "…"}'
+EMPTY_HINTS = {
+    "json": f"A preference data file holds one pair per line, such as {PAIR_EXAMPLE}.",
+    "csv": "A preference CSV file holds a header line (prompt,chosen,rejected), then one pair per line.",
+    "parquet": "Write the pairs again (Dataset.to_parquet).",
+}
+MESSAGE_EXAMPLE = '{"role": …, "content": …}'
 
 
 def load_preference_data(
@@ -71,10 +83,43 @@ def _load_file(path: Path, *, config: str | None, streaming: bool) -> Any:
             f"{', '.join(FILE_BUILDERS)}."
         )
     _no_config(config, "a single data file")
+    return _load_checked(
+        [(path, builder)],
+        lambda: datasets.load_dataset(builder, data_files=str(path), streaming=streaming),
+        lambda error: f"Cannot read {str(path)!r} as {builder}: {_error_summary(error)}",
+        streaming=streaming,
+    )
+
+
+def _load_checked(
+    files: list[tuple[Path, str]], load: Callable[[], Any], failure: Callable[[Exception], str], *, streaming: bool
+) -> Any:
+    """``load()`` the local data ``files`` (path, builder) after checking each, with one-line errors naming file and line.
+
+    JSON files are read record by record first (not when streaming: then only when datasets fails): datasets
+    types the column of one odd row as JSON, and casts such rows to JSON strings where it inferred the column's
+    type from other rows (a later chunk, another file of the folder). ``failure`` describes datasets' own error.
+    """
+    for file, builder in files:
+        _check_data_file(file, builder)
+        if builder == "json" and not streaming:
+            _check_json_file(file)
     try:
-        return datasets.load_dataset(builder, data_files=str(path), streaming=streaming)
+        return load()
     except Exception as error:  # datasets raises many types (DatasetGenerationError, ArrowInvalid, …)
-        raise ConfigError(f"Cannot read {str(path)!r} as {builder}: {_error_summary(error)}") from None
+        problems = (_json_problem(file) for file, builder in files if builder == "json")
+        raise ConfigError(next(filter(None, problems), None) or failure(error)) from None
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The data files ``load_dataset(folder)`` may read: by extension, outside hidden folders."""
+    return [
+        file
+        for file in sorted(folder.rglob("*"))
+        if file.suffix.lower() in FILE_BUILDERS
+        and file.is_file()
+        and not any(part.startswith((".", "__")) for part in file.relative_to(folder).parts)
+    ]
 
 
 def _load_folder(path: Path, *, config: str | None, streaming: bool) -> Any:
@@ -91,13 +136,107 @@ def _load_folder(path: Path, *, config: str | None, streaming: bool) -> Any:
         if streaming:
             loaded = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in loaded.items()})
         return loaded
+    return _load_checked(
+        [(file, FILE_BUILDERS[file.suffix.lower()]) for file in _folder_files(path)],
+        lambda: datasets.load_dataset(str(path), config, streaming=streaming),
+        lambda error: f"Cannot load the folder {str(path)!r} as a dataset: {_error_summary(error)}. A preference-data "
+        "folder holds data files (e.g. train.jsonl and test.jsonl) or was written by Dataset.save_to_disk.",
+        streaming=streaming,
+    )
+
+
+def _check_data_file(path: Path, builder: str) -> None:
+    """An empty file, bytes that are not UTF-8, a CSV header naming a pair column twice: ConfigErrors."""
+    if builder == "parquet":
+        if path.stat().st_size == 0:
+            raise ConfigError(f"{path} is empty. {EMPTY_HINTS[builder]}")
+        return
+    check_text_file(path, empty_hint=EMPTY_HINTS[builder])
+    if builder == "csv":
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+        repeated = [name for name in PAIR_COLUMNS if header.count(name) > 1]
+        if repeated:
+            name = repeated[0]
+            raise ConfigError(
+                f"{path}, line 1: the header names the column {name!r} {header.count(name)} times, so which one "
+                f"holds the {name} text is ambiguous (pandas would rename the others {name}.1, …). Keep one "
+                "column of that name."
+            )
+
+
+def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` per record of a JSON array (``object N``) or JSON Lines file (``line N``; blank lines skipped).
+
+    Invalid JSON is a ConfigError naming the line and column. A file that is one JSON object over several
+    lines (columns of values, which datasets reads with pandas) has no records here.
+    """
+    with path.open(encoding="utf-8-sig") as handle:
+        if handle.read(4096).lstrip().startswith("["):  # one array, which datasets also reads whole
+            handle.seek(0)
+            try:
+                items = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno}).") from None
+            yield from ((f"object {number} of the array", item) for number, item in enumerate(items, 1))
+            return
+        handle.seek(0)
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                if number == 1 and _is_one_object(path):
+                    return
+                raise ConfigError(
+                    f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Fix or remove the "
+                    f"line: each line of a JSON Lines file is one object, such as {PAIR_EXAMPLE}."
+                ) from None
+            yield f"line {number}", record
+
+
+def _is_one_object(path: Path) -> bool:
     try:
-        return datasets.load_dataset(str(path), config, streaming=streaming)
-    except Exception as error:
-        raise ConfigError(
-            f"Cannot load the folder {str(path)!r} as a dataset: {_error_summary(error)}. A preference-data folder "
-            "holds data files (e.g. train.jsonl and test.jsonl) or was written by Dataset.save_to_disk."
-        ) from None
+        return isinstance(json.loads(path.read_text(encoding="utf-8-sig")), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _check_json_file(path: Path) -> None:
+    """Every record of a JSON (Lines) file is an object whose pair columns hold the first row's format (TRL's reading)."""
+    first: dict[str, tuple[str, str | None]] = {}  # column → (where, format) of its first value
+    for where, record in _json_records(path):
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}, {where}: a JSON {type(record).__name__}, not an object such as {PAIR_EXAMPLE}.")
+        for name in PAIR_COLUMNS:
+            value = record.get(name)
+            if value is None or value == []:
+                continue  # a missing field: the data-quality checks name these rows
+            found = value_format(value)
+            first_where, expected = first.setdefault(name, (where, found))
+            if found is None or found != expected:
+                but = f", but {first_where} holds {expected}" if expected else ""
+                raise ConfigError(
+                    f"{path}, {where}: {name!r} holds {shown_value(value)}{but}. Write every row's {name} in one "
+                    f"format: text (a JSON string), or a list of {MESSAGE_EXAMPLE} messages."
+                )
+
+
+def _json_problem(path: Path) -> str | None:
+    """Why datasets could not read a JSON (Lines) file, naming the line; None when no reason is found."""
+    try:
+        _check_json_file(path)
+    except ConfigError as error:
+        return str(error)
+    with path.open(encoding="utf-8") as handle:
+        blank = next((number for number, line in enumerate(handle, 1) if not line.strip()), None)
+    if blank is None:
+        return None
+    return (
+        f"{path}, line {blank}: a blank line, which datasets cannot read in a file whose rows differ in type or "
+        "keys. Remove the blank lines."
+    )
 
 
 def _load_from_hub(name: str, *, config: str | None, streaming: bool) -> Any:
@@ -178,8 +317,20 @@ def value_format(value: Any) -> str | None:
     return None
 
 
+def shown_value(value: Any) -> str:
+    """A value as an error shows it: its format, or its type and the start of its repr."""
+    return value_format(value) or f"{type(value).__name__} {value!r:.60}"
+
+
+def is_json_feature(feature: Any) -> bool:
+    """A column datasets 5 types as JSON (``Json``, or a list of ``Json``): its rows' values differ in type or keys."""
+    from datasets import Json, LargeList, List
+
+    return isinstance(feature, Json) or (isinstance(feature, (List, LargeList)) and isinstance(feature.feature, Json))
+
+
 def feature_format(feature: Any) -> str | None:
-    """The same for an Arrow column type: a string, or a list of structs with a ``role`` field."""
+    """The same for an Arrow column type: a string, or a list of structs with a ``role`` field (None for JSON columns)."""
     from datasets import LargeList, List, Value
 
     if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
@@ -190,20 +341,27 @@ def feature_format(feature: Any) -> str | None:
 
 
 def _column_formats(dataset: Any) -> tuple[list[str], dict[str, str | None], dict[str, str]]:
-    """The columns, the format of each (text, messages or None) and how to show its type in an error."""
+    """The columns, the format of each (text, messages or None) and how to show its type in an error.
+
+    Where the column types do not tell (a streaming dataset with unknown features, a JSON-typed column such as
+    tool-call messages), the first row does, as in TRL's ``is_conversational``.
+    """
     features = getattr(dataset, "features", None)
-    if features:
-        formats = {name: feature_format(features[name]) for name in features}
-        shown = {
-            name: "no values (null in every row)" if str(feature) == "Value('null')" else str(feature)
-            for name, feature in features.items()
-        }
-        return list(features), formats, shown
-    first = next(iter(dataset), None)  # a streaming dataset with unknown features: look at the first row, as TRL does
-    if first is None:
-        raise ConfigError("The preference dataset is empty.")
-    formats = {name: value_format(value) for name, value in first.items()}
-    return list(first), formats, {name: f"{type(value).__name__} {value!r:.60}" for name, value in first.items()}
+    first = None
+    if not features or any(is_json_feature(feature) for feature in features.values()):
+        first = next(iter(dataset), None)
+        if first is None:
+            raise ConfigError("The preference dataset is empty.")
+    if not features:
+        return list(first), {name: value_format(v) for name, v in first.items()}, {n: shown_value(v) for n, v in first.items()}
+    formats, shown = {}, {}
+    for name, feature in features.items():
+        if is_json_feature(feature):
+            formats[name], shown[name] = value_format(first[name]), f"{shown_value(first[name])} in its first row"
+        else:
+            formats[name] = feature_format(feature)
+            shown[name] = "no values (null in every row)" if str(feature) == "Value('null')" else str(feature)
+    return list(features), formats, shown
 
 
 def validate_preference_columns(dataset: Any) -> str:

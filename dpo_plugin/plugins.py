@@ -10,6 +10,10 @@ Environment variables (read when the manager is first built):
     such as ``dpo_plugin.loss_variants.dpo``.
 ``DPO_PLUGIN_TRACE``
     Set to ``1`` to log every hook call and every registration (logger ``dpo_plugin.trace``).
+
+An entry-point plugin that fails to load (its import raises, or it implements a hook that does
+not exist) is left out and recorded in :attr:`PluginManager.broken`; :func:`get_plugin_manager`
+then raises a ConfigError naming the entry point, its distribution and the variable that skips it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import ConfigError
 from .loss_spec import LossSpec
 from .registry import AdapterSpec, CheckSpec, JudgeSpec, Registry, Spec, StrategySpec
 
@@ -70,6 +75,31 @@ KINDS: dict[str, Kind] = {
 }
 
 
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point that failed to load: where it comes from and why."""
+
+    name: str
+    target: str  # the entry point's value, "module:attribute"
+    distribution: str
+    version: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"The plugin {self.name!r} (entry point {self.name} = {self.target}, from {self.distribution} "
+            f"{self.version}) failed to load: {self.error}. Fix or uninstall it (pip uninstall {self.distribution}), "
+            f"or skip it with DPO_PLUGIN_BLOCK_PLUGINS={self.name}."
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: message`` on one line, without a closing full stop."""
+    text = " ".join(str(error).split()).rstrip(".")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def _names(env_value: str) -> set[str]:
     return {_normalise(n) for n in env_value.split(",") if n.strip()}
 
@@ -87,6 +117,8 @@ class PluginManager(pluggy.PluginManager):
         self._registries: dict[str, Registry] = {}
         #: plugin name → (distribution name, version) for plugins loaded from entry points
         self.distributions: dict[str, tuple[str, str]] = {}
+        #: entry-point name → why it failed to load (it is not registered)
+        self.broken: dict[str, BrokenPlugin] = {}
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         self._registries.clear()
@@ -125,9 +157,8 @@ class PluginManager(pluggy.PluginManager):
             unknown = re.search(r"unknown hook '([^']+)'", str(error))
             close = difflib.get_close_matches(unknown.group(1), hooks, n=1) if unknown else []
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise pluggy.PluginValidationError(
-                error.plugin, f"{error}.{hint} The hooks are: {', '.join(hooks)}."
-            ) from None
+            what = f"plugin {self.get_name(error.plugin)!r} implements unknown hook {unknown.group(1)!r}" if unknown else error
+            raise pluggy.PluginValidationError(error.plugin, f"{what}.{hint} The hooks are: {', '.join(hooks)}.") from None
 
     def load_default_plugins(self) -> None:
         for module_name in DEFAULT_PLUGINS:
@@ -135,7 +166,10 @@ class PluginManager(pluggy.PluginManager):
                 self.register(importlib.import_module(module_name), name=module_name)
 
     def load_entry_point_plugins(self, only: set[str] | None = None) -> None:
-        """Register the ``dpo_plugin`` entry points (only those named in ``only``, when given)."""
+        """Register the ``dpo_plugin`` entry points (only those named in ``only``, when given).
+
+        One that fails to import or names an unknown hook is left out and recorded in :attr:`broken`.
+        """
         for dist in importlib.metadata.distributions():
             for ep in dist.entry_points:
                 if ep.group != ENTRY_POINT_GROUP or self.is_blocked(ep.name) or self.has_plugin(ep.name):
@@ -143,20 +177,38 @@ class PluginManager(pluggy.PluginManager):
                 dist_name = dist.metadata["Name"] or ""
                 if only is not None and not ({_normalise(ep.name), _normalise(dist_name)} & only):
                     continue
-                if self.is_blocked(_normalise(dist_name)):
+                if self.is_blocked(_normalise(dist_name)) or ep.name in self.broken:
                     continue
-                self.register(ep.load(), name=ep.name)
+                try:
+                    self.register(ep.load(), name=ep.name)
+                    self.check_pending()  # the plugins before it passed, so a failure is this one's
+                except Exception as error:  # a plugin's import may raise anything
+                    if self.has_plugin(ep.name):
+                        self.unregister(name=ep.name)
+                    self.broken[ep.name] = BrokenPlugin(ep.name, ep.value, dist_name, dist.version, _one_line(error))
+                    continue
                 self.distributions[ep.name] = (dist_name, dist.version)
+
+    def raise_for_broken(self) -> None:
+        """A ConfigError naming every entry point that failed to load, if any did."""
+        if self.broken:
+            raise ConfigError(" ".join(broken.message for broken in self.broken.values()))
 
 
 _manager: PluginManager | None = None
 
 
-def get_plugin_manager() -> PluginManager:
-    """The process-wide plugin manager, with built-ins and entry-point plugins loaded and checked."""
+def get_plugin_manager(*, allow_broken: bool = False) -> PluginManager:
+    """The process-wide plugin manager, with built-ins and entry-point plugins loaded and checked.
+
+    An entry point that failed to load is a ConfigError (see :attr:`PluginManager.broken`), unless
+    ``allow_broken``: then the manager holds the other plugins (``dpo-plugin plugins`` lists them).
+    """
     global _manager
     if _manager is None:
         _manager = _build_manager()
+    if not allow_broken:
+        _manager.raise_for_broken()
     return _manager
 
 

@@ -16,6 +16,7 @@ import pytest
 import dpo_plugin
 
 CLI = str(Path(sys.executable).with_name("dpo-plugin"))
+REPO = Path(__file__).resolve().parents[1]
 BUILTIN_LOSSES = {
     "dpo_plugin.loss_variants.dpo": [
         "sigmoid",
@@ -36,14 +37,11 @@ BUILTIN_LOSSES = {
 }
 
 
-REPO = str(Path(__file__).resolve().parent.parent)
-
-
-def run_cli(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-    """The console script on this checkout's package (first on PYTHONPATH, before any other install)."""
+def run_cli(*args: str, check: bool = True, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """The console script on this checkout's code (first on PYTHONPATH: the script may be installed from another)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DPO_PLUGIN_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    return subprocess.run([CLI, *args], capture_output=True, text=True, check=check, env={**clean, **env})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run([CLI, *args], capture_output=True, text=True, check=check, env={**clean, **env}, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +171,75 @@ def test_losses_table_fits_100_columns_without_a_blocked_module():
 def test_bad_command_line():
     result = run_cli("plugins", "--bogus", check=False)
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+BROKEN_PACKAGES = {
+    "boom": ("dpo-plugin-boom", "0.3.0", "dpo_plugin_boom", 'raise RuntimeError("this plugin needs the cuda driver")\n'),
+    "typo_loss": (
+        "dpo-plugin-typo",
+        "0.1.0",
+        "dpo_plugin_typo",
+        "import dpo_plugin\n\n@dpo_plugin.hookimpl\ndef register_loss(register):\n    pass\n",
+    ),
+}
+HOOKS = "register_losses, register_reference_strategies, register_adapters, register_judges, register_checks, post_train"
+BROKEN_ERROR = (
+    "error: The plugin 'boom' (entry point boom = dpo_plugin_boom, from dpo-plugin-boom 0.3.0) failed to load: "
+    "RuntimeError: this plugin needs the cuda driver. Fix or uninstall it (pip uninstall dpo-plugin-boom), or skip it "
+    "with DPO_PLUGIN_BLOCK_PLUGINS=boom. The plugin 'typo_loss' (entry point typo_loss = dpo_plugin_typo, from "
+    "dpo-plugin-typo 0.1.0) failed to load: PluginValidationError: plugin 'typo_loss' implements unknown hook "
+    f"'register_loss'. Did you mean 'register_losses'? The hooks are: {HOOKS}. Fix or uninstall it (pip uninstall "
+    "dpo-plugin-typo), or skip it with DPO_PLUGIN_BLOCK_PLUGINS=typo_loss."
+)
+
+
+@pytest.fixture(scope="module")
+def broken_site(tmp_path_factory) -> str:
+    """Two plugin packages pip-installed into a throwaway folder (on PYTHONPATH only for the commands that use it):
+    one whose import raises, one whose hook is misspelled."""
+    sources, site = tmp_path_factory.mktemp("broken-sources"), tmp_path_factory.mktemp("broken-site")
+    for entry_point, (distribution, version, module, code) in BROKEN_PACKAGES.items():
+        package = sources / module
+        package.mkdir()
+        (package / f"{module}.py").write_text(code)
+        (package / "pyproject.toml").write_text(
+            '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+            f'[project]\nname = "{distribution}"\nversion = "{version}"\n'
+            f'[project.entry-points.dpo_plugin]\n{entry_point} = "{module}"\n'
+            f'[tool.setuptools]\npy-modules = ["{module}"]\n'
+        )
+    packages = [str(sources / module) for _, _, module, _ in BROKEN_PACKAGES.values()]
+    pip = [sys.executable, "-m", "pip", "-q", "install", "--no-deps", "--no-build-isolation", "--no-index"]
+    subprocess.run([*pip, "--target", str(site), *packages], check=True, capture_output=True)
+    return str(site)
+
+
+def test_plugins_lists_the_others_marks_the_broken_ones_and_fails(broken_site):
+    result = run_cli("plugins", check=False, PYTHONPATH=broken_site)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == BROKEN_ERROR
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in result.stdout.splitlines()[2:]}
+    assert rows["dpo_plugin.loss_variants.squared"][2] == "(built-in)  losses: ipo, ipo_paper, sppo_hard, cal_dpo"
+    assert rows["boom"] == ["dpo-plugin-boom", "0.3.0", "BROKEN: RuntimeError: this plugin needs the cuda driver"]
+    assert rows["typo_loss"][:2] == ["dpo-plugin-typo", "0.1.0"]
+    assert rows["typo_loss"][2].startswith("BROKEN: PluginValidationError: plugin 'typo_loss' implements unknown hook")
+    listing = json.loads(run_cli("plugins", "--json", check=False, PYTHONPATH=broken_site).stdout)
+    plugins = {p["name"]: p for p in listing["plugins"]}
+    assert plugins["boom"]["error"] == "RuntimeError: this plugin needs the cuda driver"
+    assert set(BUILTIN_LOSSES) <= set(plugins) and "sigmoid" in listing["losses"]
+
+
+def test_other_commands_fail_with_the_one_line_error_before_any_model_loads(broken_site, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model_name_or_path: {tmp_path / 'no-such-model'}\ndataset_name: {REPO / 'dpo_plugin/data/demo'}\n"
+        f"output_dir: {tmp_path / 'out'}\nbf16: false\n"
+    )
+    for command in (["losses"], ["train", "--config", str(config)]):
+        result = run_cli(*command, check=False, PYTHONPATH=broken_site)
+        assert result.returncode == 2 and result.stderr.splitlines()[-1] == BROKEN_ERROR, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+
+
+def test_the_variable_the_error_names_gets_past_it(broken_site):
+    result = run_cli("plugins", PYTHONPATH=broken_site, DPO_PLUGIN_BLOCK_PLUGINS="boom,typo_loss")
+    assert "BROKEN" not in result.stdout and "boom" not in result.stdout and result.stderr == ""

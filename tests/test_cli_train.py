@@ -138,3 +138,148 @@ def test_accelerate_launch_runs_the_train_command(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Trained model saved to" in result.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "trainer_state.json").is_file()
+
+
+def _refused(*argv: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_train_args(list(argv))
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+EMPTY = (
+    "is empty (nothing but blank lines or comments). Write the settings as key: value lines, at least "
+    "model_name_or_path, dataset_name and output_dir (see docs/configuration.md)."
+)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing set yet\n"])
+def test_an_empty_yaml_says_so(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert _refused("--config", str(path)) == f"{path} {EMPTY}"
+
+
+def test_a_binary_or_unreadable_yaml_names_the_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"bf16: false\nmodel_name_or_path: caf\xe9\n")
+    assert _refused("--config", str(path)) == (
+        f"{path}, line 2: byte 0xe9 is not UTF-8 text. Save the file as UTF-8 (your editor's encoding setting, or "
+        "iconv -f <its encoding> -t utf-8)."
+    )
+    path.write_bytes(b"bf16: false\n\x00\x01\x02")
+    assert _refused("--config", str(path)) == (
+        f"{path}, line 2: not valid YAML (character #x0000: special characters are not allowed). Remove it."
+    )
+    path.write_text("bf16: false\nloss_type: [sigmoid\nbeta: 0.1\n")
+    assert _refused("--config", str(path)).startswith(f"{path}, line 3: not valid YAML (")
+    path.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    assert _refused("--config", str(path)) == (
+        f"{path} has {(1 << 20) + 3} bytes, more than the 1048576 a config file may have; is it the right file?"
+    )
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    """Nine levels of nine aliases: 459 bytes standing for 9^9 = 387 million strings."""
+    import time
+
+    lines = ['  A: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("ABCDEFGH", "BCDEFGHI"):
+        lines.append(f"  {name}: &{name.lower()} [{','.join([f'*{previous.lower()}'] * 9)}]")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\nenv:\n" + "\n".join(lines) + "\n")
+    assert len(path.read_bytes()) == 459
+    started = time.perf_counter()
+    message = _refused("--config", str(path))
+    assert time.perf_counter() - started < 5
+    assert message == f"{path}: its aliases expand to more than 100000 values, far more than a config needs. Write the values out."
+    path.write_text("a: &a [*a]\n")
+    assert _refused("--config", str(path)) == (
+        f"{path}: an alias refers to a list or mapping that contains it, an endless value. Write the values out."
+    )
+    path.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert _refused("--config", str(path)) == f"{path}: lists or mappings nested too deeply to be a config."
+
+
+def test_ordinary_aliases_still_work(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\noutput_dir: {tmp_path / 'o'}\nbf16: false\n"
+        "per_device_train_batch_size: &batch 3\nper_device_eval_batch_size: *batch\n"
+    )
+    assert parse_train_args(["--config", str(path)]).config.per_device_eval_batch_size == 3
+
+
+def test_env_values_must_be_scalars(tmp_path):
+    assert _refused("--config", _yaml(tmp_path, env={"HF_HOME": ["a", "b"]})) == (
+        f"env.HF_HOME in {tmp_path / 'run.yaml'} must be a string or a number, got a list."
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value, advice",
+    [
+        ("torch_dtype", "float32", "transformers 5 renamed it dtype (same values: auto, bfloat16, float16, float32)"),
+        (
+            "warmup_ratio",
+            0.1,
+            "transformers 5 removed it; give the ratio to warmup_steps, which reads a value below 1 as a fraction of "
+            "the training steps (warmup_steps: 0.1)",
+        ),
+        (
+            "logging_dir",
+            "logs",
+            "transformers 5 removed it; TensorBoard writes to the folder named by the environment variable "
+            "TENSORBOARD_LOGGING_DIR (in the YAML: env: {TENSORBOARD_LOGGING_DIR: <folder>})",
+        ),
+        (
+            "overwrite_output_dir",
+            True,
+            "transformers 5 removed it; reuse_output_dir: true lets a run write into a folder that holds other files "
+            "(dpo-plugin never overwrites or deletes them)",
+        ),
+    ],
+)
+def test_keys_transformers_5_renamed_or_removed_say_what_replaced_them(tmp_path, key, value, advice):
+    path = _yaml(tmp_path, **{key: value})
+    assert _refused("--config", path) == f"Unknown key {key!r} in {path}: {advice}."
+    assert _refused("--config", _yaml(tmp_path), f"--{key}", str(value)) == f"Unknown key {key!r} in the command line: {advice}."
+
+
+def test_the_replacements_exist_in_transformers_5(tmp_path):
+    """What the table points to is a real field (and the old names really are gone)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+    from trl import ModelConfig
+
+    from dpo_plugin.trl.train_args import REPLACED_KEYS
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)} | {f.name for f in dataclasses.fields(ModelConfig)}
+    assert not set(REPLACED_KEYS) & fields
+    assert {"dtype", "warmup_steps", "eval_strategy", "use_cpu", "per_device_train_batch_size", "include_for_metrics"} <= fields
+    request = parse_train_args(["--config", _yaml(tmp_path, dtype="float32", warmup_steps=0.1, reuse_output_dir=True)])
+    assert request.model.dtype == "float32" and request.config.warmup_steps == 0.1 and request.config.reuse_output_dir
+
+
+@pytest.mark.parametrize("key", ["eval_strategy", "save_strategy"])
+def test_an_unquoted_no_gets_the_hint_to_quote_it(tmp_path, key):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\n{key}: no\n")
+    message = _refused("--config", str(path))
+    assert message.startswith(f"{key} in {path} must be ") and message.endswith(
+        f"got False (bool). YAML reads an unquoted yes, no, on or off as a boolean: quote the word you meant ({key}: 'no')."
+    )
+    path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\noutput_dir: o\n{key}: 'no'\n")
+    assert str(getattr(parse_train_args(["--config", str(path)]).config, key)) in ("no", "IntervalStrategy.NO", "SaveStrategy.NO")
+
+
+def test_bad_flag_values_name_the_command_line(tmp_path):
+    path = _yaml(tmp_path)
+    assert _refused("--config", path, "--max_steps", "2.5") == (
+        "the command line: argument --max_steps/--max-steps: invalid int value: '2.5'."
+    )
+    assert _refused("--config", path, "--eval_strategy", "never") == (
+        "the command line: argument --eval_strategy/--eval-strategy: invalid choice: 'never' (choose from 'no', "
+        "'steps', 'epoch')."
+    )

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
@@ -15,6 +16,7 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from dpo_plugin.data import load_preference_data, train_eval_splits, validate_preference_columns
 from dpo_plugin.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 ROWS = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(10)]
 USER, ASSISTANT = "user", "assistant"
 
@@ -105,12 +107,11 @@ def test_missing_local_paths(tmp_path, monkeypatch):
 def test_unreadable_files_give_short_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"unsupported file type '\.txt'; preference data files must end in \.json"):
         load_preference_data(str(_write(tmp_path / "pairs.jsonl").rename(tmp_path / "pairs.txt")))
-    (tmp_path / "broken.jsonl").write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": \n')
+    (tmp_path / "pairs.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(ConfigError) as info:
-        load_preference_data(str(tmp_path / "broken.jsonl"))
+        load_preference_data(str(tmp_path / "pairs.parquet"))
     message = str(info.value)
-    assert message.startswith(f"Cannot read '{tmp_path / 'broken.jsonl'}' as json: ") and "\n" not in message
-    assert "(ArrowInvalid: JSON parse error" in message
+    assert message.startswith(f"Cannot read '{tmp_path / 'pairs.parquet'}' as parquet: ") and "\n" not in message
     assert _without_chained_traceback(info.value)
     with pytest.raises(ConfigError, match="applies to hub datasets and dataset folders, not to a single data file"):
         load_preference_data(str(_write(tmp_path / "p.csv")), config="x")
@@ -251,3 +252,153 @@ def test_wrong_column_types():
         ConfigError, match="'prompt' holds text but chosen/rejected hold messages.*remove the prompt column"
     ):
         validate_preference_columns(Dataset.from_list([mixed]))
+
+
+PAIR = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
+FIX_LINE = 'Fix or remove the line: each line of a JSON Lines file is one object, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'
+ONE_FORMAT = "Write every row's {0} in one format: text (a JSON string), or a list of {{\"role\": …, \"content\": …}} messages."
+
+
+def _refused(path) -> str:
+    """The one-line ConfigError that loading ``path`` gives (no datasets traceback chained under it)."""
+    with pytest.raises(ConfigError) as info:
+        load_preference_data(str(path))
+    assert _without_chained_traceback(info.value) and "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path, suffix):
+    path = tmp_path / f"pairs{suffix}"
+    header = b"prompt,chosen,rejected\n" if suffix == ".csv" else b""
+    row = b"p,c,r\n" if suffix == ".csv" else PAIR.encode() + b"\n"
+    bad = b"p,caf\xe9,r\n" if suffix == ".csv" else b'{"prompt": "p", "chosen": "caf\xe9", "rejected": "r"}\n'
+    path.write_bytes(header + row * 2 + bad + row)  # Latin-1 é on the third pair
+    line = 4 if suffix == ".csv" else 3
+    assert _refused(path) == (
+        f"{path}, line {line}: byte 0xe9 is not UTF-8 text. Save the file as UTF-8 (your editor's encoding setting, "
+        "or iconv -f <its encoding> -t utf-8)."
+    )
+
+
+def test_a_multibyte_character_cut_across_the_read_chunks_is_fine_and_one_cut_by_the_end_is_named(tmp_path):
+    from dpo_plugin.text_files import CHUNK_BYTES
+
+    path = tmp_path / "pairs.jsonl"  # the é (2 bytes) starts at the last byte of the first chunk read
+    head = '{"prompt": "p", "rejected": "r", "chosen": "'
+    pad = "x" * (CHUNK_BYTES - len(head) - 1)
+    path.write_text(f'{head}{pad}é"}}\n{PAIR}\n', encoding="utf-8")
+    assert path.read_bytes()[CHUNK_BYTES - 1 : CHUNK_BYTES + 1] == "é".encode()
+    assert load_preference_data(str(path), split="train")["chosen"][0] == pad + "é"
+    path.write_bytes(f"{PAIR}\n{PAIR}\n".encode() + "é".encode()[:1])
+    assert _refused(path).startswith(f"{path}, line 3: byte 0xc3 is not UTF-8 text.")
+
+
+@pytest.mark.parametrize(
+    "second, column, reason",
+    [
+        ('{"prompt": "p", "chosen": "c", "rejected": "r",}', 48, "Expecting property name enclosed in double quotes"),
+        ('{"prompt": "p", "chosen": "c", "rejected": }', 44, "Expecting value"),
+        ('{"prompt": "p", "chosen": "c" "rejected": "r"}', 31, "Expecting ',' delimiter"),
+    ],
+)
+def test_a_malformed_json_line_is_named_with_its_column(tmp_path, second, column, reason):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(f"{PAIR}\n{second}\n{PAIR}\n")
+    assert _refused(path) == f"{path}, line 2: not valid JSON ({reason} at column {column}). {FIX_LINE}"
+
+
+def test_a_json_line_that_is_no_object_and_a_broken_json_array(tmp_path):
+    lines = tmp_path / "pairs.jsonl"
+    lines.write_text(f'{PAIR}\n\n"just text"\n')
+    assert _refused(lines) == (
+        f'{lines}, line 3: a JSON str, not an object such as {{"prompt": "…", "chosen": "…", "rejected": "…"}}.'
+    )
+    array = tmp_path / "pairs.json"
+    array.write_text(f"[{PAIR},\n {PAIR}\n {PAIR}]")
+    assert _refused(array) == f"{array}, line 3: not valid JSON (Expecting ',' delimiter at column 2)."
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("3", "int 3, but line 1 holds text"),
+        ('["c"]', "list ['c'], but line 1 holds text"),
+        ('{"text": "c"}', "dict {'text': 'c'}, but line 1 holds text"),
+        ('[{"role": "assistant", "content": "c"}]', "messages, but line 1 holds text"),
+    ],
+)
+def test_one_row_of_another_type_is_named_by_its_line(tmp_path, value, shown):
+    """datasets types such a column as Json; the row is named by its line (blank lines counted) before TRL sees it."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(f'{PAIR}\n{PAIR}\n{{"prompt": "p", "chosen": {value}, "rejected": "r"}}\n{PAIR}\n')
+    assert _refused(path) == f"{path}, line 3: 'chosen' holds {shown}. {ONE_FORMAT.format('chosen')}"
+
+
+def test_conversational_rows_among_text_rows_name_the_first_that_differs(tmp_path):
+    path = tmp_path / "pairs.json"
+    conversation = {"prompt": _messages((USER, "q")), "chosen": _messages((ASSISTANT, "y")), "rejected": _messages((ASSISTANT, "n"))}
+    path.write_text(json.dumps([ROWS[0], ROWS[1], conversation, ROWS[2]]))
+    assert _refused(path) == (
+        f"{path}, object 3 of the array: 'prompt' holds messages, but object 1 of the array holds text. "
+        + ONE_FORMAT.format("prompt")
+    )
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _write(folder / "train.jsonl", ROWS[:2])
+    _write(folder / "test.jsonl", [ROWS[0], conversation])  # each file of a folder is checked
+    assert _refused(folder) == (
+        f"{folder / 'test.jsonl'}, line 2: 'prompt' holds messages, but line 1 holds text. " + ONE_FORMAT.format("prompt")
+    )
+
+
+@pytest.mark.parametrize(
+    "suffix, text, hint",
+    [
+        (".jsonl", "", 'A preference data file holds one pair per line, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'),
+        (".json", "\n  \n", 'A preference data file holds one pair per line, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'),
+        (".csv", "", "A preference CSV file holds a header line (prompt,chosen,rejected), then one pair per line."),
+        (".parquet", "", "Write the pairs again (Dataset.to_parquet)."),
+    ],
+)
+def test_an_empty_file_says_so(tmp_path, suffix, text, hint):
+    path = tmp_path / f"pairs{suffix}"
+    path.write_text(text)
+    assert _refused(path) == f"{path} is empty. {hint}"
+
+
+def test_a_csv_header_naming_a_pair_column_twice_is_refused(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,chosen,rejected,chosen\np,c,r,c2\n")
+    assert _refused(path) == (
+        f"{path}, line 1: the header names the column 'chosen' 2 times, so which one holds the chosen text is "
+        "ambiguous (pandas would rename the others chosen.1, …). Keep one column of that name."
+    )
+    path.write_text("prompt,chosen,rejected,note,note\np,c,r,a,b\n")  # other repeated columns are not ours to judge
+    assert load_preference_data(str(path), split="train").column_names == ["prompt", "chosen", "rejected", "note", "note.1"]
+
+
+def test_the_train_command_names_the_bad_line_before_any_model_loads(tmp_path):
+    """The real command: a data error is one `error:` line, exit 2, though the model does not even exist."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(f'{PAIR}\n{{"prompt": "p", "chosen": 3, "rejected": "r"}}\n')
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model_name_or_path: {tmp_path / 'no-such-model'}\ndataset_name: {data}\noutput_dir: {tmp_path / 'out'}\nbf16: false\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "dpo_plugin", "train", "--config", str(config)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {data}, line 2: 'chosen' holds int 3, but line 1 holds text. " + ONE_FORMAT.format("chosen")
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_pretty_printed_json_object_is_left_to_datasets(tmp_path):
+    """One JSON object over several lines is valid JSON, though not JSON Lines: no line is blamed, datasets reads it."""
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}, indent=2))
+    assert load_preference_data(str(path), split="train").to_list() == [{"prompt": "p", "chosen": "c", "rejected": "r"}]

@@ -419,3 +419,49 @@ def test_warnings_are_logged(caplog):
     assert report.ok and [f.code for f in report.warnings] == ["duplicate_pair"]
     records = [r for r in caplog.records if r.name == "dpo_plugin.data_quality"]
     assert [r.levelname for r in records] == ["WARNING"] and "duplicate_pair (1)" in records[0].getMessage()
+
+
+TOOL_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if m.get('tool_calls') %}"
+    "{{ m['tool_calls'] | tojson }}{% endif %}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _tool_call_pair(city: str, arguments) -> dict:
+    call = {"type": "function", "function": {"name": "weather", "arguments": arguments}}
+    return {
+        "prompt": _chat(("user", f"Weather in {city}?")),
+        "chosen": [
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "name": "weather", "content": "sunny"},
+            {"role": "assistant", "content": f"Sunny in {city}."},
+        ],
+        "rejected": _chat(("assistant", "No idea.")),
+    }
+
+
+def test_tool_call_data_typed_as_json_is_read_and_counted_as_trl_does(tmp_path):
+    """datasets 5 types tool-call messages (keys differ by message, arguments a mapping or a JSON string) as
+    ``List(Json)``; TRL trains on them, and the columns, the data checks and the token counts accept them too."""
+    from datasets import Json, List
+
+    from dpo_plugin.data import validate_preference_columns
+    from dpo_plugin.tiny import tiny_tokenizer
+
+    path = tmp_path / "tools.jsonl"
+    rows = [_tool_call_pair("Oslo", {"city": "Oslo"}), _tool_call_pair("Rome", '{"city": "Rome"}')]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_preference_data(str(path), split="train")
+    assert dataset.features["chosen"] == List(Json()) and dataset.to_list() == rows
+    assert validate_preference_columns(dataset) == "messages"
+
+    tool_tokenizer = tiny_tokenizer()
+    tool_tokenizer.chat_template = TOOL_TEMPLATE
+    prepared = _trl_prepared(dataset, tool_tokenizer)
+    expected = tuple([len(ids) for ids in prepared[column]] for column in ("prompt_ids", "chosen_ids", "rejected_ids"))
+    pairs, problems = read_pairs(dataset)
+    assert not problems and token_lengths(pairs, tool_tokenizer) == expected
+    # by hand: prompt <|user|> + "Weather in Oslo?" (16 bytes) + <|end|> + <|assistant|>; rejected "No idea." + <|end|>
+    assert expected[0] == [19, 19] and expected[2] == [9, 9]
+    report = check_data(dataset, tokenizer=tool_tokenizer, max_length=512, min_pairs=1)
+    assert report.findings == []

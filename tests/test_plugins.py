@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import dpo_plugin
 from dpo_plugin import LossOutput, PairLogps
 from dpo_plugin.adapter_recipes.recipe import FullFineTuning
-from dpo_plugin.errors import DuplicateNameError, PluginContractError, UnknownNameError
+from dpo_plugin.errors import ConfigError, DuplicateNameError, PluginContractError, UnknownNameError
 from dpo_plugin.plugins import get_plugin_manager, reset_plugin_manager
 from dpo_plugin.reference.base import ReferenceStrategy
 
@@ -316,20 +316,49 @@ def test_block_plugins_removes_a_builtin_module(fresh_plugin_manager, monkeypatc
 
 
 def test_a_broken_entry_point_plugin_fails_when_the_manager_is_built(tmp_path, monkeypatch, fresh_plugin_manager):
-    """A misspelled hook in an installed plugin fails loudly (check_pending) instead of being ignored."""
+    """A misspelled hook in an installed plugin fails loudly (check_pending) instead of being ignored: a ConfigError
+    naming the entry point, its distribution and the way past it; the manager itself keeps the other plugins."""
     typo = PLUGIN_SOURCE.replace("def register_judges", "def register_judge")
     install_distribution(tmp_path, typo, module="typo_plugin_module", entry_point="typo_plugin")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("DPO_PLUGIN_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("DPO_PLUGIN_BLOCK_PLUGINS", raising=False)
     try:
-        with pytest.raises(pluggy.PluginValidationError, match="Did you mean 'register_judges'"):
+        with pytest.raises(ConfigError) as info:
             fresh_plugin_manager()
+        assert str(info.value) == (
+            "The plugin 'typo_plugin' (entry point typo_plugin = typo_plugin_module, from dpo-env-dist 1.2.3) failed "
+            "to load: PluginValidationError: plugin 'typo_plugin' implements unknown hook 'register_judge'. Did you "
+            "mean 'register_judges'? The hooks are: register_losses, register_reference_strategies, register_adapters, "
+            "register_judges, register_checks, post_train. Fix or uninstall it (pip uninstall dpo-env-dist), or skip "
+            "it with DPO_PLUGIN_BLOCK_PLUGINS=typo_plugin."
+        )
+        pm = get_plugin_manager(allow_broken=True)
+        assert list(pm.broken) == ["typo_plugin"] and not pm.has_plugin("typo_plugin")
+        assert "env_halved" not in pm.registry("losses") and "sigmoid" in pm.registry("losses")
         monkeypatch.setenv("DPO_PLUGIN_BLOCK_PLUGINS", "typo_plugin")  # the way out the error suggests
         reset_plugin_manager()
         assert "sigmoid" in dpo_plugin.losses()
     finally:
         sys.modules.pop("typo_plugin_module", None)
+
+
+def test_an_entry_point_whose_import_raises_is_named_and_the_others_still_load(tmp_path, monkeypatch, fresh_plugin_manager):
+    install_distribution(tmp_path, PLUGIN_SOURCE + "\nraise ImportError('needs the cuda driver')\n", module="boom_module", entry_point="boom")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("DPO_PLUGIN_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("DPO_PLUGIN_BLOCK_PLUGINS", raising=False)
+    try:
+        with pytest.raises(ConfigError) as info:
+            dpo_plugin.losses()
+        assert str(info.value) == (
+            "The plugin 'boom' (entry point boom = boom_module, from dpo-env-dist 1.2.3) failed to load: ImportError: "
+            "needs the cuda driver. Fix or uninstall it (pip uninstall dpo-env-dist), or skip it with "
+            "DPO_PLUGIN_BLOCK_PLUGINS=boom."
+        )
+        assert "sigmoid" in get_plugin_manager(allow_broken=True).registry("losses")
+    finally:
+        sys.modules.pop("boom_module", None)
 
 
 def test_trace_logs_hook_calls(fresh_plugin_manager, monkeypatch, caplog):

@@ -31,15 +31,30 @@ def token_lengths(pairs: Sequence[Pair], tokenizer: Any) -> tuple[list[int], lis
     """
     import datasets
 
-    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, **p.extra} for p in pairs]
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        prepared = prepare_pairs(datasets.Dataset.from_list(rows), tokenizer, name="check")
+        prepared = prepare_pairs(_pairs_dataset(pairs), tokenizer, name="check")
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
     return tuple([len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS)  # type: ignore[return-value]
+
+
+def _pairs_dataset(pairs: Sequence[Pair]) -> Any:
+    """The pairs as a ``Dataset`` holding exactly their values: text columns as strings, any other column as JSON.
+
+    Arrow's type inference would give every message the keys of all (``tool_calls: None`` …) and cannot mix a
+    string and a mapping in one field (tool-call arguments); datasets' ``Json`` keeps each value as it is.
+    """
+    from datasets import Dataset, Features, Json, Value
+
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, **p.extra} for p in pairs]
+    columns = dict.fromkeys(name for row in rows for name in row)
+    features = Features(
+        {name: Value("string") if all(isinstance(row.get(name), str) for row in rows) else Json() for name in columns}
+    )
+    return Dataset.from_list(rows, features=features)
 
 
 def check_data(

@@ -10,6 +10,7 @@ the others).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import enum
@@ -21,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError, DpoPluginError
+from ..yaml_file import read_yaml_mapping
 from .config import DPOConfig
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,25 @@ logger = logging.getLogger(__name__)
 PATH_KEYS = ("model_name_or_path", "dataset_name")
 #: Fields whose ``true`` means something (resume from the newest intact checkpoint).
 ACCEPTS_BOOL = {"resume_from_checkpoint"}
+#: Keys that transformers 5 renamed or removed (TRL's examples and older configs still use them) → what to write.
+REPLACED_KEYS = {
+    "torch_dtype": "transformers 5 renamed it dtype (same values: auto, bfloat16, float16, float32)",
+    "warmup_ratio": "transformers 5 removed it; give the ratio to warmup_steps, which reads a value below 1 as a "
+    "fraction of the training steps (warmup_steps: 0.1)",
+    "logging_dir": "transformers 5 removed it; TensorBoard writes to the folder named by the environment variable "
+    "TENSORBOARD_LOGGING_DIR (in the YAML: env: {TENSORBOARD_LOGGING_DIR: <folder>})",
+    "overwrite_output_dir": "transformers 5 removed it; reuse_output_dir: true lets a run write into a folder that "
+    "holds other files (dpo-plugin never overwrites or deletes them)",
+    "evaluation_strategy": "transformers renamed it eval_strategy; the old name is gone in transformers 5",
+    "no_cuda": "gone in transformers 5; use use_cpu: true",
+    "per_gpu_train_batch_size": "gone in transformers 5; use per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "gone in transformers 5; use per_device_eval_batch_size",
+    "include_inputs_for_metrics": "gone in transformers 5; use include_for_metrics: [inputs]",
+}
+EMPTY_CONFIG_HINT = (
+    "Write the settings as key: value lines, at least model_name_or_path, dataset_name and output_dir "
+    "(see docs/configuration.md)."
+)
 
 
 @dataclass
@@ -101,7 +120,9 @@ def _field_types() -> dict[str, tuple[type, Any]]:
 
 
 def unknown_key(key: str, source: str, known: list[str]) -> ConfigError:
-    """The error for a key that is no field, with the closest field."""
+    """The error for a key that is no field: what replaced it (:data:`REPLACED_KEYS`), else the closest field."""
+    if key in REPLACED_KEYS:
+        return ConfigError(f"Unknown key {key!r} in {source}: {REPLACED_KEYS[key]}.")
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return ConfigError(
@@ -123,8 +144,13 @@ def check_yaml(values: dict[str, Any], source: str) -> None:
             continue
         if not _matches(value, annotation):
             shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            quote = (
+                f" YAML reads an unquoted yes, no, on or off as a boolean: quote the word you meant ({key}: 'no')."
+                if isinstance(value, bool) and _matches("no", annotation)
+                else ""
+            )
             raise ConfigError(
-                f"{key} in {source} must be {shown} ({cls.__name__} field), got {value!r} ({type(value).__name__})."
+                f"{key} in {source} must be {shown} ({cls.__name__} field), got {value!r} ({type(value).__name__}).{quote}"
             )
 
 
@@ -142,18 +168,6 @@ def _resolve_relative(values: dict[str, Any], folder: Path) -> None:
     ref = values.get("reference_params")
     if isinstance(ref, dict) and isinstance(ref.get("model"), str) and (folder / ref["model"]).exists():
         ref["model"] = str((folder / ref["model"]).resolve())
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"Config file {str(path)!r} does not exist.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must contain a YAML mapping of keys to values.")
-    return values
 
 
 def _bare_resume(argv: list[str]) -> list[str]:
@@ -178,6 +192,32 @@ def _build(namespace: Any, explicit: set[str]) -> list[Any]:
     return built
 
 
+def _config_file(argv: list[str]) -> tuple[dict[str, Any], str]:
+    """The checked values of the ``--config`` YAML (removed from ``argv``) and the file's name; none without one."""
+    if "--config" not in argv:
+        return {}, "the command line"
+    index = argv.index("--config")
+    if index + 1 >= len(argv):
+        raise ConfigError("--config needs a YAML file path.")
+    path = Path(argv[index + 1])
+    del argv[index : index + 2]
+    values = read_yaml_mapping(path, empty_hint=EMPTY_CONFIG_HINT)
+    check_yaml(values, str(path))
+    _resolve_relative(values, path.parent)
+    return values, str(path)
+
+
+def _apply_env(values: dict[str, Any], source: str) -> None:
+    """The YAML's ``env`` mapping (removed from ``values``) set as environment variables, as TrlParser does."""
+    env = values.pop("env", None) or {}
+    if not isinstance(env, dict):
+        raise ConfigError(f"env in {source} must be a mapping of variable → value.")
+    for name, value in env.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"env.{name} in {source} must be a string or a number, got a {type(value).__name__}.")
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+
+
 def parse_train_args(argv: list[str]) -> TrainRequest:
     """Parse ``--config FILE.yaml [--key value ...]`` into TRL's dataclasses, validating before anything loads.
 
@@ -187,25 +227,13 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     from trl import TrlParser
 
     argv = _bare_resume(list(argv))
-    values: dict[str, Any] = {}
-    source = "the command line"
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            raise ConfigError("--config needs a YAML file path.")
-        path = Path(argv[index + 1])
-        del argv[index : index + 2]
-        values = _read_yaml(path)
-        source = str(path)
-        check_yaml(values, source)
-        _resolve_relative(values, path.parent)
-    env = values.pop("env", None) or {}
-    if not isinstance(env, dict):
-        raise ConfigError(f"env in {source} must be a mapping of variable → value.")
-    os.environ.update({str(k): str(v) for k, v in env.items()})
-    parser = TrlParser(_dataclass_types())
+    values, source = _config_file(argv)
+    _apply_env(values, source)
+    parser = TrlParser(_dataclass_types(), exit_on_error=False)
     parser.set_defaults_with_config(**values)
-    explicit = set(values) | flag_names(argv)
+    flags = flag_names(argv)
+    explicit = set(values) | flags
+    both = f"{source} with the command-line flags" if flags and values else source if values else "the command line"
     try:
         namespace, unused = parser.parse_known_args(args=argv)
         if unused:
@@ -214,10 +242,12 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
         script, config, model, mixture = _build(namespace, explicit)
     except DpoPluginError:
         raise
+    except argparse.ArgumentError as error:
+        raise ConfigError(f"the command line: {error}.") from None
     except ValueError as error:
-        raise ConfigError(f"{source}: {error}") from None
+        raise ConfigError(f"{both}: {error}") from None
     if not model.model_name_or_path:
-        raise ConfigError(f"{source}: model_name_or_path is required (a hub id or a local model folder).")
+        raise ConfigError(f"{both}: model_name_or_path is required (a hub id or a local model folder).")
     if not script.dataset_name and not mixture.datasets:
-        raise ConfigError(f"{source}: dataset_name (a hub name or a local json/jsonl/parquet file or folder) is required.")
+        raise ConfigError(f"{both}: dataset_name (a hub name or a local json/jsonl/parquet file or folder) is required.")
     return TrainRequest(script, config, model, mixture, frozenset(explicit))

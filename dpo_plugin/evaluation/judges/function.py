@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from ...errors import ConfigError
 from .base import Judge
+
+
+def _import_module(name: str) -> Any:
+    """``importlib.import_module``, also finding a module in the current directory, as ``python -m`` does.
+
+    The ``dpo-plugin`` script puts its own folder first on ``sys.path``, not the current directory
+    (``accelerate launch -m dpo_plugin`` puts it there); when the module is not found otherwise, the
+    current directory is added, last, so it never hides an installed package.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        cwd = os.getcwd()
+        top = name.partition(".")[0]
+        if error.name != top or any(os.path.abspath(entry or ".") == cwd for entry in sys.path):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
 
 
 def import_callable(reference: str) -> Callable[..., Any]:
@@ -16,7 +36,15 @@ def import_callable(reference: str) -> Callable[..., Any]:
     if not module_name or not attribute:
         raise ConfigError(f"judge_params.function must look like 'package.module:function', got {reference!r}.")
     try:
-        target = getattr(importlib.import_module(module_name), attribute)
+        target = getattr(_import_module(module_name), attribute)
+    except ModuleNotFoundError as error:
+        hint = (
+            f" It is neither installed nor in the current directory ({os.getcwd()}): run from the module's folder, "
+            "or put that folder on PYTHONPATH (PYTHONPATH=/path/to/folder dpo-plugin …)."
+            if error.name and (module_name == error.name or module_name.startswith(f"{error.name}."))
+            else ""
+        )
+        raise ConfigError(f"judge_params.function {reference!r} cannot be imported: {error}.{hint}") from None
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"judge_params.function {reference!r} cannot be imported: {error}") from None
     if not callable(target):
