@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from peft import LoraConfig, PrefixTuningConfig
+from peft import PrefixTuningConfig
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers.models.llama.modeling_llama import LlamaAttention
 from trl.trainer.dpo_trainer import DataCollatorForPreference

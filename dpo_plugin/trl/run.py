@@ -206,10 +206,8 @@ def evaluate_saved_model(
     policy = load_saved_policy(resolve_model_name(model), base=base, bf16=bf16)
     strategy = _reference_for(policy, reference and resolve_model_name(reference))
     reference_model = strategy.prepare(policy.model, peft=policy.base is not None, needs_reference=strategy.provides_logps)
-    scorer = pair_scorer(
-        policy.model, policy.tokenizer, {"eval": held_out}, max_length=max_length, batch_size=batch_size, bf16=bf16,
-        reloadable=False,  # the model loaded is the trained one: never its own reference
-    )  # fmt: skip
+    # the model loaded is the trained one (not reloadable as its own reference)
+    scorer = pair_scorer(policy.model, policy.tokenizer, {"eval": held_out}, max_length=max_length, batch_size=batch_size, bf16=bf16, reloadable=False)
     strategy.setup(scorer, None if reference_model is None else scorer.place(reference_model))
     pairs = scorer.splits()["eval"]
     dropped = None if len(pairs) else f"every pair of the {split} split was dropped at max_length={max_length}"
