@@ -55,16 +55,15 @@ def likely_causes(*, learning_rate: float, fp16: bool, plugin_losses: Sequence[s
     return "; ".join(f"({i}) {cause}" for i, cause in enumerate(causes, 1))
 
 
-def divergence_message(
-    step: int, what: str, *, causes: str, checkpoint: str | Path | None, action: str = "stopped"
-) -> str:
-    """One paragraph: the step, what went non-finite, the likely causes, and where to resume from."""
+def divergence_message(step: int, what: str, *, causes: str, checkpoint: str | Path | None, weights: bool = False) -> str:
+    """One paragraph: the step, what went non-finite, the likely causes, and where to resume from.
+
+    ``weights``: the weights themselves are not finite (found at a save); nothing was saved.
+    """
     resume = (
         f"The last good checkpoint is {checkpoint}: resume with --resume_from_checkpoint {checkpoint} after the fix."
         if checkpoint
         else "No checkpoint was saved before it (save_steps sets how often one is); start again after the fix."
     )
-    return (
-        f"Training {action} at step {step}: {what}. Nothing non-finite was applied to the weights or saved. "
-        f"Likely causes, most likely first: {causes}. {resume}"
-    )
+    kept = "Nothing was saved." if weights else "Nothing non-finite was applied to the weights or saved."
+    return f"Training stopped at step {step}: {what}. {kept} Likely causes, most likely first: {causes}. {resume}"

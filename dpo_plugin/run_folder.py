@@ -52,9 +52,12 @@ def check_output_dir(folder: str | Path, *, resuming: bool, reuse: bool, strict:
 
     ``strict`` (``dpo-plugin train``): also refuse a non-empty folder that is not an earlier run
     being resumed, unless ``reuse``. Without ``strict`` (the Python API, as TRL's) only an entry
-    the run would overwrite or delete is refused.
+    the run would overwrite or delete is refused. Resuming a run takes over the entries it writes
+    (its checkpoints, its model files), also a run of TRL's or of an older dpo-plugin.
     """
     present, ours = entries(folder), written(folder)
+    if resuming:
+        ours |= set(_collisions(present))
     users = present - ours
     clashing = _collisions(users)
     if clashing:
@@ -78,12 +81,14 @@ def check_output_dir(folder: str | Path, *, resuming: bool, reuse: bool, strict:
     return users
 
 
-def record(folder: str | Path, users: set[str]) -> None:
-    """Add every entry of ``folder`` but the user's to its manifest (atomically)."""
+def record(folder: str | Path, users: set[str], planned: Iterable[str] = ()) -> None:
+    """List every entry of ``folder`` but the user's in its manifest (atomically), and ``planned`` ones about to be
+    written (a checkpoint is listed before its files, so a kill while saving leaves it known as the run's)."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.is_dir() and not planned:
         return
-    names = sorted(entries(folder) - users)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted((entries(folder) - users) | set(planned))
     tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"written": names}, indent=1) + "\n")
     os.replace(tmp, folder / MANIFEST)

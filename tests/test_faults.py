@@ -115,6 +115,8 @@ def test_skip_drops_the_update_and_the_run_goes_on(tmp_path, register_plugin):
     trainer.add_callback(Record())
     trainer.train()
     assert trainer.guard.skipped == 1
+    logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+    assert len(logged) == 2 and all(math.isfinite(v) for entry in logged for v in entry.values() if isinstance(v, float))
     step1, step2, step3 = snapshots
     assert all(torch.equal(step2[n], step1[n]) for n in step1), "the skipped step changed a weight"
     assert any(not torch.equal(step3[n], step2[n]) for n in step1), "training did not go on after the skip"
@@ -203,8 +205,11 @@ def test_a_reused_folder_keeps_the_users_files_and_a_second_run_is_refused(tmp_p
 def test_the_python_api_refuses_to_overwrite_the_users_files(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="holds config.json, which this run did not write"):
-        _trainer(tmp_path, max_steps=1)
+    for act in (lambda t: t.train(), lambda t: t.save_model()):  # before the first file is written
+        with pytest.raises(ConfigError, match="holds config.json, which this run did not write"):
+            act(_trainer(tmp_path, max_steps=1))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json"]
+    assert (tmp_path / "out" / "config.json").read_text() == "{}"
 
 
 # -- preemption and resume --------------------------------------------------------------------
@@ -271,3 +276,35 @@ def test_a_negative_loss_weight_is_refused_unless_allowed():
         DPOConfig(**config_kwargs(loss_type=["sigmoid", "sft"], loss_weights=[1.0, -5.0]))
     config = DPOConfig(**config_kwargs(loss_type=["sigmoid", "sft"], loss_weights=[1.0, -5.0], allow_negative_loss_weights=True))
     assert config.loss_mix().weights == [1.0, -5.0]
+
+
+def test_a_kill_while_saving_leaves_a_folder_resume_can_still_use(tmp_path):
+    """A checkpoint is in the manifest before its files are written: killed while saving, it is skipped, not refused."""
+    from dpo_plugin.run_folder import written
+
+    trainer = _trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    trainer.train()
+    out = tmp_path / "out"
+    assert {"checkpoint-1", "checkpoint-2"} <= written(out)
+    (out / "checkpoint-3").mkdir()  # as a kill right after the manifest named it leaves it
+    (out / "checkpoint-3" / "model.safetensors").write_bytes(b"\0" * 10)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({"written": manifest["written"] + ["checkpoint-3"]}))
+    resumed = _trainer(tmp_path, max_steps=3, save_strategy="steps", save_steps=1)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3
+
+
+def test_resuming_a_vanilla_trl_run_takes_over_its_checkpoints(tmp_path, tokenizer):
+    """A folder TRL wrote (no manifest): resuming it is allowed, as TRL allows it."""
+    import trl
+
+    from dpo_plugin.tiny import save_tiny
+
+    model = str(save_tiny(tmp_path / "init"))
+    settings = config_kwargs(output_dir=str(tmp_path / "out"), max_steps=2, save_strategy="steps", save_steps=1)
+    theirs = trl.DPOTrainer(model, args=trl.DPOConfig(**settings), train_dataset=preference_dataset(), processing_class=tokenizer)
+    theirs.train()
+    ours = DPOTrainer(model, args=DPOConfig(**{**settings, "max_steps": 3}), train_dataset=preference_dataset(), processing_class=tokenizer)
+    ours.train(resume_from_checkpoint=True)
+    assert ours.state.global_step == 3

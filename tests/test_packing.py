@@ -237,3 +237,34 @@ def test_packing_with_a_lora_adapter_and_its_reference(tmp_path):
     trainer = _trainer(tmp_path, packing="prefix_sharing", adapter="lora", max_steps=1)
     assert trainer.layout == "prefix_sharing" and trainer.reference_strategy.delegate.name == "adapter"
     trainer.train()
+
+
+def test_a_model_that_runs_its_own_attention_is_never_packed():
+    """Falcon and StableLM do not call registered attention functions: switching them would change nothing."""
+    from transformers import FalconConfig, FalconForCausalLM
+
+    from dpo_plugin.trl.packing import support
+
+    falcon = FalconForCausalLM(FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4))
+    assert "runs its own attention code" in support(falcon)
+
+
+def test_compute_metrics_keeps_the_padded_layout(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
+        trainer = DPOTrainer(
+            _qwen2_trainable(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1)),
+            train_dataset=preference_dataset(), processing_class=_tokenizer(), compute_metrics=lambda prediction: {},
+        )  # fmt: skip
+    assert trainer.layout == "none" and "compute_metrics expects TRL's padded rows" in caplog.text
+
+
+def _tokenizer():
+    from dpo_plugin.tiny import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+def _qwen2_trainable():
+    from dpo_plugin.tiny import tiny_model
+
+    return tiny_model(len(_tokenizer()))

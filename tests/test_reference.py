@@ -246,3 +246,48 @@ def test_a_third_party_strategy_is_chosen_the_same_way(make_model, tokenizer, tm
     trainer = _trainer(make_model(), tokenizer, tmp_path, reference="half", reference_params={"factor": 0.25}, max_steps=1)
     trainer.train()
     assert calls and trainer.reference_strategy.factor == 0.25
+
+
+def _existing_adapter(make_model, seed):
+    """A PEFT model with a trained-looking adapter (its B matrices not zero), as one loads an SFT adapter."""
+    from peft import get_peft_model
+
+    model = get_peft_model(make_model(), LoraConfig(**LORA))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def test_the_cache_key_holds_the_frozen_adapter_of_an_existing_one(make_model, tokenizer, tmp_path, cache_dir):
+    """Training an existing adapter: the reference is the base plus a frozen copy of it, so another adapter on
+    the same base must not reuse the first one's cached log-probs."""
+    expected = {}
+    for seed in (1, 2):
+        adapter_ref = _trainer(_existing_adapter(make_model, seed), tokenizer, tmp_path / f"a{seed}", reference="adapter")
+        expected[seed] = torch.cat(adapter_ref.reference_strategy.logps(_batch(adapter_ref)))
+    assert (expected[1] - expected[2]).abs().max() > 1e-3  # the two adapters give different references
+    for seed in (1, 2):
+        trainer = _trainer(_existing_adapter(make_model, seed), tokenizer, tmp_path / f"p{seed}", reference="precomputed", reference_params={"cache_dir": cache_dir})
+        assert trainer.reference_strategy.computed_pairs > 0  # computed, not the other adapter's cache
+        torch.testing.assert_close(torch.cat(trainer.reference_strategy.logps(_batch(trainer))).float(), expected[seed].float(), rtol=1e-5, atol=1e-4)
+
+
+def test_a_reloaded_reference_that_is_not_the_cached_one_is_refused(make_model, tokenizer, tmp_path, cache_dir):
+    """The policy was changed in memory after loading: the folder it names is not the reference any more."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from trainer_fixtures import preference_rows
+
+    folder = tmp_path / "init"
+    make_model().save_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        next(policy.parameters()).add_(0.1)  # e.g. a LoRA merged in memory
+    trainer = _trainer(policy, tokenizer, tmp_path / "run", reference="precomputed", reference_params={"cache_dir": cache_dir}, max_steps=1)
+    trainer.train()
+    with pytest.raises(ConfigError, match="the reloaded model's weights differ from the reference the log-probs were computed from"):
+        trainer.evaluate(eval_dataset=Dataset.from_list(preference_rows(12)[8:]))

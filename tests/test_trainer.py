@@ -224,3 +224,13 @@ def test_a_model_reused_by_a_second_trainer_gets_a_copy_that_stays_fixed(make_mo
     trainer.train()
     with torch.no_grad():
         assert torch.equal(trainer.ref_model(input_ids=ids).logits, before)
+
+
+def test_fields_changed_after_construction_reach_the_loss_mix(make_model, tokenizer, tmp_path):
+    """TRL reads its fields when the trainer is built; so do we: args.beta and args.loss_type set afterwards count."""
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1))
+    args.beta, args.loss_type = 0.5, ["ipo"]
+    trainer = DPOTrainer(make_model(), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+    assert trainer.loss_mix.names == ["ipo"] and trainer.loss_mix.components[0].params["beta"] == 0.5
+    args.loss_type = ["simpo"]  # a loss with its own β: 0.5 differs from TRL's default, so it was set
+    assert args.loss_mix().components[0].params["beta"] == 0.5

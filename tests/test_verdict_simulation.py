@@ -128,6 +128,15 @@ def test_false_passes_at_other_thresholds(threshold):
             assert _pass_rate(n, cells, threshold)[0] <= 0.025, (kind, tie, n)
 
 
+@pytest.mark.parametrize("threshold", [0.4, 0.6])
+def test_false_passes_with_a_few_ties_at_other_thresholds(threshold):
+    """A few ties make half scores; the score test rounds them down, so no n from 10 to 200 passes more than 2.5%."""
+    for tie in (0.01, 0.02, 0.05):
+        cells = judge_cells("consistent", tie, [threshold])[0]
+        worst = max(_pass_rate(n, cells, threshold)[0] for n in range(10, 201))
+        assert worst <= 0.025, (tie, worst)
+
+
 def test_power_at_a_true_score_of_0_7():
     at = {
         kind: _pass_rate(40, cell_probabilities(kind, prefer_for_score(kind, 0.7)))

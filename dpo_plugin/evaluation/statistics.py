@@ -60,14 +60,15 @@ def sign_test(wins, losses, alternative: Literal["two-sided", "greater"] = "two-
 
 
 def score_test(wins, halves, losses, threshold: float):
-    """One-sided p-value of H0: mean per-prompt score ≤ ``threshold``, valid with ties (scores 1, ½, 0).
+    """One-sided p-value of H0: mean per-prompt score ≤ ``threshold``, with ties (scores 1, ½, 0).
 
-    Hoeffding (1956): a sum S of n independent scores in [0, 1] with mean ≤ t has P(S ≥ c) ≤
-    P(Bin(n, t) ≥ c) for c ≥ n·t + 1, so P(Bin(n, t) ≥ ⌈S⌉) bounds the p-value. Without ties it is
-    the exact binomial test of wins of n at ``threshold``.
+    The binomial tail P(Bin(n, t) ≥ ⌊S⌋) of the score S = wins + halves/2, the half point of a tie
+    rounded down: Hoeffding's (1956) binomial bound on sums of independent trials, made conservative
+    for half scores (measured: false passes ≤ 2.5% at t = 0.4, 0.6, 0.7 for every judge kind, n ≤ 200;
+    rounding up gave 2.7%). Without ties it is the exact binomial test of wins of n at ``threshold``.
     """
     wins, halves, losses = (np.asarray(v) for v in (wins, halves, losses))
-    score = np.ceil(wins + halves / 2)
+    score = np.floor(wins + halves / 2)
     return stats.binom.sf(score - 1, wins + halves + losses, threshold)
 
 

@@ -48,7 +48,7 @@ class AutoReference(ReferenceStrategy):
         full_pass: bool = False,
     ) -> Any:
         adapter_off = peft and not base_weights_change
-        reloadable = bool(getattr(getattr(policy, "config", None), "_name_or_path", ""))
+        reloadable = bool(getattr(getattr(policy, "config", None), "name_or_path", ""))
         fits = set(self.params) <= set(inspect.signature(PrecomputedReference.__init__).parameters)
         if ref_model is not None:
             chosen: type[ReferenceStrategy] = PathReference

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,13 @@ CACHED = ("chosen", "rejected", "chosen_tokens", "rejected_tokens")
 PASSED = "the ref_model passed to the trainer"
 
 
-def weights_fingerprint(model: Any, *, skip: str | None = None) -> str:
-    """BLAKE2b of a model's state dict in name order (names containing ``skip`` are left out)."""
+def weights_fingerprint(model: Any, *, keep: Callable[[str], bool] | None = None) -> str:
+    """BLAKE2b of a model's state dict in name order (only the names ``keep`` accepts, when given)."""
     import torch
 
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
-        if skip and skip in name:
+        if keep is not None and not keep(name):
             continue
         tensor = tensor.detach().cpu()
         digest.update(name.encode() + str(tensor.dtype).encode())
@@ -150,13 +150,31 @@ class PrecomputedReference(ReferenceStrategy):
         if self.source is not None:
             self.source = scorer.place(self.source)
         reference = scorer.unwrap(self.source) if self.source is not None else scorer.policy
-        skip = reference.base_model.prefix if self.adapters_off else None  # the adapter weights are not the reference's
-        self._weights = weights_fingerprint(reference, skip=skip)
+        self._weights = weights_fingerprint(reference, keep=self._reference_weights(reference))
         for split, dataset in scorer.splits().items():
             self.score(dataset, split)
         if self.source is not None and self.source_name != PASSED:  # ours, not needed any more: free it
             self.source, self.source_freed = None, True
             release_memory()
+
+    def _reference_weights(self, reference: Any) -> Callable[[str], bool] | None:
+        """Which weights make the reference: with the adapters off, all but the trained adapter's.
+
+        When training an existing adapter, its frozen copy (TRL's "ref" adapter) is part of the reference.
+        """
+        if not self.adapters_off:
+            return None
+        prefix, frozen = reference.base_model.prefix, self.scorer.reference_adapter
+        return lambda name: prefix not in name or (frozen is not None and f".{frozen}." in name)
+
+    def _differs(self, model: Any) -> str | None:
+        """Why a reloaded reference is not the one the cache was computed from (None when it is the same)."""
+        if weights_fingerprint(self.scorer.unwrap(model)) == self._weights:
+            return None
+        return (
+            "the reloaded model's weights differ from the reference the log-probs were computed from (was the policy "
+            "changed in memory after it was loaded?); set reference_params: {model: PATH} to the true reference"
+        )
 
     def score(self, dataset: Any, split: str = "eval") -> PairScores:
         """The reference log-probs of a split: computed once, kept, and cached on disk under their fingerprint."""
@@ -188,8 +206,9 @@ class PrecomputedReference(ReferenceStrategy):
                 "every dataset you evaluate on to the trainer's constructor, or use reference: copy."
             )
         with self.initial_model(reloadable, self.dtype) as model:  # a split not seen at setup: reload the reference
-            if model is None:
-                raise ConfigError(f"reference: precomputed cannot score the {split} split: {self.unavailable}.")
+            problem = self.unavailable if model is None else self._differs(model)
+            if problem is not None:
+                raise ConfigError(f"reference: precomputed cannot score the {split} split: {problem}.")
             return self._score_with(model, dataset, split)
 
     def _score_with(self, model: Any, dataset: Any, split: str) -> PairScores:
@@ -218,7 +237,11 @@ class PrecomputedReference(ReferenceStrategy):
                 yield model
             return
         with self.initial_model(self.source_path, self.dtype) as model:
-            yield model
+            problem = None if model is None else self._differs(model)
+            if problem is not None:
+                self._unavailable = problem
+                logger.warning("%s", problem)
+            yield None if problem else model
 
     def describe(self) -> str:
         return f"precomputed (reference log-probs of {self.source_name}, cached in {self.cache_dir})"

@@ -135,7 +135,7 @@ class _PluginFields(trl.DPOConfig):
         self._map_trl_padding_free()
         self._map_trl_reference_fields()
         self._check_names()
-        self.__dict__["_loss_mix"] = self._resolve_loss_mix()
+        self.loss_mix()
 
     # -- validation -----------------------------------------------------------------------------
     def _cpu_processes_together(self) -> None:
@@ -243,8 +243,12 @@ class _PluginFields(trl.DPOConfig):
     # -- plugin plans ---------------------------------------------------------------------------
     @property
     def explicit_fields(self) -> frozenset[str]:
-        """The fields the user set: the keywords (or leading positional arguments) the config was built with."""
-        return self.__dict__.get("_explicit_fields", frozenset())
+        """The fields the user set: those the config was built with, and any TRL field whose value is not TRL's default.
+
+        (A field assigned after construction counts as set once it differs from TRL's default.)
+        """
+        changed = {name for name, default in TRL_DEFAULTS.items() if self.__dict__.get(name, default) != default}
+        return self.__dict__.get("_explicit_fields", frozenset()) | frozenset(changed)
 
     def _resolve_loss_mix(self) -> LossMix:
         explicit = {name: getattr(self, name) for name in self.explicit_fields if hasattr(self, name)}
@@ -259,15 +263,28 @@ class _PluginFields(trl.DPOConfig):
             allow_negative_weights=self.allow_negative_loss_weights,
         )
 
+    def _loss_inputs(self) -> str:
+        """Everything the loss mix is resolved from, as it stands now."""
+        params = {name: getattr(self, name) for name in sorted(self.explicit_fields) if name in TRL_DEFAULTS}
+        plan = (self.loss_type, self.loss_weights, self.loss_params, self.reference, self.use_weighting)
+        return repr((plan, self.allow_negative_loss_weights, params))
+
     def loss_mix(self) -> LossMix:
-        """The resolved, validated :class:`~dpo_plugin.loss_mix.LossMix` (resolved once; ``.fresh()`` per trainer)."""
-        if "_loss_mix" not in self.__dict__:  # e.g. an unpickled config
+        """The resolved, validated :class:`~dpo_plugin.loss_mix.LossMix` (``.fresh()`` per trainer).
+
+        Resolved once, and again only when a field it depends on changed since (TRL reads the fields
+        when a trainer is built, so ``args.beta = 0.5`` after construction must count).
+        """
+        inputs = self._loss_inputs()
+        if self.__dict__.get("_loss_mix_inputs") != inputs:
             self.__dict__["_loss_mix"] = self._resolve_loss_mix()
+            self.__dict__["_loss_mix_inputs"] = inputs
         return self.__dict__["_loss_mix"]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_loss_mix", None)  # may hold plugin functions that do not pickle (training_args.bin)
+        state.pop("_loss_mix_inputs", None)
         return state
 
 

@@ -7,8 +7,8 @@ LD-DPO's weighted sums and WPO's pair weights; and it implements the
 :class:`~dpo_plugin.scoring.PairScorer` everything else uses, over a trainer or over a bare model.
 When TRL changes, this file and ``tests/test_trl_parity.py`` are what change.
 
-TRL-private names the package relies on (used here and nowhere else; ``tests/test_boundaries.py``
-fails on any other):
+TRL's and transformers' private names the package relies on (used here, or only in the module
+named beside one; ``tests/test_boundaries.py`` fails on any other, and on any use elsewhere):
 
 - ``DPOTrainer._precompute_ref_logps(dataset, name, batch_size)``: overridden by :class:`TrlHooks`.
   TRL calls it for each split at the end of ``__init__`` and in ``evaluate()`` for a new dataset
@@ -20,6 +20,12 @@ fails on any other):
 - The instance attribute ``forward`` that ``trl.trainer.utils.add_fused_lm_head`` sets (a
   ``_fused_forward`` closure over the original forward): detected and removed by
   :func:`strip_fused_head` (a deep copy of a patched model would still run the original).
+- ``PretrainedConfig._attn_implementation`` (in ``trl/packing.py``): which attention a model runs,
+  read to switch it to the segment attention and to check that the switch took.
+- ``PreTrainedModel._supports_attention_backend`` (in ``trl/packing.py``): whether a model class
+  calls registered attention functions at all (Falcon and StableLM do not).
+- ``TrainingArguments._VALID_DICT_FIELDS`` (in ``trl/config.py``): the fields whose JSON strings
+  transformers parses into dicts; ours adds the plugin's dict fields.
 
 Copies of TRL 1.16 code, each covered by the parity test: :func:`forward_pairs` mirrors the
 log-prob, LD-DPO and WPO parts of ``DPOTrainer._compute_loss`` (and ``compute_ref_log_probs``);
@@ -460,7 +466,7 @@ def pair_scorer(
 
     The model goes to ``device`` (default: CUDA when available) in eval mode, with TRL's fused LM head; scoring
     matches a trainer's with the same ``max_length``, ``truncation_mode``, ``ld_alpha`` and precision.
-    ``packing`` as in training (:func:`choose_layout`). ``reloadable``: the model's ``_name_or_path``
+    ``packing`` as in training (:func:`choose_layout`). ``reloadable``: the model's ``name_or_path``
     holds its initial weights (the checks' fallback reference); False when the model is the trained one.
     """
     from datasets import Dataset
@@ -480,12 +486,14 @@ def pair_scorer(
         pad_token_id=tokenizer.pad_token_id, max_length=max_length, truncation_mode=truncation_mode
     )
     settings = ForwardSettings(ld_alpha, max_length, truncation_mode, "bf16" if bf16 else "float32")
-    source = (getattr(model.config, "_name_or_path", None) or None) if reloadable else None
+    source = (getattr(model.config, "name_or_path", None) or None) if reloadable else None
     placed = ensure_fused_head(model).to(engine.device).eval()
-    return Scorer(
+    scorer = Scorer(
         lambda: placed,
         tokenizer, collator=collator, splits=prepared, engine=engine, settings=settings, batch_size=batch_size, initial_source=source
-    )
+    )  # fmt: skip
+    choose_layout(scorer, packing)
+    return scorer
 
 
 # -- the layout ---------------------------------------------------------------------------------
@@ -512,7 +520,7 @@ def layout_matches(scorer: Scorer, packed: PackedCollator) -> float:
 def choose_layout(
     scorer: Scorer, requested: str, *, blocked: str | None = None, pad_to_multiple_of: int | None = None
 ) -> str:
-    """Install the batch layout ``requested`` (``auto``: prefix sharing where the model takes it) on the scorer.
+    """Install the batch layout ``requested`` (``auto``: prefix sharing where the model takes it, on a CPU) on the scorer.
 
     ``blocked`` is a reason the run cannot take a packed layout (e.g. a custom data collator). A
     packed layout is checked once against the padded one on :data:`PROBE_PAIRS`; with ``auto`` any
@@ -522,6 +530,8 @@ def choose_layout(
         return "none"
     mode = "prefix_sharing" if requested == "auto" else requested
     reason = blocked or support(scorer.policy)
+    if reason is None and requested == "auto" and scorer.device.type != "cpu":
+        reason = f"the packed layouts are measured on CPUs only so far, not on {scorer.device.type}: set packing: {mode} to use them"
     settings = scorer.settings
     pad = scorer.tokenizer.pad_token_id or 0
     packed = PackedCollator(mode, pad, settings.max_length, settings.truncation_mode, pad_to_multiple_of)

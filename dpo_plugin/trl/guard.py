@@ -42,6 +42,15 @@ class StepGuard:
         self.skipped_in_a_row = 0
         self.skipped = 0
         self.health: torch.Tensor | None = None  # per step: the finiteness of what the loss was made of
+        # fp16's loss scaler skips overflowing steps itself (and lowers the scale): the guard leaves gradients to it
+        self.scaled = trainer.accelerator.scaler is not None
+        if trainer.is_deepspeed_enabled:
+            logger.warning(
+                "Under DeepSpeed the optimizer steps inside backward, before the divergence guard can look: a "
+                "non-finite loss stops the run (nonfinite: %s) only after that step; DeepSpeed's own overflow "
+                "handling applies to fp16. Non-finite weights are still never saved.",
+                trainer.args.nonfinite,
+            )
 
     def watch_loss(self, pair: Any, outputs: list[Any]) -> None:
         """Record the finiteness of the step's log-probabilities and of each loss (on the device: no sync)."""
@@ -53,13 +62,14 @@ class StepGuard:
 
     def after_backward(self, loss: torch.Tensor, model: Any) -> None:
         """At an optimizer step: stop, or drop the update, when the loss or the gradients are not finite."""
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else torch.zeros(())
+        grads = [] if self.scaled else [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else torch.zeros((), device=loss.device)
         bad = ~(torch.isfinite(loss.detach()).all() & torch.isfinite(norm)).to(loss.device)
         if self.trainer.accelerator.num_processes > 1:
             bad = self.trainer.accelerator.reduce(bad.float(), reduction="sum") > 0
         if not bool(bad):
             self.skipped_in_a_row, self.health = 0, None
+            self.trainer.step_metrics.step_done()
             return
         what = self._what(norm)
         self.health = None
@@ -67,7 +77,9 @@ class StepGuard:
         if args.nonfinite == "skip" and self.skipped_in_a_row < args.max_skipped_steps:
             self.skipped_in_a_row += 1
             self.skipped += 1
-            model.zero_grad(set_to_none=True)  # the optimizer skips every weight without a gradient
+            if not self.scaled:  # (the loss scaler skips a step whose gradients are not finite by itself)
+                model.zero_grad(set_to_none=True)  # the optimizer skips every weight without a gradient
+            self.trainer.step_metrics.drop_step()  # the step's non-finite metrics are not logged
             logger.warning(
                 "Step %d skipped (%s); %d skipped in a row (max_skipped_steps=%d).",
                 self.trainer.state.global_step + 1, what, self.skipped_in_a_row, args.max_skipped_steps,
@@ -91,20 +103,21 @@ class StepGuard:
                     return f"{name} became non-finite"
         return f"the gradients became non-finite (gradient norm {norm.item():g}) while the loss was finite"
 
-    def fail(self, step: int, what: str) -> None:
+    def fail(self, step: int, what: str, *, saved: bool = False) -> None:
         args = self.trainer.args
         plugin_losses = [f"{c.name} ({c.spec.plugin})" for c in self.trainer.loss_mix.components if not c.spec.plugin.startswith("dpo_plugin.")]
         causes = likely_causes(
             learning_rate=args.learning_rate, fp16=args.fp16, plugin_losses=plugin_losses, plugin_first="(plugin " in what
         )
-        raise DivergenceError(divergence_message(step, what, causes=causes, checkpoint=last_checkpoint(args.output_dir)))
+        checkpoint = last_checkpoint(args.output_dir)
+        raise DivergenceError(divergence_message(step, what, causes=causes, checkpoint=checkpoint, weights=saved))
 
     def check_weights(self, model: Any) -> None:
         """Before a save: the weights must all be finite."""
         bad = nonfinite_tensors(model.named_parameters())
         if bad:
             shown = ", ".join(bad[:3]) + (", …" if len(bad) > 3 else "")
-            self.fail(self.trainer.state.global_step, f"{len(bad)} weight tensors are not finite ({shown})")
+            self.fail(self.trainer.state.global_step, f"{len(bad)} weight tensors are not finite ({shown})", saved=True)
 
 
 class PreemptionCallback(TrainerCallback):

@@ -30,6 +30,16 @@ class StepMetrics:
         self.reward_beta = loss_mix.reward_beta(beta)
         self.values: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.train_tokens = 0
+        self._step_start: dict[str, int] = {}  # per metric, how many training values the current optimizer step began at
+
+    def step_done(self) -> None:
+        """An optimizer step was applied: its values stay."""
+        self._step_start = {key: len(values) for key, values in self.values["train"].items()}
+
+    def drop_step(self) -> None:
+        """An optimizer step was skipped (non-finite): forget the values its micro-batches logged."""
+        for key, values in self.values["train"].items():
+            del values[self._step_start.get(key, 0) :]
 
     def _mean(self, value: Tensor) -> float:
         return self.accelerator.gather(value.detach()).float().mean().item()
@@ -90,4 +100,6 @@ class StepMetrics:
         """The averages since the last log (``eval_`` prefixed in eval mode), then forget them."""
         metrics = {key: sum(values) / len(values) for key, values in self.values[mode].items() if values}
         self.values[mode].clear()
+        if mode == "train":
+            self._step_start = {}
         return {f"eval_{key}": value for key, value in metrics.items()} if mode == "eval" else metrics

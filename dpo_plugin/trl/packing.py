@@ -123,9 +123,12 @@ def use_segment_attention(model: Any) -> None:
     if getattr(base.config, "_attn_implementation", None) == ATTENTION:
         return
     reason = support(base)
+    if reason is None:
+        base.set_attn_implementation(ATTENTION)
+        if getattr(base.config, "_attn_implementation", None) != ATTENTION:
+            reason = "it did not take the segment attention (transformers kept its own)"
     if reason is not None:
         raise ConfigError(f"A packed batch reached {type(base).__name__}, which cannot take one: {reason}. Use packing: none.")
-    base.set_attn_implementation(ATTENTION)
 
 
 @dataclass(frozen=True)
@@ -258,31 +261,35 @@ def _add_shared(row: _Row, prompt: list[int], chosen: list[int], rejected: list[
 def _tensors(row: _Row, count: int) -> dict[str, Any]:
     ids = torch.tensor([row.ids])
     completion_of = torch.tensor([row.completion_of])
-    # LD-DPO: a completion token's rank within its sequence's counted tokens, past the pair's shorter one
-    ranks = torch.zeros_like(completion_of)
-    seen = [0] * (2 * count)
-    for position, sequence in enumerate(row.completion_of):
-        if sequence >= 0:
-            seen[sequence] += 1
-            ranks[0, position] = seen[sequence]
-    shared = [min(row.predicted[i], row.predicted[count + i]) for i in range(count)] * 2
-    limit = torch.tensor([shared[s] if s >= 0 else 0 for s in row.completion_of])[None]
+    sequence = completion_of[0]
+    counted = sequence >= 0
+    # LD-DPO: a completion token's rank within its sequence's counted tokens, past the pair's shorter count
+    ranks = torch.zeros_like(sequence)
+    order = torch.argsort(torch.where(counted, sequence, 2 * count), stable=True)[: int(counted.sum())]
+    predicted = torch.tensor(row.predicted)
+    starts = torch.cumsum(predicted, 0) - predicted
+    ranks[order] = torch.arange(len(order)) - starts[sequence[order]] + 1
+    shorter = torch.minimum(predicted[:count], predicted[count:]).repeat(2)
+    limit = torch.where(counted, shorter[sequence.clamp(min=0)], 0)
     return {
         "input_ids": ids,
         "position_ids": torch.tensor([row.positions]),
         "packed_labels": ids.masked_fill(completion_of < 0, -100),
         "completion_of": completion_of,
-        "ld_tail": (completion_of >= 0) & (ranks > limit),
+        "ld_tail": (counted & (ranks > limit))[None],
         "tokens": torch.tensor(row.tokens),
-        "predicted": torch.tensor(row.predicted),
+        "predicted": predicted,
         PLAN: SegmentPlan(tuple(row.jobs)),
     }
 
 
 def support(model: Any) -> str | None:
     """Why ``model`` cannot run packed batches (None when it can): the attention, window, experts or adapter type."""
+    model = _language_model(model)
     config = model.config.get_text_config()
     implementation = getattr(model.config, "_attn_implementation", None)
+    if not getattr(type(model), "_supports_attention_backend", False):
+        return f"{type(model).__name__} runs its own attention code, not a registered attention function"
     if implementation not in ("sdpa", ATTENTION):
         return f"its attention implementation is {implementation!r}; packing runs SDPA per segment (use sdpa)"
     if getattr(config, "use_sliding_window", False) or "sliding_attention" in (getattr(config, "layer_types", None) or ()):

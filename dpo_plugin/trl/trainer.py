@@ -54,7 +54,7 @@ def plugin_config(args: Any, model: Any) -> DPOConfig:
     if isinstance(args, DPOConfig):
         return args
     if args is None:
-        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
+        name = model if isinstance(model, str) else getattr(model.config, "name_or_path", "") or "model"
         return DPOConfig(output_dir=f"{name.split('/')[-1]}-DPO")
     if isinstance(args, trl.DPOConfig):
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(trl.DPOConfig) if f.init}
@@ -72,7 +72,9 @@ def _visits_every_pair(args: DPOConfig, rows: int | None) -> bool:
     return args.num_train_epochs >= 1
 
 
-def _packing_obstacle(args: DPOConfig, model: Any, peft_config: Any, collator: Any, processor: Any, train: Any) -> str | None:
+def _packing_obstacle(
+    args: DPOConfig, model: Any, peft_config: Any, collator: Any, processor: Any, train: Any, compute_metrics: Any
+) -> str | None:
     """Why this run cannot take a packed layout, whatever the model (None when nothing stands in the way)."""
     from transformers import ProcessorMixin
 
@@ -86,15 +88,22 @@ def _packing_obstacle(args: DPOConfig, model: Any, peft_config: Any, collator: A
         "vision-language data is collated by TRL's vision collator": isinstance(processor, ProcessorMixin)
         or bool({"image", "images"} & columns),
         "torch_compile would recompile for every packed row": bool(args.torch_compile),
+        "compute_metrics expects TRL's padded rows": compute_metrics is not None,
+        "a streaming dataset on several processes is gathered as padded batches": isinstance(train, datasets.IterableDataset)
+        and args.world_size > 1,
     }
     return next((reason for reason, present in obstacles.items() if present), None)
 
 
 class _RecordOutputs(TrainerCallback):
-    """After every checkpoint: the output folder's manifest lists it (checkpoint rotation then only meets ours)."""
+    """The output folder's manifest lists each checkpoint before it is written, and all of it after."""
 
     def __init__(self, trainer: DPOTrainer):
         self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save:
+            self.trainer.record_outputs(planned=[f"checkpoint-{state.global_step}"])
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.record_outputs()
@@ -129,9 +138,9 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         peft_config: Any = None,
     ):
         args = plugin_config(args, model)
-        self._user_entries = check_output_dir(
-            args.output_dir, resuming=bool(args.resume_from_checkpoint), reuse=args.reuse_output_dir, strict=False
-        )
+        # whether train() resumes is known only there: here a run's own entries are not the user's
+        self._user_entries = check_output_dir(args.output_dir, resuming=True, reuse=args.reuse_output_dir, strict=False)
+        self._output_checked = False
         self.data_report = check_datasets(train_dataset, eval_dataset, allow_errors=args.allow_data_errors)
         self.loss_mix = args.loss_mix().fresh()
         self.judge = build_judge(args.judge, args.judge_params)
@@ -139,7 +148,9 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         loaded_here = isinstance(model, str)
         model, peft_config, base_weights_change = self._policy_and_adapter(model, args, peft_config, quantization_config)
         peft = peft_config is not None or is_peft_model(model)
-        self._layout_blocked = _packing_obstacle(args, model, peft_config, data_collator, processing_class, train_dataset)
+        self._layout_blocked = _packing_obstacle(
+            args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics
+        )
         self._train_rows = len(train_dataset) if isinstance(train_dataset, datasets.Dataset) else None
         self.layout: str | None = None
         trl_ref_model = self._prepare_reference(args, model, ref_model, peft=peft, base_weights_change=base_weights_change)
@@ -245,7 +256,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
     def scorer(self) -> Scorer:
         """The run's :class:`~dpo_plugin.scoring.PairScorer`: strategies and checks reach the models through it."""
         policy = self.accelerator.unwrap_model(self.model)
-        initial = getattr(policy.config, "_name_or_path", "") or None
+        initial = getattr(policy.config, "name_or_path", "") or None
         if initial is not None and Path(initial).expanduser().resolve() == Path(self.args.output_dir).resolve():
             initial = None  # a folder that now holds the trained weights is not the initial model
         return Scorer(
@@ -335,9 +346,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         newest intact one. A signal (SIGTERM, SIGINT) saves a checkpoint and raises :class:`Preempted`.
         """
         checkpoint = resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        self._user_entries |= check_output_dir(
-            self.args.output_dir, resuming=checkpoint is not None, reuse=self.args.reuse_output_dir, strict=False
-        )
+        self._check_output(resuming=checkpoint is not None)
         output = super().train(checkpoint, *args, **kwargs)
         self.record_outputs()
         if self.preemption.received:
@@ -350,10 +359,15 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
             self.check_report = self.run_checks()
         return output
 
-    def record_outputs(self) -> None:
-        """Note in the output folder's manifest what this run wrote there (the main process)."""
+    def _check_output(self, resuming: bool) -> None:
+        """Before the first write into output_dir: refuse it if the run would overwrite or delete the user's files."""
+        self._user_entries |= check_output_dir(self.args.output_dir, resuming=resuming, reuse=self.args.reuse_output_dir, strict=False)
+        self._output_checked = True
+
+    def record_outputs(self, planned: Any = ()) -> None:
+        """Note in the output folder's manifest what this run wrote there, or is about to (the main process)."""
         if self.accelerator.is_main_process:
-            record(self.args.output_dir, self._user_entries)
+            record(self.args.output_dir, self._user_entries, planned)
 
     def run_checks(self) -> dict[str, Any] | None:
         """Run ``args.checks`` now (main process, scoring alone; the others wait) and return the report."""
@@ -404,6 +418,8 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """TRL's save, of finite weights only; PiSSA/OLoRA converted to plain LoRA; ``merge_adapter``: a merged model too."""
         self.guard.check_weights(self.model)
+        if not self._output_checked:  # saved without training first
+            self._check_output(resuming=False)
         super().save_model(output_dir, _internal_call)
         model = self.accelerator.unwrap_model(self.model)
         if _internal_call or not is_peft_model(model) or not self.accelerator.is_main_process:
