@@ -27,7 +27,7 @@ import trl
 from common import interleaved, isolated_peaks, prepare, report_alone, rows
 from datasets import Dataset
 
-from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 

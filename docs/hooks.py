@@ -107,7 +107,7 @@ def _simple(kind: str) -> str:
 
 
 def _config_fields() -> str:
-    from dpo_plugin.trl.train_help import field_default, plugin_fields
+    from dpo_plugin.hosts.trl.train_help import field_default, plugin_fields
 
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in plugin_fields():

@@ -119,12 +119,12 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if {"-h", "--help", "--help-all"} & set(args.rest):
-        from .trl.train_help import train_help
+        from .hosts.trl.train_help import train_help
 
         print(train_help(full="--help-all" in args.rest), end="")
         return 0
-    from .trl.run import run_training
-    from .trl.train_args import parse_train_args
+    from .hosts.trl.run import run_training
+    from .hosts.trl.train_args import parse_train_args
 
     request = parse_train_args(args.rest)
     result = run_training(request)
@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import check_overrides, fresh_output_dir, parse_mixes, run
+    from .demo.run import check_overrides, fresh_output_dir, parse_mixes, run
 
     check_overrides(args.rest)
     mixes = parse_mixes(args.compare) if args.compare else [["sigmoid", "sft"]]
@@ -192,7 +192,7 @@ def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .trl.run import evaluate_saved_model
+    from .hosts.trl.run import evaluate_saved_model
 
     report = evaluate_saved_model(
         args.model,
@@ -215,15 +215,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from .data import load_preference_data
-    from .trl.data_checks import check_data
+    from .preference_data import load_preference_data
+    from .hosts.trl.data_checks import check_data
 
     dataset = load_preference_data(args.data, split=args.split)
     tokenizer = None
     if args.model:
         from transformers import AutoTokenizer
 
-        from .smollm import resolve_model_name
+        from .demo.smollm import resolve_model_name
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(args.model))
@@ -291,7 +291,7 @@ def _add_training(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="DPO-align SmolLM2-135M-Instruct on the shipped data, then check it (CPU, < 5 min)",
-        epilog="Any `dpo-plugin train` flag (e.g. --max_steps 40) overrides the settings of configs/demo.yaml. "
+        epilog="Any `dpo-plugin train` flag (e.g. --max_steps 40) overrides the settings of demo/demo.yaml. "
         "--compare exits 0 once every mix has run (a failing mix is the point of the comparison).",
     )
     demo.add_argument("--compare", help="several loss mixes to train and tabulate, e.g. sigmoid,sigmoid+sft")

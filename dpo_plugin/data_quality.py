@@ -4,7 +4,7 @@
 training unless ``allow_data_errors: true``; warnings are logged), a count and a few example
 rows. Rows are read as TRL 1.16's DPOTrainer reads them, so the counts match what training sees:
 the caller hands in TRL's ``extract_prompt`` (implicit prompts) and a token counter that tokenises
-as TRL does; :func:`dpo_plugin.trl.data_checks.check_data` binds both.
+as TRL does; :func:`dpo_plugin.hosts.trl.data_checks.check_data` binds both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .data import MESSAGES, validate_preference_columns, value_format
+from .preference_data import MESSAGES, validate_preference_columns, value_format
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)

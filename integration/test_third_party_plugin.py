@@ -51,8 +51,8 @@ def test_installed_plugin_is_listed(installed_plugin):
 
 def test_yaml_selects_the_plugin_loss(installed_plugin, tmp_path):
     config = {
-        "model_name_or_path": str(REPO / "dpo_plugin" / "data" / "tiny-model"),
-        "dataset_name": str(REPO / "dpo_plugin" / "data" / "demo"),
+        "model_name_or_path": str(REPO / "dpo_plugin" / "testing" / "tiny-model"),
+        "dataset_name": str(REPO / "dpo_plugin" / "demo" / "data"),
         "output_dir": str(tmp_path / "run"),
         "bf16": False,
         "report_to": "none",
@@ -82,8 +82,8 @@ def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
     config = yaml.safe_load((REPO / "dpo_plugin" / "configs" / "tiny.yaml").read_text())
     generation = {"max_prompts": 4, "max_new_tokens": 8}
     config.update(
-        model_name_or_path=str(REPO / "dpo_plugin" / "data" / "tiny-model"),
-        dataset_name=str(REPO / "dpo_plugin" / "data" / "demo"),
+        model_name_or_path=str(REPO / "dpo_plugin" / "testing" / "tiny-model"),
+        dataset_name=str(REPO / "dpo_plugin" / "demo" / "data"),
         output_dir=str(tmp_path / "run"),
         max_steps=2,
         logging_steps=1,

@@ -1,6 +1,6 @@
-"""Regenerate the demo's preference data (dpo_plugin/data/demo/{train,test}.jsonl) deterministically."""
+"""Regenerate the demo's preference data (dpo_plugin/demo/data/{train,test}.jsonl) deterministically."""
 
-from dpo_plugin.demo_data import write
+from dpo_plugin.demo.arithmetic import write
 
 if __name__ == "__main__":
     for path in write():

@@ -15,7 +15,7 @@ os.environ["DPO_PLUGIN_CACHE"] = tempfile.mkdtemp(prefix="dpo-plugin-test-cache-
 import pytest  # noqa: E402
 
 from dpo_plugin.plugins import get_plugin_manager, reset_plugin_manager  # noqa: E402
-from dpo_plugin.tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -22,10 +22,10 @@ from transformers import LlamaConfig
 import dpo_plugin
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.trl.run import _apply_model_config_adapter
-from dpo_plugin.trl.train_args import parse_train_args
+from dpo_plugin.hosts.trl.run import _apply_model_config_adapter
+from dpo_plugin.hosts.trl.train_args import parse_train_args
 
-DATA_DIR = Path(dpo_plugin.__file__).parent / "data"
+PACKAGE = Path(dpo_plugin.__file__).parent
 
 
 def linear_shapes(config: LlamaConfig) -> list[tuple[int, int]]:
@@ -48,8 +48,8 @@ def expected_trainable(config: LlamaConfig, r: int, dora: bool) -> int:
 def _yaml(tmp_path, **values) -> str:
     path = tmp_path / "run.yaml"
     base = {
-        "model_name_or_path": str(DATA_DIR / "tiny-model"),
-        "dataset_name": str(DATA_DIR / "demo"),
+        "model_name_or_path": str(PACKAGE / "testing" / "tiny-model"),
+        "dataset_name": str(PACKAGE / "demo" / "data"),
         "output_dir": str(tmp_path / "out"),
         "bf16": False,
     }

@@ -10,8 +10,8 @@ from transformers import AutoTokenizer
 from dpo_plugin.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = str(REPO / "dpo_plugin" / "data" / "demo")
-TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
+DEMO = str(REPO / "dpo_plugin" / "demo" / "data")
+TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
 
 
 def _check(capsys, *args):

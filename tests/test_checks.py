@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 import dpo_plugin
-from dpo_plugin.data import load_preference_data
+from dpo_plugin.preference_data import load_preference_data
 from dpo_plugin.errors import DpoPluginError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 from trainer_fixtures import config_kwargs
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
-DEMO = load_preference_data(str(REPO / "dpo_plugin" / "data" / "demo"))
+TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
+DEMO = load_preference_data(str(REPO / "dpo_plugin" / "demo" / "data"))
 EVAL = DEMO["test"].select(range(12))
 FAST_WIN_RATE = {"max_new_tokens": 4, "batch_size": 6}
 
@@ -70,7 +70,7 @@ def test_training_runs_the_checks_and_logs_their_metrics(tmp_path, register_plug
             received.append(report)
 
     register_plugin(Forward, "forward")
-    trainer = _trainer(tmp_path, max_steps=6, learning_rate=5e-3, per_device_train_batch_size=8, judge_params={"function": "dpo_plugin.demo_data:judge_correct"})
+    trainer = _trainer(tmp_path, max_steps=6, learning_rate=5e-3, per_device_train_batch_size=8, judge_params={"function": "dpo_plugin.demo.arithmetic:judge_correct"})
     trainer.train()
     assert received == [trainer.check_report]
     logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
@@ -126,7 +126,7 @@ def test_bad_check_settings_fail_before_training(tmp_path, overrides, message):
 def _evaluate(tmp_path, *extra):
     command = [
         str(Path(sys.executable).with_name("dpo-plugin")), "evaluate", "--model", TINY, "--reference", TINY,
-        "--data", str(REPO / "dpo_plugin" / "data" / "demo"), "--checks", "reward_margin",
+        "--data", str(REPO / "dpo_plugin" / "demo" / "data"), "--checks", "reward_margin",
         "--output-dir", str(tmp_path), "--max-length", "128", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True)

@@ -22,13 +22,13 @@ from test_judges import OpenAIEndpoint
 from trainer_fixtures import config_kwargs, policy_and_reference
 
 import dpo_plugin
-from dpo_plugin.data import load_preference_data
-from dpo_plugin.tiny import tiny_model
+from dpo_plugin.preference_data import load_preference_data
+from dpo_plugin.testing.tiny import tiny_model
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
-DEMO = load_preference_data(str(REPO / "dpo_plugin" / "data" / "demo"))
+TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
+DEMO = load_preference_data(str(REPO / "dpo_plugin" / "demo" / "data"))
 TRAIN = DEMO["train"].select(range(8))
 EVAL = DEMO["test"].select(range(6))
 FAST_WIN_RATE = {"max_new_tokens": 3, "batch_size": 6}
@@ -261,7 +261,7 @@ def test_checks_on_a_bfloat16_model_give_finite_numbers(tmp_path, tokenizer):
     policy, reference = (m.to(torch.bfloat16) for m in policy_and_reference(len(tokenizer), scale=0.05))
     trainer = _trainer(
         tmp_path, policy, ref_model=reference, processing_class=tokenizer, bf16=True, use_cpu=True,
-        judge_params={"function": "dpo_plugin.demo_data:judge_correct"},
+        judge_params={"function": "dpo_plugin.demo.arithmetic:judge_correct"},
     )  # fmt: skip
     assert next(trainer.model.parameters()).dtype == torch.bfloat16
     report = trainer.run_checks()

@@ -12,10 +12,10 @@ from test_cli_listing import run_cli
 
 import dpo_plugin
 from dpo_plugin.cli import build_parser
-from dpo_plugin.trl.train_args import _field_types, parse_train_args
-from dpo_plugin.trl.train_help import COMMON_TRL_KEYS, plugin_fields
+from dpo_plugin.hosts.trl.train_args import _field_types, parse_train_args
+from dpo_plugin.hosts.trl.train_help import COMMON_TRL_KEYS, plugin_fields
 
-TINY_YAML = str(Path(dpo_plugin.__file__).parent / "configs" / "tiny.yaml")
+TINY_YAML = str(Path(dpo_plugin.__file__).parent / "testing" / "tiny.yaml")
 USAGE = "usage: dpo-plugin train --config FILE.yaml [--key value …]"
 
 

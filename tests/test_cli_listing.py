@@ -231,7 +231,7 @@ def test_plugins_lists_the_others_marks_the_broken_ones_and_fails(broken_site):
 def test_other_commands_fail_with_the_one_line_error_before_any_model_loads(broken_site, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
-        f"model_name_or_path: {tmp_path / 'no-such-model'}\ndataset_name: {REPO / 'dpo_plugin/data/demo'}\n"
+        f"model_name_or_path: {tmp_path / 'no-such-model'}\ndataset_name: {REPO / 'dpo_plugin/demo/data'}\n"
         f"output_dir: {tmp_path / 'out'}\nbf16: false\n"
     )
     for command in (["losses"], ["train", "--config", str(config)]):

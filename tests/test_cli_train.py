@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from dpo_plugin.errors import ConfigError, UnknownNameError
-from dpo_plugin.trl.train_args import parse_train_args
+from dpo_plugin.hosts.trl.train_args import parse_train_args
 
-DATA = "dpo_plugin/data/demo"
-MODEL = "dpo_plugin/data/tiny-model"
+DATA = "dpo_plugin/demo/data"
+MODEL = "dpo_plugin/testing/tiny-model"
 
 
 def _yaml(tmp_path, **values):
@@ -81,7 +81,7 @@ def test_unknown_flag_and_missing_file(tmp_path):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    from dpo_plugin.trl.run import load_datasets
+    from dpo_plugin.hosts.trl.run import load_datasets
 
     request = parse_train_args(["--config", _yaml(tmp_path, dataset_name=str(tmp_path / "nope.jsonl"))])
     with pytest.raises(ConfigError, match="No such file"):
@@ -93,7 +93,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("earlier", ["adapter_model.safetensors", "trainer_state.json", "eval/report.json"])
 def test_an_earlier_run_in_output_dir_is_not_overwritten(tmp_path, earlier):
-    from dpo_plugin.trl.run import run_training
+    from dpo_plugin.hosts.trl.run import run_training
 
     saved = tmp_path / "out" / earlier
     saved.parent.mkdir(parents=True)
@@ -180,7 +180,7 @@ def test_a_binary_or_unreadable_yaml_names_the_line(tmp_path):
 
 
 def test_an_alias_bomb_is_refused_at_once(tmp_path):
-    """Nine levels of nine aliases: 459 bytes standing for 9^9 = 387 million strings."""
+    """Nine levels of nine aliases: 462 bytes standing for 9^9 = 387 million strings."""
     import time
 
     lines = ['  A: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
@@ -188,7 +188,7 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
         lines.append(f"  {name}: &{name.lower()} [{','.join([f'*{previous.lower()}'] * 9)}]")
     path = tmp_path / "run.yaml"
     path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\nenv:\n" + "\n".join(lines) + "\n")
-    assert len(path.read_bytes()) == 459
+    assert len(path.read_bytes()) == 462
     started = time.perf_counter()
     message = _refused("--config", str(path))
     assert time.perf_counter() - started < 5
@@ -253,7 +253,7 @@ def test_the_replacements_exist_in_transformers_5(tmp_path):
     from transformers import TrainingArguments
     from trl import ModelConfig
 
-    from dpo_plugin.trl.train_args import REPLACED_KEYS
+    from dpo_plugin.hosts.trl.train_args import REPLACED_KEYS
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments)} | {f.name for f in dataclasses.fields(ModelConfig)}
     assert not set(REPLACED_KEYS) & fields

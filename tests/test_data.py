@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
-from dpo_plugin.data import load_preference_data, train_eval_splits, validate_preference_columns
+from dpo_plugin.preference_data import load_preference_data, train_eval_splits, validate_preference_columns
 from dpo_plugin.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_unknown_hub_name_against_a_real_endpoint(tmp_path):
         "HF_HOME": str(tmp_path / "hf"),
     }
     script = (
-        "from dpo_plugin.data import load_preference_data\n"
+        "from dpo_plugin.preference_data import load_preference_data\n"
         "from dpo_plugin.errors import ConfigError\n"
         "try:\n    load_preference_data('someone/preferences')\n"
         "except ConfigError as error:\n    print(error)\n"

@@ -15,12 +15,12 @@ import pytest
 from datasets import Dataset, Features, Value
 from trl.data_utils import extract_prompt
 
-from dpo_plugin.data import load_preference_data
+from dpo_plugin.preference_data import load_preference_data
 from dpo_plugin.data_quality import Pair, ensure_clean, token_findings
 from dpo_plugin.data_quality import read_pairs as read_pairs_with
-from dpo_plugin.demo_data import DATA_DIR
+from dpo_plugin.demo.arithmetic import DATA_DIR
 from dpo_plugin.errors import ConfigError
-from dpo_plugin.trl.data_checks import check_data, token_lengths
+from dpo_plugin.hosts.trl.data_checks import check_data, token_lengths
 
 EOS = "<|end|>"
 TEXT_FEATURES = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string")})
@@ -445,8 +445,8 @@ def test_tool_call_data_typed_as_json_is_read_and_counted_as_trl_does(tmp_path):
     ``List(Json)``; TRL trains on them, and the columns, the data checks and the token counts accept them too."""
     from datasets import Json, List
 
-    from dpo_plugin.data import validate_preference_columns
-    from dpo_plugin.tiny import tiny_tokenizer
+    from dpo_plugin.preference_data import validate_preference_columns
+    from dpo_plugin.testing.tiny import tiny_tokenizer
 
     path = tmp_path / "tools.jsonl"
     rows = [_tool_call_pair("Oslo", {"city": "Oslo"}), _tool_call_pair("Rome", '{"city": "Rome"}')]

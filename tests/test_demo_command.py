@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
+TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
 OVERRIDES = [
     "--model_name_or_path", TINY, "--adapter", "none", "--adapter_params", "{}", "--max_steps", "2",
     "--max_length", "96", "--check_params", '{"win_rate": {"max_new_tokens": 3, "max_prompts": 6, "samples": 6}}',
@@ -41,7 +41,7 @@ def test_demo_compare_tabulates_each_mix(tmp_path):
 
 
 def test_fresh_output_dir_keeps_earlier_demos(tmp_path, monkeypatch):
-    from dpo_plugin.demo import fresh_output_dir
+    from dpo_plugin.demo.run import fresh_output_dir
 
     monkeypatch.chdir(tmp_path)
     assert fresh_output_dir() == "runs/demo"

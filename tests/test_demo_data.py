@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dpo_plugin import demo_data
+from dpo_plugin.demo import arithmetic as demo_data
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.evaluation.judges.function import FunctionJudge
 
-SHIPPED = Path(demo_data.__file__).parent / "data" / "demo"
+SHIPPED = Path(demo_data.__file__).parent / "data"
 SUM = re.compile(r"^What is (\d+) \+ (\d+)\?$")
 
 
@@ -106,13 +106,13 @@ def test_judge_through_the_function_judge_on_held_out_prompts():
     prompts = [p["prompt"] for p in held_out[:3]]
     chosen = [p["chosen"][0]["content"] for p in held_out[:3]]
     rejected = [p["rejected"][0]["content"] for p in held_out[:3]]
-    judge = FunctionJudge("dpo_plugin.demo_data:judge_correct")
+    judge = FunctionJudge("dpo_plugin.demo.arithmetic:judge_correct")
     assert judge(prompts, chosen, rejected) == [0.0, 0.0, 0.0]
     assert judge(prompts, rejected, chosen) == [1.0, 1.0, 1.0]
 
 
 def test_shipped_data_passes_the_projects_data_quality_check():
-    from dpo_plugin.trl.data_checks import check_data
+    from dpo_plugin.hosts.trl.data_checks import check_data
 
     for name in ("train.jsonl", "test.jsonl"):
         report = check_data(_read(SHIPPED / name), min_pairs=40)

@@ -63,7 +63,7 @@ def test_evaluate_with_a_dataset_not_given_at_construction_under_precompute(toke
 
 def test_evaluate_after_full_fine_tuning_under_precompute_reloads_what_trl_cannot(make_model, tokenizer, tmp_path):
     """TRL refuses (its reference is gone after training); ours scores the new split against the initial model."""
-    from dpo_plugin.tiny import save_tiny
+    from dpo_plugin.testing.tiny import save_tiny
 
     folder = save_tiny(tmp_path / "init")
     held_out = Dataset.from_list(preference_rows(12)[8:])

@@ -19,15 +19,15 @@ from trainer_fixtures import config_kwargs, preference_dataset
 
 import dpo_plugin
 from dpo_plugin import LossOutput
-from dpo_plugin.divergence import (
+from dpo_plugin.faults import (
     DIVERGED_EXIT_CODE,
     PREEMPTED_EXIT_CODE,
     DivergenceError,
 )
 from dpo_plugin.errors import ConfigError
-from dpo_plugin.run_folder import MANIFEST
+from dpo_plugin.output_folder import MANIFEST
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.trl.guard import resume_checkpoint
+from dpo_plugin.guard import resume_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_YAML = str(REPO / "dpo_plugin" / "configs" / "tiny.yaml")
@@ -86,7 +86,7 @@ def _with_loss(register_plugin, fn, name="flaky"):
 
 
 def _trainer(tmp_path, **overrides):
-    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+    from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "out"), **overrides))
@@ -148,15 +148,15 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_checks_do_not_run_on_non_finite_weights(tmp_path):
-    from dpo_plugin.tiny import save_tiny
-    from dpo_plugin.trl.run import evaluate_saved_model
+    from dpo_plugin.testing.tiny import save_tiny
+    from dpo_plugin.hosts.trl.run import evaluate_saved_model
 
     folder = save_tiny(tmp_path / "nan-model")
     tensors = load_file(str(folder / "model.safetensors"))
     tensors["lm_head.weight"] = tensors["lm_head.weight"] * math.nan
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     report = evaluate_saved_model(
-        str(folder), str(REPO / "dpo_plugin" / "data" / "demo"), reference=str(folder), checks=["reward_margin"],
+        str(folder), str(REPO / "dpo_plugin" / "demo" / "data"), reference=str(folder), checks=["reward_margin"],
         output_dir=str(tmp_path / "eval"), max_length=128,
     )  # fmt: skip
     check = report["checks"]["reward_margin"]
@@ -280,7 +280,7 @@ def test_a_negative_loss_weight_is_refused_unless_allowed():
 
 def test_a_kill_while_saving_leaves_a_folder_resume_can_still_use(tmp_path):
     """A checkpoint is in the manifest before its files are written: killed while saving, it is skipped, not refused."""
-    from dpo_plugin.run_folder import written
+    from dpo_plugin.output_folder import written
 
     trainer = _trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
     trainer.train()
@@ -299,7 +299,7 @@ def test_resuming_a_vanilla_trl_run_takes_over_its_checkpoints(tmp_path, tokeniz
     """A folder TRL wrote (no manifest): resuming it is allowed, as TRL allows it."""
     import trl
 
-    from dpo_plugin.tiny import save_tiny
+    from dpo_plugin.testing.tiny import save_tiny
 
     model = str(save_tiny(tmp_path / "init"))
     settings = config_kwargs(output_dir=str(tmp_path / "out"), max_steps=2, save_strategy="steps", save_steps=1)

@@ -73,7 +73,7 @@ def test_the_console_script_finds_the_judge_beside_it(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(repo)}  # this checkout's code; the script's own folder is no help
 
     def evaluate(reference: str) -> str:
-        command = [script, "evaluate", "--model", str(tmp_path / "no-model"), "--data", str(repo / "dpo_plugin/data/demo")]
+        command = [script, "evaluate", "--model", str(tmp_path / "no-model"), "--data", str(repo / "dpo_plugin/demo/data")]
         command += ["--checks", "win_rate", "--judge", "function", "--judge-params", f'{{"function": "{reference}"}}']
         result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
         assert result.returncode == 2, result.stderr[-2000:]

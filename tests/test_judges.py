@@ -25,7 +25,7 @@ from dpo_plugin.evaluation.judges.function import FunctionJudge
 from dpo_plugin.evaluation.judges.llm import LLMJudge
 from dpo_plugin.evaluation.judges.openai import SYSTEM_PROMPT, OpenAIJudge, parse_reply
 from dpo_plugin.evaluation.judges.reward_model import RewardModelJudge
-from dpo_plugin.tiny import tiny_model
+from dpo_plugin.testing.tiny import tiny_model
 
 # --- registry and the shared contract -------------------------------------------------------------
 
@@ -35,7 +35,7 @@ def test_builtin_judges_are_registered_as_factories():
     expected = {"function": FunctionJudge, "reward_model": RewardModelJudge, "llm": LLMJudge, "openai": OpenAIJudge}
     for name, factory in expected.items():
         assert registry[name].obj is factory and registry[name].plugin == "dpo_plugin.evaluation.judges.builtin"
-    judge = registry["function"].obj(function="dpo_plugin.demo_data:judge_correct")  # judge_params as keywords
+    judge = registry["function"].obj(function="dpo_plugin.demo.arithmetic:judge_correct")  # judge_params as keywords
     assert isinstance(judge, Judge) and judge.errors == []
     with pytest.raises(UnknownNameError, match="Did you mean 'openai'"):
         registry["opnai"]
@@ -64,7 +64,7 @@ def prefer_shorter(prompt, a, b):
 
 
 def test_function_judge_by_reference_and_object():
-    judge = FunctionJudge("dpo_plugin.demo_data:judge_correct")
+    judge = FunctionJudge("dpo_plugin.demo.arithmetic:judge_correct")
     prompts = ["What is 2 + 3?"] * 3
     assert judge(prompts, ["The answer is 5.", "5", "The answer is 6."], ["no", "The answer is 5.", "nope"]) == [
         0.0,
@@ -95,7 +95,7 @@ def test_function_judge_bad_reference():
     with pytest.raises(ConfigError, match="'package.module:function', got 'no_colon_here'"):
         FunctionJudge("no_colon_here")
     with pytest.raises(ConfigError, match="cannot be imported"):
-        FunctionJudge("dpo_plugin.demo_data:nothing")
+        FunctionJudge("dpo_plugin.demo.arithmetic:nothing")
     with pytest.raises(ConfigError, match="cannot be imported"):
         FunctionJudge("no_such_module_anywhere:f")
     with pytest.raises(ConfigError, match="is a str, not a callable"):

@@ -57,7 +57,7 @@ def test_two_processes_train_together_and_precompute_the_same_reference_as_one(t
 @pytest.mark.slow
 def test_two_processes_stop_together_when_training_diverges(tmp_path):
     """Every process decides on the same step: both exit 3 naming it (no process waits forever for the other)."""
-    from dpo_plugin.divergence import DIVERGED_EXIT_CODE
+    from dpo_plugin.faults import DIVERGED_EXIT_CODE
 
     args = ["train", "--config", TINY_YAML, "--max_steps", "3", "--learning_rate", "1e4", "--loss_type", "sigmoid",
             "--loss_weights", "1.0", "--output_dir", str(tmp_path / "out")]  # fmt: skip

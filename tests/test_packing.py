@@ -14,7 +14,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.trl.packing import ATTENTION, PLAN, SEGMENTED, Job, pack
+from dpo_plugin.forward.packing import ATTENTION, PLAN, SEGMENTED, Job, pack
 from trainer_fixtures import config_kwargs, preference_dataset
 
 PAIRS = [
@@ -122,7 +122,7 @@ def test_the_rejected_branch_never_sees_the_chosen_one():
 
 
 def _trainer(tmp_path, model=None, **overrides):
-    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+    from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     model = tiny_model(len(tokenizer)) if model is None else model
@@ -168,7 +168,7 @@ class PlanBlindAttention(LlamaAttention):
 
 
 def _plan_blind_model():
-    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+    from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer
 
     model = tiny_model(len(tiny_tokenizer()))
     for layer in model.model.layers:
@@ -187,13 +187,13 @@ def _plan_blind_model():
     ids=["attention-ignores-the-plan", "eager", "prefix-tuning", "own-collator"],
 )
 def test_auto_falls_back_to_padding_and_an_explicit_mode_is_an_error(make, overrides, reason, tmp_path, caplog):
-    from dpo_plugin.tiny import tiny_tokenizer
+    from dpo_plugin.testing.tiny import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     constructor = {k: overrides[k] for k in ("peft_config", "data_collator") if k in overrides}
 
     def build(packing):
-        from dpo_plugin.tiny import tiny_model
+        from dpo_plugin.testing.tiny import tiny_model
 
         model = make() or tiny_model(len(tokenizer))
         args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), packing=packing, max_steps=1))
@@ -207,7 +207,7 @@ def test_auto_falls_back_to_padding_and_an_explicit_mode_is_an_error(make, overr
 
 
 def _eager_model():
-    from dpo_plugin.tiny import tiny_model, tiny_tokenizer
+    from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer
 
     model = tiny_model(len(tiny_tokenizer()))
     model.set_attn_implementation("eager")
@@ -215,7 +215,7 @@ def _eager_model():
 
 
 def test_sliding_window_and_experts_are_not_packed():
-    from dpo_plugin.trl.packing import support
+    from dpo_plugin.forward.packing import support
 
     assert "sliding-window" in support(_qwen2(use_sliding_window=True, sliding_window=4, max_window_layers=1))
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
@@ -243,7 +243,7 @@ def test_a_model_that_runs_its_own_attention_is_never_packed():
     """Falcon and StableLM do not call registered attention functions: switching them would change nothing."""
     from transformers import FalconConfig, FalconForCausalLM
 
-    from dpo_plugin.trl.packing import support
+    from dpo_plugin.forward.packing import support
 
     falcon = FalconForCausalLM(FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4))
     assert "runs its own attention code" in support(falcon)
@@ -259,12 +259,12 @@ def test_compute_metrics_keeps_the_padded_layout(tmp_path, caplog):
 
 
 def _tokenizer():
-    from dpo_plugin.tiny import tiny_tokenizer
+    from dpo_plugin.testing.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 
 
 def _qwen2_trainable():
-    from dpo_plugin.tiny import tiny_model
+    from dpo_plugin.testing.tiny import tiny_model
 
     return tiny_model(len(_tokenizer()))

@@ -17,8 +17,8 @@ from dpo_plugin.trl import DPOTrainer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "docs" / "examples"
-TINY = str(REPO / "dpo_plugin" / "data" / "tiny-model")
-DEMO = str(REPO / "dpo_plugin" / "data" / "demo")  # train: 320 pairs, test: 40
+TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
+DEMO = str(REPO / "dpo_plugin" / "demo" / "data")  # train: 320 pairs, test: 40
 
 
 def run_example(name: str, replacements: dict[str, str] | None = None) -> dict:

@@ -160,7 +160,7 @@ def test_path_reference_loads_a_saved_model(make_model, tokenizer, tmp_path):
 def test_path_reference_bad_input(make_model, tokenizer, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         _trainer(make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "missing")})
-    from dpo_plugin.tiny import tiny_model
+    from dpo_plugin.testing.tiny import tiny_model
 
     tiny_model(100).save_pretrained(tmp_path / "other-vocab")
     with pytest.raises(ConfigError, match="vocabulary of 100 tokens"):

@@ -54,7 +54,7 @@ def unpacked(tmp_path_factory) -> Path:
 def test_the_sdist_holds_every_file_its_tests_docs_and_readme_need(unpacked):
     present = {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file()}
     assert _source_files(REPO) - present == set()
-    for path in ("docs/examples/train.py", "integration/example_plugin/pyproject.toml", "dpo_plugin/data/tiny-model/config.json"):
+    for path in ("docs/examples/train.py", "integration/example_plugin/pyproject.toml", "dpo_plugin/testing/tiny-model/config.json"):
         assert path in present, path
     assert not [p for p in present if "__pycache__" in p or "/build/" in p]
     assert os.access(unpacked / "setup.sh", os.X_OK)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_plugin import smollm
+from dpo_plugin.demo import smollm
 from dpo_plugin.errors import ConfigError
 
 try:

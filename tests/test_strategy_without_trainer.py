@@ -9,7 +9,7 @@ import torch
 
 from dpo_plugin.reference.base import ReferenceStrategy
 from dpo_plugin.reference.model import CopyReference
-from dpo_plugin.trl.forward import pair_scorer
+from dpo_plugin.hosts.trl.forward import pair_scorer
 from trainer_fixtures import preference_rows
 
 EOS = "<|end|>"

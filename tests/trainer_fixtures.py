@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from dpo_plugin.tiny import tiny_model
+from dpo_plugin.testing.tiny import tiny_model
 
 
 def preference_rows(n: int = 8) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
-from ..scoring import PairScores
+from ..forward.interface import PairScores
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Running the post-training checks on any model: the judge, the check settings, the context, the report.
 
 Used alike after training (by the trainer) and on a saved model (``dpo-plugin evaluate``): the
-models are reached only through a :class:`~dpo_plugin.scoring.PairScorer` and the run's
+models are reached only through a :class:`~dpo_plugin.forward.interface.PairScorer` and the run's
 reference strategy, so nothing here needs a trainer to run.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..divergence import nonfinite_tensors
+from ..faults import nonfinite_tensors
 from ..errors import ConfigError
 from ..plugins import checks as check_registry
 from ..plugins import get_plugin_manager, judges

@@ -6,7 +6,7 @@ The trainer drives a strategy through these calls, in order:
    before TRL's trainer exists: returns the reference model TRL should hold (a frozen copy, a
    loaded model) or ``None``; TRL never reloads a reference from disk.
 2. ``setup(scorer, model)`` once the trainer exists, before training: ``scorer`` is the
-   :class:`~dpo_plugin.scoring.PairScorer` (the only way to log-probabilities; a strategy never
+   :class:`~dpo_plugin.forward.interface.PairScorer` (the only way to log-probabilities; a strategy never
    sees the trainer) and ``model`` what ``prepare`` returned, placed on the device (or None).
    Loading, copying and precomputing happen by here.
 3. ``logps(batch) -> (ref_chosen, ref_rejected)`` for every batch that needs a reference;
@@ -16,7 +16,7 @@ The trainer drives a strategy through these calls, in order:
    against (``None`` when there is none; ``unavailable`` then says why); ``memory_bytes()`` what
    the strategy keeps in memory; ``describe()`` a one-line account for logs and the report.
 
-A strategy is unit-tested without a trainer: ``scorer = dpo_plugin.trl.forward.pair_scorer(policy,
+A strategy is unit-tested without a trainer: ``scorer = dpo_plugin.hosts.trl.forward.pair_scorer(policy,
 tokenizer, {"train": rows})``, then ``strategy.setup(scorer, scorer.place(strategy.prepare(policy)))``.
 """
 
@@ -34,7 +34,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from ..scoring import PairScorer, PairScores
+    from ..forward.interface import PairScorer, PairScores
 
 logger = logging.getLogger(__name__)
 

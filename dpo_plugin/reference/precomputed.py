@@ -22,7 +22,7 @@ from ..cache import cache_root
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..registry import Register
-from ..scoring import PairScores
+from ..forward.interface import PairScores
 from .base import ReferenceStrategy, release_memory
 from .model import frozen_copy, load_reference_model
 

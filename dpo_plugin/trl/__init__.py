@@ -1,9 +1,5 @@
-"""Host integration with TRL: the drop-in ``DPOConfig`` and ``DPOTrainer``.
+"""The public face of the TRL host (:mod:`dpo_plugin.hosts.trl`): the drop-in ``DPOConfig`` and ``DPOTrainer``."""
 
-The only package that knows TRL's internals, so a TRL upgrade is mended here.
-"""
-
-from .config import DPOConfig
-from .trainer import DPOTrainer
+from ..hosts.trl import DPOConfig, DPOTrainer
 
 __all__ = ["DPOConfig", "DPOTrainer"]

@@ -18,9 +18,9 @@ import torch
 import transformers
 import trl
 
-from dpo_plugin.demo import CONFIG
-from dpo_plugin.trl.run import run_training
-from dpo_plugin.trl.train_args import parse_train_args
+from dpo_plugin.demo.run import CONFIG
+from dpo_plugin.hosts.trl.run import run_training
+from dpo_plugin.hosts.trl.train_args import parse_train_args
 
 
 def main() -> None:

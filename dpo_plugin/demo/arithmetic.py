@@ -9,7 +9,7 @@ produces (it explains: ``To add 17 and 25, …``). Pure DPO therefore lowers the
 without ever producing the chosen ones; an SFT term on the chosen answers
 (``loss_type: [sigmoid, sft]``) is what teaches them. :func:`judge_correct` verifies answers, so
 the win-rate check needs no model judge: ``judge: function`` with
-``judge_params: {function: "dpo_plugin.demo_data:judge_correct"}``."""
+``judge_params: {function: "dpo_plugin.demo.arithmetic:judge_correct"}``."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
-DATA_DIR = Path(__file__).parent / "data" / "demo"
+DATA_DIR = Path(__file__).parent / "data"
 ANSWER = re.compile(r"The answer is (\d+)\.")
 QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
 OFFSETS = (-10, -2, -1, 1, 2, 10)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DpoPluginError
-from ..yaml_file import read_yaml_mapping
+from ...errors import ConfigError, DpoPluginError
+from ...yaml_file import read_yaml_mapping
 from .config import DPOConfig
 
 logger = logging.getLogger(__name__)

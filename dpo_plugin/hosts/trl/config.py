@@ -23,10 +23,10 @@ from typing import Any
 
 import trl
 
-from ..errors import ConfigError
-from ..evaluation.runner import validate_check_params
-from ..loss_mix import LossMix
-from ..plugins import adapters, checks, judges, reference_strategies
+from ...errors import ConfigError
+from ...evaluation.runner import validate_check_params
+from ...loss_mix import LossMix
+from ...plugins import adapters, checks, judges, reference_strategies
 
 logger = logging.getLogger(__name__)
 

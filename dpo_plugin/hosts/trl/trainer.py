@@ -1,11 +1,11 @@
 """``DPOTrainer``: TRL's trainer with the loss, reference and adapter chosen through the plugin registries.
 
-Each step: the policy forward (:func:`~dpo_plugin.trl.forward.forward_pairs`: TRL's fused LM head,
+Each step: the policy forward (:func:`~dpo_plugin.hosts.trl.forward.forward_pairs`: TRL's fused LM head,
 no ``[batch, seq, vocab]`` logits), the reference log-probs from the run's reference strategy
 (skipped when every loss is reference-free), then ``PairLogps`` → each registered loss → the
 weighted sum (:class:`~dpo_plugin.loss_mix.LossMix`), and the step's metrics
-(:class:`~dpo_plugin.trl.metrics.StepMetrics`). Strategies and checks see the run only through its
-:class:`~dpo_plugin.scoring.PairScorer` (:attr:`DPOTrainer.scorer`).
+(:class:`~dpo_plugin.step_metrics.StepMetrics`). Strategies and checks see the run only through its
+:class:`~dpo_plugin.forward.interface.PairScorer` (:attr:`DPOTrainer.scorer`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 
-from ..divergence import Preempted
-from ..errors import ConfigError
-from ..evaluation.runner import build_context, build_judge, check_metrics, run_checks
-from ..plugins import adapters, reference_strategies
-from ..reference.base import ReferenceStrategy
-from ..run_folder import check_output_dir, record
+from ...faults import Preempted
+from ...errors import ConfigError
+from ...evaluation.runner import build_context, build_judge, check_metrics, run_checks
+from ...plugins import adapters, reference_strategies
+from ...reference.base import ReferenceStrategy
+from ...output_folder import check_output_dir, record
 from .config import TRL_DEFAULTS, DPOConfig
 from .data_checks import check_datasets, log_truncation
 from .forward import (
@@ -41,8 +41,8 @@ from .forward import (
     strip_fused_head,
     trl_init_view,
 )
-from .guard import PreemptionCallback, StepGuard, resume_checkpoint
-from .metrics import StepMetrics
+from ...guard import PreemptionCallback, StepGuard, resume_checkpoint
+from ...step_metrics import StepMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         """PiSSA/OLoRA: the adapter as initialised, for converting the trained one to a plain LoRA at save time."""
         if not (base_weights_change and is_peft_model(self.model)):
             return None
-        from ..adapter_recipes.recipe import save_initial_adapter
+        from ...adapter_recipes.recipe import save_initial_adapter
 
         directory = Path(self.args.output_dir) / "adapter_init"
         if self.accelerator.is_main_process:
@@ -254,7 +254,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
     # -- the forward seam -------------------------------------------------------------------------
     @functools.cached_property
     def scorer(self) -> Scorer:
-        """The run's :class:`~dpo_plugin.scoring.PairScorer`: strategies and checks reach the models through it."""
+        """The run's :class:`~dpo_plugin.forward.interface.PairScorer`: strategies and checks reach the models through it."""
         policy = self.accelerator.unwrap_model(self.model)
         initial = getattr(policy.config, "name_or_path", "") or None
         if initial is not None and Path(initial).expanduser().resolve() == Path(self.args.output_dir).resolve():
@@ -426,12 +426,12 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
             return
         target = Path(output_dir or self.args.output_dir)
         if self._initial_adapter_dir is not None:
-            from ..adapter_recipes.recipe import save_converted_adapter
+            from ...adapter_recipes.recipe import save_converted_adapter
 
             save_converted_adapter(model, target, self._initial_adapter_dir)
             logger.info("Adapter saved converted to a LoRA on the original base weights (peft's PiSSA/OLoRA conversion).")
         if self.args.merge_adapter:
-            from ..adapter_recipes.recipe import merge_and_save
+            from ...adapter_recipes.recipe import merge_and_save
 
             merged = merge_and_save(model, target / "merged", self.processing_class)
             logger.info("Merged full model and its tokenizer saved to %s.", merged)

@@ -13,7 +13,7 @@ from typing import Any
 
 import trl
 
-from ..plugins import losses
+from ...plugins import losses
 from .config import DPOConfig
 from .train_args import _dataclass_types, _field_types
 

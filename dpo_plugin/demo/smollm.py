@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .cache import cache_root
-from .errors import ConfigError
+from ..cache import cache_root
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@
 
 - :class:`StepGuard`: after each backward that ends an optimizer step, before the optimizer applies
   it, the loss and the gradient norm must be finite (decided together by every process).
-  ``nonfinite: stop`` raises :class:`~dpo_plugin.divergence.DivergenceError` at once; ``skip``
+  ``nonfinite: stop`` raises :class:`~dpo_plugin.faults.DivergenceError` at once; ``skip``
   drops the update (the gradients are cleared, so the optimizer leaves every weight as it is) and
   stops after ``max_skipped_steps`` in a row. Saving checks the weights first.
 - :class:`PreemptionCallback`: SIGTERM or SIGINT (a spot instance, SLURM, Ctrl-C) lets the current
   step finish, saves a checkpoint and stops; the trainer then raises
-  :class:`~dpo_plugin.divergence.Preempted` saying how to resume.
+  :class:`~dpo_plugin.faults.Preempted` saying how to resume.
 - :func:`resume_checkpoint`: ``resume_from_checkpoint`` as a folder, with ``true`` meaning the
   newest intact checkpoint of the output folder; a checkpoint cut short while saving is named and
   skipped.
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..divergence import DivergenceError, divergence_message, likely_causes, nonfinite_tensors
-from ..errors import ConfigError
+from .faults import DivergenceError, divergence_message, likely_causes, nonfinite_tensors
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

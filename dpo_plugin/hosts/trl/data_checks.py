@@ -1,7 +1,7 @@
 """The data-quality checks bound to TRL's reading of the data, and the checks a training run makes first.
 
 :mod:`dpo_plugin.data_quality` finds the problems; here they get TRL 1.16's ``extract_prompt`` for
-implicit prompts and TRL's own tokenisation (:func:`~dpo_plugin.trl.forward.prepare_pairs`) for token
+implicit prompts and TRL's own tokenisation (:func:`~dpo_plugin.hosts.trl.forward.prepare_pairs`) for token
 counts, so that every count matches what training sees.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 
 from trl.data_utils import extract_prompt
 
-from ..data import validate_preference_columns
-from ..data_quality import DataReport, Pair, ensure_clean, token_findings
-from ..data_quality import check_data as find_problems
-from ..errors import ConfigError
+from ...preference_data import validate_preference_columns
+from ...data_quality import DataReport, Pair, ensure_clean, token_findings
+from ...data_quality import check_data as find_problems
+from ...errors import ConfigError
 from .forward import TOKEN_COLUMNS, prepare_pairs
 
 logger = logging.getLogger(__name__)

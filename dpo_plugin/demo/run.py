@@ -1,6 +1,6 @@
 """``dpo-plugin demo``: the shipped demo run, and ``--compare`` of several loss mixes on it.
 
-The settings are those of ``configs/demo.yaml``; ``--compare sigmoid,sigmoid+sft`` trains each mix
+The settings are those of ``demo/demo.yaml``; ``--compare sigmoid,sigmoid+sft`` trains each mix
 from the same start and tabulates the checks and how many held-out answers are exactly right
 (the seed's warning: pure DPO lowers the rejected answers without teaching the chosen format).
 """
@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .trl.run import TrainResult, run_training
-from .trl.train_args import flag_names, parse_train_args
+from ..hosts.trl.run import TrainResult, run_training
+from ..hosts.trl.train_args import flag_names, parse_train_args
 
 logger = logging.getLogger(__name__)
 
-CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+CONFIG = Path(__file__).parent / "demo.yaml"
 DEFAULT_OUTPUT = "runs/demo"
 #: Flags the demo sets itself; each with what to use instead.
 OWN_FLAGS = {
-    "config": "dpo-plugin train --config YOUR.yaml (start from dpo_plugin/configs/demo.yaml)",
+    "config": "dpo-plugin train --config YOUR.yaml (start from dpo_plugin/demo/demo.yaml)",
     "loss_type": "--compare (e.g. --compare sigmoid+sft; equal weights)",
-    "loss_weights": "dpo-plugin train --config dpo_plugin/configs/demo.yaml --loss_weights ...",
+    "loss_weights": "dpo-plugin train --config dpo_plugin/demo/demo.yaml --loss_weights ...",
 }
 
 
@@ -41,7 +41,7 @@ class DemoRun:
 
 def _exact_answers(report: dict[str, Any]) -> tuple[int, int]:
     """Held-out prompts the policy answered exactly right (from the win-rate check's samples and counts)."""
-    from .demo_data import is_correct
+    from .arithmetic import is_correct
 
     details = report["checks"].get("win_rate", {}).get("details", {})
     samples = details.get("samples", [])
@@ -50,7 +50,7 @@ def _exact_answers(report: dict[str, Any]) -> tuple[int, int]:
 
 def check_overrides(extra: list[str]) -> None:
     """A ConfigError for a ``dpo-plugin train`` flag that the demo sets itself (it would be ignored or misreported)."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     clashes = sorted(flag_names(extra) & OWN_FLAGS.keys())
     if clashes:
@@ -82,7 +82,7 @@ def parse_mixes(text: str) -> list[list[str]]:
     """``"sigmoid,sigmoid+sft"`` → ``[["sigmoid"], ["sigmoid", "sft"]]``."""
     mixes = [[name for name in part.split("+") if name] for part in text.split(",") if part.strip()]
     if not mixes:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError("--compare needs loss mixes such as sigmoid,sigmoid+sft.")
     return mixes

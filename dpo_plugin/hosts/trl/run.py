@@ -1,7 +1,7 @@
 """Orchestration: ``dpo-plugin train`` (data, model, training, checks) and ``dpo-plugin evaluate`` (checks only).
 
 ``evaluate`` runs the post-training checks on saved models without building a trainer: the
-held-out split is tokenised and scored exactly as training would (:func:`~dpo_plugin.trl.forward.pair_scorer`).
+held-out split is tokenised and scored exactly as training would (:func:`~dpo_plugin.hosts.trl.forward.pair_scorer`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..run_folder import check_output_dir
-from .guard import resume_checkpoint
+from ...errors import ConfigError
+from ...output_folder import check_output_dir
+from ...guard import resume_checkpoint
 from .train_args import TrainRequest
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _model_init_kwargs(request: TrainRequest) -> dict[str, Any]:
 
 def _apply_model_config_adapter(request: TrainRequest) -> None:
     """TRL ModelConfig's use_peft / lora_* / use_dora / use_rslora / load_in_4bit map onto the adapter recipes."""
-    from ..adapter_recipes.recipe import MODEL_CONFIG_ADAPTER_KEYS, adapter_from_model_config
+    from ...adapter_recipes.recipe import MODEL_CONFIG_ADAPTER_KEYS, adapter_from_model_config
 
     mapped = adapter_from_model_config(request.model)
     if mapped is None:
@@ -67,7 +67,7 @@ def _apply_model_config_adapter(request: TrainRequest) -> None:
 
 def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
     """Train and eval splits from ``dataset_name`` (hub or local file/folder) or TRL's dataset mixture."""
-    from ..data import load_preference_data, train_eval_splits
+    from ...preference_data import load_preference_data, train_eval_splits
 
     script = request.script
     if request.mixture.datasets:
@@ -81,7 +81,7 @@ def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
 
 def run_training(request: TrainRequest) -> TrainResult:
     """Load data and model, train, save, and run the requested post-training checks."""
-    from ..smollm import resolve_model_name
+    from ...demo.smollm import resolve_model_name
     from .trainer import DPOTrainer
 
     config = request.config
@@ -122,7 +122,7 @@ def load_saved_policy(source: str, *, base: str | None = None, bf16: bool = Fals
     """
     import torch
 
-    from ..smollm import resolve_model_name
+    from ...demo.smollm import resolve_model_name
 
     folder = Path(source).expanduser()
     adapter_config = folder / "adapter_config.json"
@@ -194,9 +194,9 @@ def evaluate_saved_model(
     """
     import torch
 
-    from ..data import load_preference_data, validate_preference_columns
-    from ..evaluation.runner import build_context, run_checks
-    from ..smollm import resolve_model_name
+    from ...preference_data import load_preference_data, validate_preference_columns
+    from ...evaluation.runner import build_context, run_checks
+    from ...demo.smollm import resolve_model_name
     from .forward import pair_scorer
 
     judge_object = _checks_plan(checks, check_params, judge, judge_params)
@@ -221,8 +221,8 @@ def evaluate_saved_model(
 
 def _checks_plan(checks: list[str], params: dict[str, Any] | None, judge: str | None, judge_params: Any) -> Any:
     """Check the names and settings of the checks and build the judge (None without one), before anything loads."""
-    from ..evaluation.runner import build_judge, validate_check_params
-    from ..plugins import checks as check_registry
+    from ...evaluation.runner import build_judge, validate_check_params
+    from ...plugins import checks as check_registry
 
     for name in checks:
         check_registry()[name]
@@ -232,9 +232,9 @@ def _checks_plan(checks: list[str], params: dict[str, Any] | None, judge: str | 
 
 def _reference_for(policy: SavedPolicy, reference: str | None) -> Any:
     """The checks' reference: the model named, else an adapter's base (the adapter disabled), else none."""
-    from ..reference.adapter import AdapterReference
-    from ..reference.model import PathReference
-    from ..reference.none import NoReference
+    from ...reference.adapter import AdapterReference
+    from ...reference.model import PathReference
+    from ...reference.none import NoReference
 
     if reference is not None and reference != policy.base:
         return PathReference(model=reference)

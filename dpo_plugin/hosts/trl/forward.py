@@ -4,7 +4,7 @@ It turns a collated batch into per-sequence log-probabilities: the batch layout 
 ``[chosen; rejected]`` rows, or a packed row built by :mod:`.packing`, chosen once per run by
 :func:`choose_layout`), the call through TRL's fused LM head (no ``[batch, seq, vocab]`` logits),
 LD-DPO's weighted sums and WPO's pair weights; and it implements the
-:class:`~dpo_plugin.scoring.PairScorer` everything else uses, over a trainer or over a bare model.
+:class:`~dpo_plugin.forward.interface.PairScorer` everything else uses, over a trainer or over a bare model.
 When TRL changes, this file and ``tests/test_trl_parity.py`` are what change.
 
 TRL's and transformers' private names the package relies on (used here, or only in the module
@@ -20,11 +20,11 @@ named beside one; ``tests/test_boundaries.py`` fails on any other, and on any us
 - The instance attribute ``forward`` that ``trl.trainer.utils.add_fused_lm_head`` sets (a
   ``_fused_forward`` closure over the original forward): detected and removed by
   :func:`strip_fused_head` (a deep copy of a patched model would still run the original).
-- ``PretrainedConfig._attn_implementation`` (in ``trl/packing.py``): which attention a model runs,
+- ``PretrainedConfig._attn_implementation`` (in ``forward/packing.py``): which attention a model runs,
   read to switch it to the segment attention and to check that the switch took.
-- ``PreTrainedModel._supports_attention_backend`` (in ``trl/packing.py``): whether a model class
+- ``PreTrainedModel._supports_attention_backend`` (in ``forward/packing.py``): whether a model class
   calls registered attention functions at all (Falcon and StableLM do not).
-- ``TrainingArguments._VALID_DICT_FIELDS`` (in ``trl/config.py``): the fields whose JSON strings
+- ``TrainingArguments._VALID_DICT_FIELDS`` (in ``hosts/trl/config.py``): the fields whose JSON strings
   transformers parses into dicts; ours adds the plugin's dict fields.
 
 Copies of TRL 1.16 code, each covered by the parity test: :func:`forward_pairs` mirrors the
@@ -53,10 +53,10 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, use_adapter
 
-from ..errors import ConfigError
-from ..scoring import PairScorer, PairScores
-from ..types import PairLogps
-from .packing import (
+from ...errors import ConfigError
+from ...forward.interface import PairScorer, PairScores
+from ...types import PairLogps
+from ...forward.packing import (
     PACKED_KEYS,
     PLAN,
     SEGMENTED,
@@ -301,7 +301,7 @@ def _on_device(device: torch.device) -> Callable[[Any], Iterator[Any]]:
 
 # -- the scorer ---------------------------------------------------------------------------------
 class Scorer(PairScorer):
-    """:class:`~dpo_plugin.scoring.PairScorer` over TRL's padded layout and fused LM head.
+    """:class:`~dpo_plugin.forward.interface.PairScorer` over TRL's padded layout and fused LM head.
 
     ``get_policy`` returns the policy as its owner holds it now (a trainer may rewrap it);
     ``splits`` is a mapping or a callable returning one (the trainer's datasets change while it

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..loss_mix import LossMix
-from ..types import LossOutput, PairLogps
-from .forward import SequenceStats
+from .loss_mix import LossMix
+from .types import LossOutput, PairLogps
+from .hosts.trl.forward import SequenceStats
 
 
 class StepMetrics:

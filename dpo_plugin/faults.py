@@ -1,7 +1,7 @@
 """Non-finite training: what went wrong first, and the message that says what to do.
 
 A run never applies an update computed from a non-finite loss or gradient, and never saves or checks
-non-finite weights (:mod:`dpo_plugin.trl.guard` watches the steps). Its error names the step, what
+non-finite weights (:mod:`dpo_plugin.guard` watches the steps). Its error names the step, what
 went non-finite first (the policy's or the reference's log-probabilities, a loss and its plugin,
 the gradients, the weights), the likely causes in order (the learning rate, fp16 overflow, a plugin
 loss) and the last good checkpoint to resume from.

@@ -1,0 +1,1 @@
+"""The forward seam: sequence log-probabilities of preference pairs, in the batch layout of the run."""

@@ -1,0 +1,1 @@
+"""Hosts: the fine-tuning frameworks whose trainers run a DPO session (TRL, Axolotl)."""
