@@ -51,7 +51,7 @@ def main() -> None:
             return
         prepare(trainer, batches[name], args.warmup, device)
     result = interleaved(trainers, batches, args.reps, args.steps, device, baseline="copy")
-    reference_mib = {n: t.reference_strategy.memory_bytes() / 2**20 for n, t in trainers.items()}
+    reference_mib = {n: t.session.reference_strategy.memory_bytes() / 2**20 for n, t in trainers.items()}
     del trainers, trainer
     result["peak_alone_mib"] = isolated_peaks(__file__, forwarded(args, model_path), STRATEGIES)
     result.update(

@@ -75,7 +75,7 @@ def _plugins_listing(*, allow_broken: bool = False) -> dict[str, Any]:
         plugins[name] = _plugin_entry(name, broken.distribution, broken.version, builtin=False, error=broken.error)
     kinds: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
-        registry = pm.registry(kind)
+        registry = pm.registry(kind, allow_broken=allow_broken)
         kinds[kind] = {name: spec.to_dict() for name, spec in registry.items()}
         for name, spec in registry.items():
             plugins[spec.plugin]["registered"][kind].append(name)
@@ -117,17 +117,34 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host(argv: list[str]) -> tuple[Any, list[str]]:
+    """The host a training command names (``--host NAME``, else the YAML's ``host:`` key, else trl) and the rest."""
+    from pathlib import Path
+
+    from .hosts.base import DEFAULT_HOST
+    from .plugins import hosts
+    from .yaml_file import read_yaml_mapping
+
+    name = None
+    if "--host" in argv:
+        index = argv.index("--host")
+        if index + 1 >= len(argv):
+            raise DpoPluginError("--host needs a host name (`dpo-plugin plugins` lists them).")
+        name = argv[index + 1]
+        argv = argv[:index] + argv[index + 2 :]
+    elif "--config" in argv and argv.index("--config") + 1 < len(argv):
+        config = Path(argv[argv.index("--config") + 1])
+        if config.is_file():
+            name = read_yaml_mapping(config, empty_hint="").get("host")
+    return hosts()[name or DEFAULT_HOST].obj, argv
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    if {"-h", "--help", "--help-all"} & set(args.rest):
-        from .hosts.trl.train_help import train_help
-
-        print(train_help(full="--help-all" in args.rest), end="")
+    host, rest = _host(list(args.rest))
+    if {"-h", "--help", "--help-all"} & set(rest):
+        print(host.train_help(full="--help-all" in rest), end="")
         return 0
-    from .hosts.trl.run import run_training
-    from .hosts.trl.train_args import parse_train_args
-
-    request = parse_train_args(args.rest)
-    result = run_training(request)
+    result = host.train(rest)
     if not result.main_process:  # under torchrun/accelerate the main process reports
         return 0
     print(f"Trained model saved to {result.output_dir}")
@@ -136,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.report is not None:
         print(_checks_table(result.report))
         print(_report_location(str(result.output_dir), result.report))
-        return 1 if (request.config.strict_checks and not result.report["passed"]) else 0
+        return 1 if (result.strict_checks and not result.report["passed"]) else 0
     return 0
 
 
@@ -192,7 +209,7 @@ def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .hosts.trl.run import evaluate_saved_model
+    from .evaluation.saved_model import evaluate_saved_model
 
     report = evaluate_saved_model(
         args.model,
@@ -215,8 +232,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
+    from .data_checks import check_data
+    from .forward.backend import default_backend
     from .preference_data import load_preference_data
-    from .hosts.trl.data_checks import check_data
 
     dataset = load_preference_data(args.data, split=args.split)
     tokenizer = None
@@ -232,6 +250,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     logging.getLogger("dpo_plugin.data_quality").setLevel(logging.ERROR)  # the table shows the warnings
     report = check_data(
         dataset,
+        default_backend(),
         tokenizer=tokenizer,
         max_length=args.max_length if tokenizer else None,
         truncation_mode=args.truncation_mode,

@@ -4,7 +4,7 @@
 training unless ``allow_data_errors: true``; warnings are logged), a count and a few example
 rows. Rows are read as TRL 1.16's DPOTrainer reads them, so the counts match what training sees:
 the caller hands in TRL's ``extract_prompt`` (implicit prompts) and a token counter that tokenises
-as TRL does; :func:`dpo_plugin.hosts.trl.data_checks.check_data` binds both.
+as the host does; :func:`dpo_plugin.data_checks.check_data` binds both (a host's ``ForwardBackend``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What keeps a run safe while it trains: the divergence guard, preemption, and which checkpoint to resume from.
+"""What keeps a run safe while it trains: the divergence guard and preemption.
 
 - :class:`StepGuard`: after each backward that ends an optimizer step, before the optimizer applies
   it, the loss and the gradient norm must be finite (decided together by every process).
@@ -8,37 +8,33 @@
 - :class:`PreemptionCallback`: SIGTERM or SIGINT (a spot instance, SLURM, Ctrl-C) lets the current
   step finish, saves a checkpoint and stops; the trainer then raises
   :class:`~dpo_plugin.faults.Preempted` saying how to resume.
-- :func:`resume_checkpoint`: ``resume_from_checkpoint`` as a folder, with ``true`` meaning the
-  newest intact checkpoint of the output folder; a checkpoint cut short while saving is named and
-  skipped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import signal
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
+from .checkpoints import last_checkpoint
 from .faults import DivergenceError, divergence_message, likely_causes, nonfinite_tensors
-from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .loss_mix import LossMix
+    from .settings import PluginSettings
+    from .step_metrics import StepMetrics
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-TRUE, FALSE = {"true", "yes", "1", "latest", "last"}, {"false", "no", "0", "none", ""}
 
 
 class StepGuard:
     """Watches each optimizer step of a trainer for non-finite values (see the module docstring)."""
 
-    def __init__(self, trainer: Any):
-        self.trainer = trainer
+    def __init__(self, trainer: Trainer, settings: PluginSettings, loss_mix: LossMix, metrics: StepMetrics):
+        self.trainer, self.settings, self.loss_mix, self.metrics = trainer, settings, loss_mix, metrics
         self.skipped_in_a_row = 0
         self.skipped = 0
         self.health: torch.Tensor | None = None  # per step: the finiteness of what the loss was made of
@@ -49,7 +45,7 @@ class StepGuard:
                 "Under DeepSpeed the optimizer steps inside backward, before the divergence guard can look: a "
                 "non-finite loss stops the run (nonfinite: %s) only after that step; DeepSpeed's own overflow "
                 "handling applies to fp16. Non-finite weights are still never saved.",
-                trainer.args.nonfinite,
+                settings.nonfinite,
             )
 
     def watch_loss(self, pair: Any, outputs: list[Any]) -> None:
@@ -69,31 +65,31 @@ class StepGuard:
             bad = self.trainer.accelerator.reduce(bad.float(), reduction="sum") > 0
         if not bool(bad):
             self.skipped_in_a_row, self.health = 0, None
-            self.trainer.step_metrics.step_done()
+            self.metrics.step_done()
             return
         what = self._what(norm)
         self.health = None
-        args = self.trainer.args
-        if args.nonfinite == "skip" and self.skipped_in_a_row < args.max_skipped_steps:
+        settings = self.settings
+        if settings.nonfinite == "skip" and self.skipped_in_a_row < settings.max_skipped_steps:
             self.skipped_in_a_row += 1
             self.skipped += 1
             if not self.scaled:  # (the loss scaler skips a step whose gradients are not finite by itself)
                 model.zero_grad(set_to_none=True)  # the optimizer skips every weight without a gradient
-            self.trainer.step_metrics.drop_step()  # the step's non-finite metrics are not logged
+            self.metrics.drop_step()  # the step's non-finite metrics are not logged
+            step, limit = self.trainer.state.global_step + 1, settings.max_skipped_steps
             logger.warning(
-                "Step %d skipped (%s); %d skipped in a row (max_skipped_steps=%d).",
-                self.trainer.state.global_step + 1, what, self.skipped_in_a_row, args.max_skipped_steps,
-            )  # fmt: skip
+                "Step %d skipped (%s); %d skipped in a row (max_skipped_steps=%d).", step, what, self.skipped_in_a_row, limit
+            )
             return
-        if args.nonfinite == "skip":
-            what += f", for the {self.skipped_in_a_row + 1}th step in a row (max_skipped_steps={args.max_skipped_steps})"
+        if settings.nonfinite == "skip":
+            what += f", for the {self.skipped_in_a_row + 1}th step in a row (max_skipped_steps={settings.max_skipped_steps})"
         self.fail(self.trainer.state.global_step + 1, what)
 
     def _what(self, norm: torch.Tensor) -> str:
         """What went non-finite first: the log-probabilities, a loss (and its plugin), or the gradients alone."""
         if self.health is not None:
             flags = self.health.tolist()
-            mix = self.trainer.loss_mix
+            mix = self.loss_mix
             names = ["the policy's log-probabilities of the chosen answers", "the policy's log-probabilities of the rejected answers"]
             if len(flags) > 2 + len(mix.components):
                 names += ["the reference's log-probabilities of the chosen answers", "the reference's of the rejected answers"]
@@ -105,11 +101,12 @@ class StepGuard:
 
     def fail(self, step: int, what: str, *, saved: bool = False) -> None:
         args = self.trainer.args
-        plugin_losses = [f"{c.name} ({c.spec.plugin})" for c in self.trainer.loss_mix.components if not c.spec.plugin.startswith("dpo_plugin.")]
+        components = self.loss_mix.components
+        plugin_losses = [f"{c.name} ({c.spec.plugin})" for c in components if not c.spec.plugin.startswith("dpo_plugin.")]
         causes = likely_causes(
             learning_rate=args.learning_rate, fp16=args.fp16, plugin_losses=plugin_losses, plugin_first="(plugin " in what
         )
-        checkpoint = last_checkpoint(args.output_dir)
+        checkpoint = last_checkpoint(str(args.output_dir))
         raise DivergenceError(divergence_message(step, what, causes=causes, checkpoint=checkpoint, weights=saved))
 
     def check_weights(self, model: Any) -> None:
@@ -156,57 +153,3 @@ class PreemptionCallback(TrainerCallback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from (None when it is intact): a missing or truncated file."""
-    from safetensors import safe_open
-
-    state = folder / "trainer_state.json"
-    try:
-        json.loads(state.read_text())
-    except (OSError, ValueError) as error:
-        return f"{state.name} is missing or unreadable ({type(error).__name__})"
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights and not any(folder.glob("*.bin")):
-        return "it holds no model weights"
-    for path in weights:
-        try:
-            with safe_open(str(path), framework="pt"):
-                pass
-        except Exception as error:  # noqa: BLE001 -- safetensors raises its own error for a cut-short file
-            return f"{path.name} is cut short or corrupted ({error})"
-    return None
-
-
-def _checkpoints(output_dir: str | Path) -> list[Path]:
-    folder = Path(output_dir)
-    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT.match(p.name)] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))
-
-
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest intact checkpoint of a run, or None."""
-    return next((p for p in reversed(_checkpoints(output_dir)) if checkpoint_problem(p) is None), None)
-
-
-def resume_checkpoint(value: Any, output_dir: str | Path) -> str | None:
-    """``resume_from_checkpoint`` as a checkpoint folder to resume from, or None; errors say which file is broken."""
-    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in FALSE):
-        return None
-    if value is True or (isinstance(value, str) and value.strip().lower() in TRUE):
-        for candidate in reversed(_checkpoints(output_dir)):
-            problem = checkpoint_problem(candidate)
-            if problem is None:
-                return str(candidate)
-            logger.warning("Checkpoint %s is incomplete (%s); trying the one before it.", candidate, problem)
-        raise ConfigError(f"resume_from_checkpoint: true, but {str(output_dir)!r} holds no intact checkpoint-* folder to resume from.")
-    folder = Path(value)
-    if not folder.is_dir():
-        raise ConfigError(f"resume_from_checkpoint {str(folder)!r} is not a folder (give a checkpoint-* folder, or true).")
-    problem = checkpoint_problem(folder)
-    if problem is not None:
-        previous = last_checkpoint(folder.parent)
-        hint = f" The newest intact one is {previous}." if previous else ""
-        raise ConfigError(f"Cannot resume from {folder}: {problem} (was the run killed while saving?).{hint}")
-    return str(folder)

@@ -27,21 +27,24 @@ The built-ins are registered through these same hooks (``dpo_plugin.plugins.DEFA
 each kind in its own package: losses in ``dpo_plugin/loss_variants/``, reference strategies in
 ``dpo_plugin/reference/`` (the lifecycle in ``base.py``), adapter recipes in
 ``dpo_plugin/adapter_recipes/``, judges in ``dpo_plugin/evaluation/judges/``, checks in
-``dpo_plugin/evaluation/checks/``. What a registration must be is checked when it is registered
+``dpo_plugin/evaluation/checks/``, hosts in ``dpo_plugin/hosts/`` (the contract in ``base.py``). What a registration must be is checked when it is registered
 (``dpo_plugin/registry.py``, losses: ``dpo_plugin/loss_spec.py``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pluggy import HookimplMarker, HookspecMarker
 
-if TYPE_CHECKING:
-    from .registry import Register
-
 hookspec = HookspecMarker("dpo_plugin")
 hookimpl = HookimplMarker("dpo_plugin")
+
+
+class Register(Protocol):
+    """The callback a ``register_*`` hook receives: ``register(name, obj, **metadata)``."""
+
+    def __call__(self, name: str, obj: Any, /, *, override: bool = False, **metadata: Any) -> None: ...
 
 
 @hookspec
@@ -67,6 +70,11 @@ def register_judges(register: Register) -> None:
 @hookspec
 def register_checks(register: Register) -> None:
     """Register post-training checks: ``register(name, check_fn)``."""
+
+
+@hookspec
+def register_hosts(register: Register) -> None:
+    """Register host trainers (trl, axolotl, …): ``register(name, host)``, a :class:`~dpo_plugin.hosts.base.Host`."""
 
 
 @hookspec

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -80,7 +80,7 @@ class LossMix:
             losses = out.losses if pair_weights is None else out.losses * pair_weights
             total = total + losses.mean() * component.weight
             outputs.append(out)
-        return total, outputs
+        return cast(Tensor, total), outputs  # a mix has at least one loss
 
     @classmethod
     def resolve(

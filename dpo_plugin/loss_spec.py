@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from .errors import ConfigError, PluginContractError
 from .registry import Spec, contract_error
@@ -53,7 +53,7 @@ class LossSpec(Spec):
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> LossSpec:
+    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Self:
         if not callable(obj):
             raise contract_error(plugin, "loss", name, obj, "it is not callable (a loss is fn(logps, **params))")
         if "params" in metadata:

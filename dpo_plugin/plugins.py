@@ -12,8 +12,10 @@ Environment variables (read when the manager is first built):
     Set to ``1`` to log every hook call and every registration (logger ``dpo_plugin.trace``).
 
 An entry-point plugin that fails to load (its import raises, or it implements a hook that does
-not exist) is left out and recorded in :attr:`PluginManager.broken`; :func:`get_plugin_manager`
-then raises a ConfigError naming the entry point, its distribution and the variable that skips it.
+not exist), or whose ``register_*`` hook raises (say, a host whose framework is not installed), is
+left out and recorded in :attr:`PluginManager.broken`; :func:`get_plugin_manager` (or the first lookup
+of that kind) then raises a ConfigError naming the entry point, its distribution and the variable
+that skips it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError
+from .errors import ConfigError, DpoPluginError
 from .loss_spec import LossSpec
-from .registry import AdapterSpec, CheckSpec, JudgeSpec, Registry, Spec, StrategySpec
+from .registry import AdapterSpec, CheckSpec, HostSpec, JudgeSpec, Registry, Spec, StrategySpec
 
 logger = logging.getLogger(__name__)
 trace_logger = logging.getLogger("dpo_plugin.trace")
@@ -54,6 +56,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dpo_plugin.adapter_recipes.builtin",
     "dpo_plugin.evaluation.judges.builtin",
     "dpo_plugin.evaluation.checks.builtin",
+    "dpo_plugin.hosts.trl.host",
 )
 
 
@@ -72,21 +75,30 @@ KINDS: dict[str, Kind] = {
     "adapters": Kind("adapter", "register_adapters", AdapterSpec),
     "judges": Kind("judge", "register_judges", JudgeSpec),
     "checks": Kind("check", "register_checks", CheckSpec),
+    "hosts": Kind("host", "register_hosts", HostSpec),
 }
 
 
 @dataclass(frozen=True)
 class BrokenPlugin:
-    """An entry point that failed to load: where it comes from and why."""
+    """A plugin that failed to load, or whose hook raised: where it comes from and why.
+
+    ``target`` is the entry point's value (``module:attribute``); empty for a plugin registered in code.
+    """
 
     name: str
-    target: str  # the entry point's value, "module:attribute"
+    target: str
     distribution: str
     version: str
     error: str
 
     @property
     def message(self) -> str:
+        if not self.target:
+            return (
+                f"The plugin {self.name!r} failed to load: {self.error}. Fix it, or skip it with "
+                f"DPO_PLUGIN_BLOCK_PLUGINS={self.name}."
+            )
         return (
             f"The plugin {self.name!r} (entry point {self.name} = {self.target}, from {self.distribution} "
             f"{self.version}) failed to load: {self.error}. Fix or uninstall it (pip uninstall {self.distribution}), "
@@ -114,10 +126,12 @@ class PluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__("dpo_plugin")
         self.add_hookspecs(hookspecs)
-        self._registries: dict[str, Registry] = {}
+        self._registries: dict[str, Registry[Any]] = {}
         #: plugin name → (distribution name, version) for plugins loaded from entry points
         self.distributions: dict[str, tuple[str, str]] = {}
-        #: entry-point name → why it failed to load (it is not registered)
+        #: entry-point name → (its target, distribution, version), for the message when its hook raises
+        self.origins: dict[str, tuple[str, str, str]] = {}
+        #: plugin name → why it failed to load, or why its hook raised (it is not registered)
         self.broken: dict[str, BrokenPlugin] = {}
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
@@ -132,21 +146,45 @@ class PluginManager(pluggy.PluginManager):
         """Whether ``name`` is blocked as written or in its normalised spelling (``My_Plugin`` = ``my-plugin``)."""
         return super().is_blocked(name) or super().is_blocked(_normalise(name))
 
-    def registry(self, kind: str) -> Registry:
-        """The registry of ``kind`` (a key of :data:`KINDS`), built by calling its hook plugin by plugin."""
+    def registry(self, kind: str, *, allow_broken: bool = False) -> Registry[Any]:
+        """The registry of ``kind`` (a key of :data:`KINDS`), built by calling its hook plugin by plugin.
+
+        A plugin whose hook raises (anything but a contract error, which names the plugin itself) is
+        left out and recorded in :attr:`broken`; then, unless ``allow_broken``, a ConfigError names it.
+        """
         if kind not in self._registries:
-            spec = KINDS[kind]
-            registry = Registry(spec.label, spec.spec_type)
-            caller = getattr(self.hook, spec.hook)
-            plugins = self.get_plugins()
-            for impl in caller.get_hookimpls():
-                # Call each plugin's implementation alone so the registry knows who registered what;
-                # going through pluggy's caller keeps DPO_PLUGIN_TRACE's monitoring in the loop.
-                only = self.subset_hook_caller(spec.hook, plugins - {impl.plugin})
+            failed = self._build_registry(kind)
+            for name, error in failed.items():
+                target, distribution, version = self.origins.get(name, ("", "", ""))
+                self.unregister(name=name)  # every registry is rebuilt without it
+                self.broken[name] = BrokenPlugin(name, target, distribution, version, f"{KINDS[kind].hook} raised {error}")
+            if failed and not allow_broken:
+                raise ConfigError(" ".join(self.broken[name].message for name in failed))
+            if failed:
+                return self.registry(kind, allow_broken=True)
+        return self._registries[kind]
+
+    def _build_registry(self, kind: str) -> dict[str, str]:
+        """Build the registry of ``kind``; the plugins whose hook raised, with the error on one line."""
+        spec = KINDS[kind]
+        registry: Registry[Any] = Registry(spec.label, spec.spec_type)
+        caller = getattr(self.hook, spec.hook)
+        plugins = self.get_plugins()
+        failed = {}
+        for impl in caller.get_hookimpls():
+            # Call each plugin's implementation alone so the registry knows who registered what;
+            # going through pluggy's caller keeps DPO_PLUGIN_TRACE's monitoring in the loop.
+            only = self.subset_hook_caller(spec.hook, plugins - {impl.plugin})
+            try:
                 only(register=registry.registrar(impl.plugin_name))
+            except DpoPluginError:
+                raise
+            except Exception as error:  # a plugin's hook may raise anything: it is left out, named
+                failed[impl.plugin_name] = _one_line(error)
+        if not failed:
             trace_logger.debug("%s: %s", kind, ", ".join(f"{n} ({s.plugin})" for n, s in registry.items()))
             self._registries[kind] = registry
-        return self._registries[kind]
+        return failed
 
     def check_pending(self) -> None:
         """pluggy's check that every hook implementation names a known hook, with a suggestion."""
@@ -188,6 +226,7 @@ class PluginManager(pluggy.PluginManager):
                     self.broken[ep.name] = BrokenPlugin(ep.name, ep.value, dist_name, dist.version, _one_line(error))
                     continue
                 self.distributions[ep.name] = (dist_name, dist.version)
+                self.origins[ep.name] = (ep.value, dist_name, dist.version)
 
     def raise_for_broken(self) -> None:
         """A ConfigError naming every entry point that failed to load, if any did."""
@@ -235,30 +274,35 @@ def reset_plugin_manager() -> None:
     _manager = None
 
 
-def _registry(kind: str) -> Registry:
+def _registry(kind: str) -> Registry[Any]:
     return get_plugin_manager().registry(kind)
 
 
-def losses() -> Registry:
+def losses() -> Registry[LossSpec]:
     """Read-only mapping of every registered loss name to its :class:`~dpo_plugin.registry.LossSpec`."""
     return _registry("losses")
 
 
-def reference_strategies() -> Registry:
+def reference_strategies() -> Registry[StrategySpec]:
     """Read-only mapping of every registered reference-strategy name to its spec."""
     return _registry("reference_strategies")
 
 
-def adapters() -> Registry:
+def adapters() -> Registry[AdapterSpec]:
     """Read-only mapping of every registered adapter-recipe name to its spec."""
     return _registry("adapters")
 
 
-def judges() -> Registry:
+def judges() -> Registry[JudgeSpec]:
     """Read-only mapping of every registered judge name to its spec."""
     return _registry("judges")
 
 
-def checks() -> Registry:
+def checks() -> Registry[CheckSpec]:
     """Read-only mapping of every registered post-training check name to its spec."""
     return _registry("checks")
+
+
+def hosts() -> Registry[HostSpec]:
+    """Read-only mapping of every registered host name (``trl``, ``axolotl``, …) to its spec."""
+    return _registry("hosts")

@@ -10,18 +10,14 @@ plugins (unless the second registration passes ``override=True``); looking up an
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from .errors import DuplicateNameError, PluginContractError, UnknownNameError
-
-
-class Register(Protocol):
-    """The callback a ``register_*`` hook receives: ``register(name, obj, **metadata)``."""
-
-    def __call__(self, name: str, obj: Any, /, *, override: bool = False, **metadata: Any) -> None: ...
+from .hookspecs import Register
 
 
 def _summary(obj: Any) -> str:
@@ -39,7 +35,7 @@ class Spec:
     description: str = ""
 
     @classmethod
-    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Spec:
+    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Self:
         allowed = {f.name for f in dataclasses.fields(cls)} - {"name", "obj", "plugin"}
         unknown = set(metadata) - allowed
         if unknown:
@@ -72,30 +68,58 @@ def _takes_one_positional(obj: Any) -> bool:
     return True
 
 
+def _base_type(path: str) -> type:
+    """The class a kind's items derive from, named ``module:Class`` so the registry imports no kind up front."""
+    module, _, name = path.partition(":")
+    base: type = getattr(importlib.import_module(module), name)
+    return base
+
+
 @dataclass(frozen=True)
-class StrategySpec(Spec):
+class TypedSpec(Spec):
+    """A registered item that must be a subclass (``subclass``) or an instance of the kind's base type ``base``."""
+
+    base: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    subclass: ClassVar[bool] = False
+
+    @classmethod
+    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Self:
+        base = _base_type(cls.base)
+        fits = isinstance(obj, type) and issubclass(obj, base) if cls.subclass else isinstance(obj, base)
+        if not fits:
+            article = "an" if base.__name__[0] in "AEIOU" else "a"
+            expected = f"a subclass of {base.__name__} (the class)" if cls.subclass else f"{article} {base.__name__} instance"
+            raise contract_error(plugin, cls.label, name, obj, f"it must be {expected}")
+        return super().build(name, obj, plugin, metadata)
+
+
+@dataclass(frozen=True)
+class StrategySpec(TypedSpec):
     """A registered reference strategy: a subclass of :class:`~dpo_plugin.reference.base.ReferenceStrategy`."""
 
-    @classmethod
-    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> StrategySpec:
-        from .reference.base import ReferenceStrategy
-
-        if not (isinstance(obj, type) and issubclass(obj, ReferenceStrategy)):
-            raise contract_error(plugin, "reference strategy", name, obj, "it must be a subclass of ReferenceStrategy (the class)")
-        return super().build(name, obj, plugin, metadata)
+    base: ClassVar[str] = "dpo_plugin.reference.base:ReferenceStrategy"
+    label: ClassVar[str] = "reference strategy"
+    subclass: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class AdapterSpec(Spec):
+class AdapterSpec(TypedSpec):
     """A registered adapter recipe: an instance of :class:`~dpo_plugin.adapter_recipes.recipe.AdapterRecipe`."""
 
-    @classmethod
-    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> AdapterSpec:
-        from .adapter_recipes.recipe import AdapterRecipe
+    base: ClassVar[str] = "dpo_plugin.adapter_recipes.recipe:AdapterRecipe"
+    label: ClassVar[str] = "adapter"
 
-        if not isinstance(obj, AdapterRecipe):
-            raise contract_error(plugin, "adapter", name, obj, "it must be an AdapterRecipe instance")
-        return super().build(name, obj, plugin, metadata)
+
+@dataclass(frozen=True)
+class HostSpec(TypedSpec):
+    """A registered host: an instance of :class:`~dpo_plugin.hosts.base.Host` (a fine-tuning framework's trainer)."""
+
+    base: ClassVar[str] = "dpo_plugin.hosts.base:Host"
+    label: ClassVar[str] = "host"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "trl_versions": self.obj.trl_versions}
 
 
 @dataclass(frozen=True)
@@ -103,7 +127,7 @@ class JudgeSpec(Spec):
     """A registered judge: a factory, ``factory(**judge_params)`` → ``judge(prompts, first, second)``."""
 
     @classmethod
-    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> JudgeSpec:
+    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Self:
         if not callable(obj):
             raise contract_error(plugin, "judge", name, obj, "it must be a factory (a class or function) returning the judge")
         return super().build(name, obj, plugin, metadata)
@@ -123,7 +147,7 @@ class CheckSpec(Spec):
     settings: Any = None
 
     @classmethod
-    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> CheckSpec:
+    def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Self:
         if not callable(obj) or not _takes_one_positional(obj):
             raise contract_error(plugin, "check", name, obj, "it must be a callable check(ctx, **check_params)")
         settings = metadata.get("settings")
@@ -134,13 +158,16 @@ class CheckSpec(Spec):
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "needs_judge": self.needs_judge, "needs_reference": self.needs_reference}
 
-class Registry(Mapping[str, Spec]):
+SpecT = TypeVar("SpecT", bound=Spec)
+
+
+class Registry(Mapping[str, SpecT], Generic[SpecT]):
     """A read-only mapping name → spec for one kind of item (``kind`` is e.g. ``"loss"``)."""
 
-    def __init__(self, kind: str, spec_type: type[Spec] = Spec):
+    def __init__(self, kind: str, spec_type: type[SpecT]):
         self.kind = kind
         self._spec_type = spec_type
-        self._specs: dict[str, Spec] = {}
+        self._specs: dict[str, SpecT] = {}
 
     def registrar(self, plugin: str) -> Register:
         """The ``register`` callback handed to one plugin's hook implementation."""
@@ -161,7 +188,7 @@ class Registry(Mapping[str, Spec]):
             )
         self._specs[name] = self._spec_type.build(name, obj, plugin, dict(metadata))
 
-    def __getitem__(self, name: str) -> Spec:
+    def __getitem__(self, name: str) -> SpecT:
         try:
             return self._specs[name]
         except (KeyError, TypeError):

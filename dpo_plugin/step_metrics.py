@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .loss_mix import LossMix
 from .types import LossOutput, PairLogps
-from .hosts.trl.forward import SequenceStats
+from .forward.logps import SequenceStats
 
 
 class StepMetrics:
@@ -57,15 +57,16 @@ class StepMetrics:
         metrics = self.values[mode]
         if stats.aux_loss is not None:
             metrics["aux_loss"].append(self.accelerator.gather_for_metrics(stats.aux_loss.detach()).mean().item())
-        metrics["entropy"].append(self._ratio(stats.entropy, stats.predicted))
+        entropy, mean_logits, top1 = stats.metric_sums()
+        metrics["entropy"].append(self._ratio(entropy, stats.predicted))
         if mode == "train":
             self.train_tokens += self.accelerator.gather_for_metrics(stats.input_tokens).sum().item() // self.tp_size
         metrics["num_tokens"] = [self.train_tokens]
         chosen_predicted, rejected_predicted = stats.predicted.chunk(2)
-        chosen_logits, rejected_logits = stats.mean_logits.chunk(2)
+        chosen_logits, rejected_logits = mean_logits.chunk(2)
         metrics["logits/chosen"].append(self._ratio(chosen_logits, chosen_predicted))
         metrics["logits/rejected"].append(self._ratio(rejected_logits, rejected_predicted))
-        metrics["mean_token_accuracy"].append(self._ratio(stats.top1.chunk(2)[0], chosen_predicted))
+        metrics["mean_token_accuracy"].append(self._ratio(top1.chunk(2)[0], chosen_predicted))
         self._rewards(metrics, pair, outputs)
         for component, out in zip(self.loss_mix.components, outputs):
             losses = out.losses.detach() if weights is None else out.losses.detach() * weights

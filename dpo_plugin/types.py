@@ -35,7 +35,7 @@ class PairLogps:
 
     def logratios(self) -> tuple[Tensor, Tensor]:
         """``(chosen − ref_chosen, rejected − ref_rejected)``, the implicit rewards divided by β."""
-        if not self.has_reference:
+        if self.ref_chosen is None or self.ref_rejected is None:
             raise ValueError(
                 "This loss needs reference log-probabilities but PairLogps has none "
                 "(ref_chosen/ref_rejected are None): use a reference strategy other than 'none'."

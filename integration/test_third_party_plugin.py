@@ -79,7 +79,7 @@ def test_yaml_selects_the_plugin_loss(installed_plugin, tmp_path):
 
 def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
     """The tiny YAML, 2 steps, with the example check and win_rate judged by the example judge."""
-    config = yaml.safe_load((REPO / "dpo_plugin" / "configs" / "tiny.yaml").read_text())
+    config = yaml.safe_load((REPO / "dpo_plugin" / "testing" / "tiny.yaml").read_text())
     generation = {"max_prompts": 4, "max_new_tokens": 8}
     config.update(
         model_name_or_path=str(REPO / "dpo_plugin" / "testing" / "tiny-model"),

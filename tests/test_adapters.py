@@ -279,7 +279,7 @@ def test_trainer_trains_with_recipes_and_merges(name, make_model, tokenizer, tmp
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), adapter=name, adapter_params={"r": R}, max_steps=1, merge_adapter=True))
     trainer = DPOTrainer(make_model(), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
     expected = "adapter (the policy" if name == "lora" else "copy"
-    assert expected in trainer.reference_strategy.describe()
+    assert expected in trainer.session.reference_strategy.describe()
     assert sum(p.numel() for p in trainable(trainer.model).values()) == TRAINABLE[name]
     trainer.train()
     trainer.save_model()

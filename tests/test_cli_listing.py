@@ -89,7 +89,14 @@ def test_plugins_json_lists_the_builtin_losses_with_their_plugins(plugins_json):
         plugins_json["reference_strategies"]
     )
     assert {"reward_margin", "win_rate"} <= set(plugins_json["checks"])
-    assert set(plugins_json) == {"plugins", "losses", "reference_strategies", "adapters", "judges", "checks"}
+    assert plugins_json["hosts"]["trl"] == {
+        "name": "trl",
+        "plugin": "dpo_plugin.hosts.trl.host",
+        "description": "TRL's ``DPOTrainer`` (``from dpo_plugin.trl import DPOConfig, DPOTrainer``; ``dpo-plugin train``).",
+        "trl_versions": ">=1.16,<1.17",
+    }
+    kinds = {"plugins", "losses", "reference_strategies", "adapters", "judges", "checks", "hosts"}
+    assert set(plugins_json) == kinds
 
 
 def test_plugins_json_lists_an_installed_third_party_plugin(plugins_json):
@@ -182,7 +189,10 @@ BROKEN_PACKAGES = {
         "import dpo_plugin\n\n@dpo_plugin.hookimpl\ndef register_loss(register):\n    pass\n",
     ),
 }
-HOOKS = "register_losses, register_reference_strategies, register_adapters, register_judges, register_checks, post_train"
+HOOKS = (
+    "register_losses, register_reference_strategies, register_adapters, register_judges, register_checks, "
+    "register_hosts, post_train"
+)
 BROKEN_ERROR = (
     "error: The plugin 'boom' (entry point boom = dpo_plugin_boom, from dpo-plugin-boom 0.3.0) failed to load: "
     "RuntimeError: this plugin needs the cuda driver. Fix or uninstall it (pip uninstall dpo-plugin-boom), or skip it "

@@ -20,7 +20,7 @@ from dpo_plugin.data_quality import Pair, ensure_clean, token_findings
 from dpo_plugin.data_quality import read_pairs as read_pairs_with
 from dpo_plugin.demo.arithmetic import DATA_DIR
 from dpo_plugin.errors import ConfigError
-from dpo_plugin.hosts.trl.data_checks import check_data, token_lengths
+from dpo_plugin.data_checks import check_data, token_lengths
 
 EOS = "<|end|>"
 TEXT_FEATURES = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string")})

@@ -112,7 +112,7 @@ def test_judge_through_the_function_judge_on_held_out_prompts():
 
 
 def test_shipped_data_passes_the_projects_data_quality_check():
-    from dpo_plugin.hosts.trl.data_checks import check_data
+    from dpo_plugin.data_checks import check_data
 
     for name in ("train.jsonl", "test.jsonl"):
         report = check_data(_read(SHIPPED / name), min_pairs=40)

@@ -94,7 +94,7 @@ def test_evaluate_rejects_an_unknown_check_option(tmp_path, capsys):
 def test_a_full_model_without_a_reference_is_never_compared_with_itself(tmp_path):
     """Without --reference a full model has no reference: the checks that need one are skipped, saying why."""
     from dpo_plugin.testing.tiny import save_tiny
-    from dpo_plugin.hosts.trl.run import evaluate_saved_model
+    from dpo_plugin.evaluation.saved_model import evaluate_saved_model
 
     folder = save_tiny(tmp_path / "model")
     report = evaluate_saved_model(str(folder), "dpo_plugin/demo/data", checks=["reward_margin"], output_dir=str(tmp_path / "e"), max_length=128)
@@ -106,7 +106,7 @@ def test_a_full_model_without_a_reference_is_never_compared_with_itself(tmp_path
 def lora_run(tmp_path_factory):
     """A tiny LoRA run trained with the CLI (testing/tiny.yaml, 8 steps), with its merged model in merged/."""
     folder = tmp_path_factory.mktemp("lora-run") / "run"
-    argv = ["train", "--config", str(REPO / "dpo_plugin" / "configs" / "tiny.yaml"), "--output_dir", str(folder),
+    argv = ["train", "--config", str(REPO / "dpo_plugin" / "testing" / "tiny.yaml"), "--output_dir", str(folder),
             "--adapter", "lora", "--adapter_params", '{"r": 4}', "--merge_adapter", "true", "--max_steps", "8"]  # fmt: skip
     assert main(argv) == 0
     assert (folder / "adapter_config.json").is_file() and (folder / "merged" / "config.json").is_file()

@@ -27,10 +27,10 @@ from dpo_plugin.faults import (
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.output_folder import MANIFEST
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.guard import resume_checkpoint
+from dpo_plugin.checkpoints import resume_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_YAML = str(REPO / "dpo_plugin" / "configs" / "tiny.yaml")
+TINY_YAML = str(REPO / "dpo_plugin" / "testing" / "tiny.yaml")
 
 
 def _cli(tmp_path: Path, *flags: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
@@ -114,7 +114,7 @@ def test_skip_drops_the_update_and_the_run_goes_on(tmp_path, register_plugin):
     trainer = _trainer(tmp_path, loss_type=["flaky"], max_steps=3, nonfinite="skip", learning_rate=5e-2, reference="copy")
     trainer.add_callback(Record())
     trainer.train()
-    assert trainer.guard.skipped == 1
+    assert trainer.session.guard.skipped == 1
     logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
     assert len(logged) == 2 and all(math.isfinite(v) for entry in logged for v in entry.values() if isinstance(v, float))
     step1, step2, step3 = snapshots
@@ -128,7 +128,7 @@ def test_skip_stops_after_max_skipped_steps_in_a_row(tmp_path, register_plugin):
     trainer = _trainer(tmp_path, loss_type=["flaky"], max_steps=5, nonfinite="skip", max_skipped_steps=2)
     with pytest.raises(DivergenceError, match=r"at step 3: .* for the 3th step in a row \(max_skipped_steps=2\)"):
         trainer.train()
-    assert trainer.guard.skipped == 2
+    assert trainer.session.guard.skipped == 2
 
 
 def test_nonfinite_settings_are_checked():
@@ -149,7 +149,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 def test_checks_do_not_run_on_non_finite_weights(tmp_path):
     from dpo_plugin.testing.tiny import save_tiny
-    from dpo_plugin.hosts.trl.run import evaluate_saved_model
+    from dpo_plugin.evaluation.saved_model import evaluate_saved_model
 
     folder = save_tiny(tmp_path / "nan-model")
     tensors = load_file(str(folder / "model.safetensors"))

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TINY_YAML = str(REPO / "dpo_plugin" / "configs" / "tiny.yaml")
+TINY_YAML = str(REPO / "dpo_plugin" / "testing" / "tiny.yaml")
 
 
 def _train(tmp_path: Path, name: str, launcher: list[str]) -> subprocess.CompletedProcess:

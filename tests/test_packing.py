@@ -14,7 +14,8 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.forward.packing import ATTENTION, PLAN, SEGMENTED, Job, pack
+from dpo_plugin.forward.attention import ATTENTION
+from dpo_plugin.forward.packing import PLAN, SEGMENTED, Job, pack
 from trainer_fixtures import config_kwargs, preference_dataset
 
 PAIRS = [
@@ -134,7 +135,7 @@ def _trainer(tmp_path, model=None, **overrides):
 @pytest.mark.parametrize("reference", ["copy", "precomputed"])
 def test_training_in_each_layout(packing, reference, tmp_path):
     trainer = _trainer(tmp_path, packing=packing, reference=reference, max_steps=2, reference_params={"cache_dir": str(tmp_path / "c")} if reference == "precomputed" else None, eval_strategy="steps", eval_steps=2)
-    assert trainer.layout == packing and PLAN in trainer.data_collator([trainer.train_dataset[0]])
+    assert trainer.session.layout == packing and PLAN in trainer.data_collator([trainer.train_dataset[0]])
     trainer.train()
     logged = [e for e in trainer.state.log_history if "loss" in e]
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logged)
@@ -144,7 +145,7 @@ def test_training_in_each_layout(packing, reference, tmp_path):
 def test_auto_packs_by_prefix_sharing_and_says_so(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
         trainer = _trainer(tmp_path, max_steps=1)
-    assert trainer.layout == "prefix_sharing"
+    assert trainer.session.layout == "prefix_sharing"
     assert "packing: auto → prefix_sharing" in caplog.text
 
 
@@ -201,7 +202,7 @@ def test_auto_falls_back_to_padding_and_an_explicit_mode_is_an_error(make, overr
 
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
         trainer = build("auto")
-    assert trainer.layout == "none" and "packing: auto → none" in caplog.text and reason in caplog.text
+    assert trainer.session.layout == "none" and "packing: auto → none" in caplog.text and reason in caplog.text
     with pytest.raises(ConfigError, match=f"packing: prefix_sharing cannot be used with this model: .*{reason}"):
         build("prefix_sharing")
 
@@ -215,7 +216,7 @@ def _eager_model():
 
 
 def test_sliding_window_and_experts_are_not_packed():
-    from dpo_plugin.forward.packing import support
+    from dpo_plugin.forward.attention import support
 
     assert "sliding-window" in support(_qwen2(use_sliding_window=True, sliding_window=4, max_window_layers=1))
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
@@ -235,7 +236,7 @@ def test_trl_padding_free_means_packing_padding_free():
 
 def test_packing_with_a_lora_adapter_and_its_reference(tmp_path):
     trainer = _trainer(tmp_path, packing="prefix_sharing", adapter="lora", max_steps=1)
-    assert trainer.layout == "prefix_sharing" and trainer.reference_strategy.delegate.name == "adapter"
+    assert trainer.session.layout == "prefix_sharing" and trainer.session.reference_strategy.delegate.name == "adapter"
     trainer.train()
 
 
@@ -243,7 +244,7 @@ def test_a_model_that_runs_its_own_attention_is_never_packed():
     """Falcon and StableLM do not call registered attention functions: switching them would change nothing."""
     from transformers import FalconConfig, FalconForCausalLM
 
-    from dpo_plugin.forward.packing import support
+    from dpo_plugin.forward.attention import support
 
     falcon = FalconForCausalLM(FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4))
     assert "runs its own attention code" in support(falcon)
@@ -255,7 +256,7 @@ def test_compute_metrics_keeps_the_padded_layout(tmp_path, caplog):
             _qwen2_trainable(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1)),
             train_dataset=preference_dataset(), processing_class=_tokenizer(), compute_metrics=lambda prediction: {},
         )  # fmt: skip
-    assert trainer.layout == "none" and "compute_metrics expects TRL's padded rows" in caplog.text
+    assert trainer.session.layout == "none" and "compute_metrics expects TRL's padded rows" in caplog.text
 
 
 def _tokenizer():

@@ -330,7 +330,7 @@ def test_a_broken_entry_point_plugin_fails_when_the_manager_is_built(tmp_path, m
             "The plugin 'typo_plugin' (entry point typo_plugin = typo_plugin_module, from dpo-env-dist 1.2.3) failed "
             "to load: PluginValidationError: plugin 'typo_plugin' implements unknown hook 'register_judge'. Did you "
             "mean 'register_judges'? The hooks are: register_losses, register_reference_strategies, register_adapters, "
-            "register_judges, register_checks, post_train. Fix or uninstall it (pip uninstall dpo-env-dist), or skip "
+            "register_judges, register_checks, register_hosts, post_train. Fix or uninstall it (pip uninstall dpo-env-dist), or skip "
             "it with DPO_PLUGIN_BLOCK_PLUGINS=typo_plugin."
         )
         pm = get_plugin_manager(allow_broken=True)

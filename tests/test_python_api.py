@@ -39,7 +39,7 @@ def test_training_as_in_trl(tmp_path, monkeypatch, capsys):
     example = run_example("train.py", swaps)
     trainer, report = example["trainer"], example["report"]
     assert trainer.state.global_step == 2
-    assert trainer.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
+    assert trainer.session.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
     run = tmp_path / "runs" / "smollm2-dpo"
     assert (run / "adapter_config.json").is_file() and (run / "eval" / "report.json").is_file()
     margin = report["checks"]["reward_margin"]

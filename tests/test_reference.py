@@ -44,38 +44,38 @@ def test_copy_adapter_and_precomputed_agree(make_model, tokenizer, tmp_path, cac
     copy_trainer = _trainer(make_model(), tokenizer, tmp_path, reference="copy")
     adapter_trainer = _trainer(make_model(), tokenizer, tmp_path, reference="adapter", peft_config=LoraConfig(**LORA))
     pre_trainer = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    expected = copy_trainer.reference_strategy.logps(_batch(copy_trainer))
+    expected = copy_trainer.session.reference_strategy.logps(_batch(copy_trainer))
     for trainer in (adapter_trainer, pre_trainer):
-        got = trainer.reference_strategy.logps(_batch(trainer))
+        got = trainer.session.reference_strategy.logps(_batch(trainer))
         for a, b in zip(got, expected):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-5)
     # and they are the policy's own log-probs before training (policy == reference at step 0)
-    policy = copy_trainer.scorer.logps(_batch(copy_trainer))
+    policy = copy_trainer.session.scorer.logps(_batch(copy_trainer))
     for a, b in zip(policy, expected):
         torch.testing.assert_close(a, b)
 
 
 def test_precomputed_reuses_its_cache(make_model, tokenizer, tmp_path, cache_dir, caplog):
     first = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    assert first.reference_strategy.computed_pairs > 0
+    assert first.session.reference_strategy.computed_pairs > 0
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(files) == 2 and all(f.endswith(".safetensors") for f in files)  # train and eval
     second = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    assert second.reference_strategy.computed_pairs == 0  # the reference model was never called
+    assert second.session.reference_strategy.computed_pairs == 0  # the reference model was never called
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
     second.train()  # trains from the cached columns
 
 
 def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, cache_dir, caplog):
     first = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    path = first.reference_strategy.cache_files[0]
+    path = first.session.reference_strategy.cache_files[0]
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # flip bits inside the last tensor's data
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
         second = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
     assert "stale or corrupted" in caplog.text and "checksum" in caplog.text
-    assert second.reference_strategy.computed_pairs > 0
+    assert second.session.reference_strategy.computed_pairs > 0
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
     path.write_bytes(b"not a safetensors file")
     with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
@@ -86,13 +86,13 @@ def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, c
 def test_precomputed_fingerprint_follows_the_weights(make_model, tokenizer, tmp_path, cache_dir):
     _trainer(make_model(seed=0), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
     other = _trainer(make_model(seed=1), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    assert other.reference_strategy.computed_pairs > 0
+    assert other.session.reference_strategy.computed_pairs > 0
     assert len(list((tmp_path / "cache").iterdir())) == 4
 
 
 def test_precomputed_trl_flag_maps_onto_the_strategy(make_model, tokenizer, tmp_path, cache_dir):
     trainer = _trainer(make_model(), tokenizer, tmp_path, precompute_ref_log_probs=True, reference_params={"cache_dir": cache_dir})
-    assert trainer.reference_strategy.name == "precomputed" and trainer.ref_model is None
+    assert trainer.session.reference_strategy.name == "precomputed" and trainer.ref_model is None
     assert "ref_chosen_logps" in trainer.train_dataset.column_names
 
 
@@ -144,16 +144,16 @@ def test_sync_updates_the_reference_exactly_at_the_sync_steps(make_model, tokeni
         else:
             assert all(torch.equal(weights[n], previous[n]) for n in weights), f"reference changed at step {step}"
         previous = weights
-    assert trainer.reference_strategy.syncs == 2
+    assert trainer.session.reference_strategy.syncs == 2
 
 
 def test_path_reference_loads_a_saved_model(make_model, tokenizer, tmp_path):
     saved = make_model(seed=3)
     saved.save_pretrained(tmp_path / "sft")
     trainer = _trainer(make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "sft")})
-    expected = _trainer(make_model(), tokenizer, tmp_path, ref_model=copy.deepcopy(saved)).reference_strategy
+    expected = _trainer(make_model(), tokenizer, tmp_path, ref_model=copy.deepcopy(saved)).session.reference_strategy
     batch = _batch(trainer)
-    for a, b in zip(trainer.reference_strategy.logps(batch), expected.logps(batch)):
+    for a, b in zip(trainer.session.reference_strategy.logps(batch), expected.logps(batch)):
         torch.testing.assert_close(a, b)
 
 
@@ -187,13 +187,13 @@ def test_strategy_bad_input(make_model, tokenizer, tmp_path):
 def test_auto_picks_adapter_with_peft_and_copy_without(make_model, tokenizer, tmp_path):
     """A run that sees part of the data (1 step of 4 of the 8 pairs) keeps the reference in memory."""
     with_peft = _trainer(make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA), max_steps=1)
-    assert with_peft.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
-    assert with_peft.ref_model is None and with_peft.reference_strategy.memory_bytes() == 0
+    assert with_peft.session.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
+    assert with_peft.ref_model is None and with_peft.session.reference_strategy.memory_bytes() == 0
     full = _trainer(make_model(), tokenizer, tmp_path, max_steps=1)
-    assert full.reference_strategy.describe().startswith("auto → copy")
+    assert full.session.reference_strategy.describe().startswith("auto → copy")
     params = sum(p.numel() for p in full.ref_model.parameters())
     buffers = sum(b.numel() for b in full.ref_model.buffers())  # the rotary-embedding frequencies
-    assert full.reference_strategy.memory_bytes() == (params + buffers) * 4  # float32
+    assert full.session.reference_strategy.memory_bytes() == (params + buffers) * 4  # float32
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_auto_picks_adapter_with_peft_and_copy_without(make_model, tokenizer, tm
 def test_auto_precomputes_when_the_run_visits_every_pair(overrides, chosen, make_model, tokenizer, tmp_path, caplog, cache_dir):
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
         trainer = _trainer(make_model(), tokenizer, tmp_path, reference_params={"cache_dir": cache_dir} if chosen == "precomputed" else None, **overrides)
-    assert trainer.reference_strategy.delegate.name == chosen
+    assert trainer.session.reference_strategy.delegate.name == chosen
     if chosen == "precomputed":
         assert "the run visits every training pair at least once and the reference is frozen" in caplog.text
         assert trainer.ref_model is None and "ref_chosen_logps" in trainer.train_dataset.column_names
@@ -222,7 +222,7 @@ def test_auto_precomputes_with_peft_even_with_checks(make_model, tokenizer, tmp_
         make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA), max_steps=2, checks=["reward_margin"],
         reference_params={"cache_dir": cache_dir},
     )
-    assert trainer.reference_strategy.delegate.name == "precomputed" and trainer.reference_strategy.delegate.adapters_off
+    assert trainer.session.reference_strategy.delegate.name == "precomputed" and trainer.session.reference_strategy.delegate.adapters_off
     trainer.train()
     assert trainer.check_report["checks"]["reward_margin"]["metrics"]["n"] == 4
 
@@ -245,7 +245,7 @@ def test_a_third_party_strategy_is_chosen_the_same_way(make_model, tokenizer, tm
     assert dpo_plugin.reference_strategies()["half"].plugin == "half-plugin"
     trainer = _trainer(make_model(), tokenizer, tmp_path, reference="half", reference_params={"factor": 0.25}, max_steps=1)
     trainer.train()
-    assert calls and trainer.reference_strategy.factor == 0.25
+    assert calls and trainer.session.reference_strategy.factor == 0.25
 
 
 def _existing_adapter(make_model, seed):
@@ -267,12 +267,12 @@ def test_the_cache_key_holds_the_frozen_adapter_of_an_existing_one(make_model, t
     expected = {}
     for seed in (1, 2):
         adapter_ref = _trainer(_existing_adapter(make_model, seed), tokenizer, tmp_path / f"a{seed}", reference="adapter")
-        expected[seed] = torch.cat(adapter_ref.reference_strategy.logps(_batch(adapter_ref)))
+        expected[seed] = torch.cat(adapter_ref.session.reference_strategy.logps(_batch(adapter_ref)))
     assert (expected[1] - expected[2]).abs().max() > 1e-3  # the two adapters give different references
     for seed in (1, 2):
         trainer = _trainer(_existing_adapter(make_model, seed), tokenizer, tmp_path / f"p{seed}", reference="precomputed", reference_params={"cache_dir": cache_dir})
-        assert trainer.reference_strategy.computed_pairs > 0  # computed, not the other adapter's cache
-        torch.testing.assert_close(torch.cat(trainer.reference_strategy.logps(_batch(trainer))).float(), expected[seed].float(), rtol=1e-5, atol=1e-4)
+        assert trainer.session.reference_strategy.computed_pairs > 0  # computed, not the other adapter's cache
+        torch.testing.assert_close(torch.cat(trainer.session.reference_strategy.logps(_batch(trainer))).float(), expected[seed].float(), rtol=1e-5, atol=1e-4)
 
 
 def test_a_reloaded_reference_that_is_not_the_cached_one_is_refused(make_model, tokenizer, tmp_path, cache_dir):

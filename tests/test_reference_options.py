@@ -86,12 +86,12 @@ def test_reference_dtype(strategy, dtype, make_model, tokenizer, tmp_path, saved
     assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # the policy keeps its own dtype
     assert not any(p.requires_grad for p in ref.parameters())
     numel = sum(p.numel() for p in ref.parameters())
-    assert trainer.reference_strategy.memory_bytes() >= numel * (2 if dtype == "bfloat16" else 4)
-    assert trainer.reference_strategy.memory_bytes() < numel * (2 if dtype == "bfloat16" else 4) * 1.01
+    assert trainer.session.reference_strategy.memory_bytes() >= numel * (2 if dtype == "bfloat16" else 4)
+    assert trainer.session.reference_strategy.memory_bytes() < numel * (2 if dtype == "bfloat16" else 4) * 1.01
 
     batch = _full_batch(trainer)
     expected = independent_logps(source, batch)
-    got = trainer.reference_strategy.logps(batch)
+    got = trainer.session.reference_strategy.logps(batch)
     if dtype == "float32":
         _assert_pairs_close(got, expected, rtol=1e-5, atol=1e-4)
     else:
@@ -103,7 +103,7 @@ def test_reference_dtype(strategy, dtype, make_model, tokenizer, tmp_path, saved
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert all(torch.equal(p, before[n]) for n, p in ref.named_parameters())  # the reference never trains
-    _assert_pairs_close(trainer.reference_strategy.logps(batch), got, rtol=0, atol=0)
+    _assert_pairs_close(trainer.session.reference_strategy.logps(batch), got, rtol=0, atol=0)
 
 
 # -- 2. path: training against a saved model that is not the policy's initialisation ------------------------------
@@ -129,7 +129,7 @@ def test_path_reference_trains_against_the_saved_model(make_model, tokenizer, tm
     ref_chosen, ref_rejected = independent_logps(saved, batch)
     pol_chosen, pol_rejected = independent_logps(initial_policy, batch)
     assert (ref_chosen - pol_chosen).abs().max() > 0.1  # the saved reference is not the policy's initialisation
-    _assert_pairs_close(trainer.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
+    _assert_pairs_close(trainer.session.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
 
     trainer.train()
     first = trainer.state.log_history[0]
@@ -144,8 +144,8 @@ def test_path_reference_trains_against_the_saved_model(make_model, tokenizer, tm
     assert len([e for e in trainer.state.log_history if "loss" in e]) == 3
 
     # the reference stays the saved model; the policy moved
-    _assert_pairs_close(trainer.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
-    trained = trainer.scorer.logps(batch)
+    _assert_pairs_close(trainer.session.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
+    trained = trainer.session.scorer.logps(batch)
     assert _max_diff(trained, (pol_chosen, pol_rejected)) > 1e-2
 
 
@@ -170,13 +170,13 @@ def test_adapter_reference_with_an_existing_adapter_is_a_frozen_copy_of_it(make_
     trainer = _trainer(policy, tokenizer, tmp_path, reference="adapter", max_steps=3, learning_rate=1e-2)
     model = trainer.accelerator.unwrap_model(trainer.model)
     assert set(model.peft_config) == {"default", "ref"}
-    assert "frozen copy of the initial adapter" in trainer.reference_strategy.describe()
+    assert "frozen copy of the initial adapter" in trainer.session.reference_strategy.describe()
     assert trainer.ref_model is None
     # the "ref" adapter: q_proj (32→32) and v_proj (32→16) in 2 blocks, r·(in + out) float32 values each
     ref_params = {n: p for n, p in model.named_parameters() if ".ref." in n}
     assert sum(p.numel() for p in ref_params.values()) == 4 * ((32 + 32) + (32 + 16)) * 2 == 896
     assert not any(p.requires_grad for p in ref_params.values())
-    assert trainer.reference_strategy.memory_bytes() == 896 * 4
+    assert trainer.session.reference_strategy.memory_bytes() == 896 * 4
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".default." in n and "lora_" in n for n in trainable)
 
@@ -184,17 +184,17 @@ def test_adapter_reference_with_an_existing_adapter_is_a_frozen_copy_of_it(make_
     expected = independent_logps(initial, batch)
     without_adapter = independent_logps(base, batch)
     assert _max_diff(expected, without_adapter) > 1e-2  # the adapter matters: "adapters off" would be wrong
-    reference_before = trainer.reference_strategy.logps(batch)
+    reference_before = trainer.session.reference_strategy.logps(batch)
     _assert_pairs_close(reference_before, expected, rtol=1e-5, atol=1e-4)
-    _assert_pairs_close(trainer.scorer.logps(batch), expected, rtol=1e-5, atol=1e-4)
+    _assert_pairs_close(trainer.session.scorer.logps(batch), expected, rtol=1e-5, atol=1e-4)
     ref_before = {n: p.detach().clone() for n, p in ref_params.items()}
     default_before = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
 
     trainer.train()
     assert all(torch.equal(p, ref_before[n]) for n, p in ref_params.items())
     assert any(not torch.equal(p, default_before[n]) for n, p in model.named_parameters() if n in trainable)
-    _assert_pairs_close(trainer.reference_strategy.logps(batch), reference_before, rtol=0, atol=1e-6)
-    assert _max_diff(trainer.scorer.logps(batch), expected) > 1e-2  # the policy moved
+    _assert_pairs_close(trainer.session.reference_strategy.logps(batch), reference_before, rtol=0, atol=1e-6)
+    assert _max_diff(trainer.session.scorer.logps(batch), expected) > 1e-2  # the policy moved
     # the active adapter is still the trained one after the reference forwards
     assert model.active_adapter == "default"
 
@@ -217,7 +217,7 @@ def test_precomputed_from_a_saved_model_then_frees_it(make_model, tokenizer, tmp
         reference_params={"model": str(saved_reference), "cache_dir": str(tmp_path / "cache")},
         max_steps=2,
     )
-    strategy = trainer.reference_strategy
+    strategy = trainer.session.reference_strategy
     assert strategy.computed_pairs > 0 and trainer.ref_model is None
     # the loaded reference is gone: nothing holds it, and no model loaded from that folder is alive
     assert strategy.source is None and strategy.memory_bytes() == 0
@@ -231,7 +231,7 @@ def test_precomputed_from_a_saved_model_then_frees_it(make_model, tokenizer, tmp
     _assert_pairs_close(cached, (chosen, rejected), rtol=1e-5, atol=1e-4)
     _assert_pairs_close(strategy.logps(batch), (chosen, rejected), rtol=1e-5, atol=1e-4)
     # not the policy's own log-probs
-    assert _max_diff(cached, trainer.scorer.logps(batch)) > 0.1
+    assert _max_diff(cached, trainer.session.scorer.logps(batch)) > 0.1
     eval_batch = _full_batch(trainer, trainer.eval_dataset)
     _assert_pairs_close(
         (torch.tensor(trainer.eval_dataset["ref_chosen_logps"]), torch.tensor(trainer.eval_dataset["ref_rejected_logps"])),

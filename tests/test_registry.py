@@ -76,7 +76,7 @@ def test_iteration_follows_registration_order(registry):
 def test_contains_len_and_repr(registry):
     assert "zeta" in registry and "mid" in registry
     assert "Zeta" not in registry and "" not in registry and 3 not in registry and None not in registry
-    assert len(registry) == 3 and len(Registry("judge")) == 0
+    assert len(registry) == 3 and len(Registry("judge", Spec)) == 0
     assert repr(registry) == "<Registry of 3 loss names: zeta, alpha, mid>"
 
 
@@ -93,7 +93,7 @@ def test_unknown_names(registry):
     with pytest.raises(UnknownNameError, match=r"Unknown loss \['zeta'\]"):  # unhashable: still a clear error
         registry[["zeta"]]
     with pytest.raises(UnknownNameError, match=r"Unknown judge 'x'\. Registered judge names: \(none registered\)\."):
-        Registry("judge")["x"]
+        Registry("judge", Spec)["x"]
 
 
 def test_duplicates_name_both_plugins_unless_overridden(registry):
@@ -111,7 +111,7 @@ def test_duplicates_name_both_plugins_unless_overridden(registry):
 @pytest.mark.parametrize("name", ["", None, 3])
 def test_invalid_names(name):
     with pytest.raises(PluginContractError, match=f"Plugin 'p' registered a judge with invalid name {name!r}"):
-        Registry("judge").registrar("p")(name, object())
+        Registry("judge", Spec).registrar("p")(name, object())
 
 
 # --- Spec ---------------------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_spec_build_rejects_unknown_metadata():
 
 
 def test_registry_builds_its_spec_type():
-    judges = Registry("judge")
+    judges = Registry("judge", Spec)
     with pytest.raises(PluginContractError, match="unknown metadata \\['needs_reference'\\]"):
         judges.registrar("p")("j", object(), needs_reference=True)
     checks = Registry("check", CheckSpec)

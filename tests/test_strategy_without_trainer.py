@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from dpo_plugin.reference.base import ReferenceStrategy
+from dpo_plugin.reference.base import ReferenceStrategy, RunFacts
 from dpo_plugin.reference.model import CopyReference
-from dpo_plugin.hosts.trl.forward import pair_scorer
+from dpo_plugin.forward import pair_scorer
 from trainer_fixtures import preference_rows
 
 EOS = "<|end|>"
@@ -50,7 +50,7 @@ def test_a_third_party_strategy_with_a_tiny_model_and_no_trainer(make_model, tok
     policy, rows = make_model(), preference_rows(4)
     scorer = pair_scorer(policy, tokenizer, {"train": rows}, max_length=256, device="cpu")
     strategy = HalfReference(factor=0.25)
-    strategy.setup(scorer, strategy.prepare(policy))
+    strategy.setup(scorer, strategy.prepare(policy, RunFacts()))
     batch = next(scorer.batches(scorer.splits()["train"], batch_size=4))
     chosen, rejected = strategy.logps(batch)
     expected_chosen, expected_rejected = _expected(policy, tokenizer, rows)
@@ -62,7 +62,7 @@ def test_copy_reference_stays_fixed_while_the_policy_changes(make_model, tokeniz
     policy, rows = make_model(), preference_rows(3)
     scorer = pair_scorer(policy, tokenizer, {"train": rows}, max_length=256, device="cpu")
     strategy = CopyReference()
-    strategy.setup(scorer, scorer.place(strategy.prepare(policy)))
+    strategy.setup(scorer, scorer.place(strategy.prepare(policy, RunFacts())))
     split = scorer.splits()["train"]
     before = strategy.score(split)
     expected_chosen, expected_rejected = _expected(policy, tokenizer, rows)

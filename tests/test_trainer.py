@@ -33,7 +33,7 @@ def test_in_memory_model_trains_where_trl_crashes(make_model, tokenizer, tmp_pat
     model = make_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = _train(model, tokenizer, tmp_path, steps=1)  # 4 of the 8 pairs: auto keeps a copy in memory
-    assert trainer.reference_strategy.describe().startswith("auto → copy")
+    assert trainer.session.reference_strategy.describe().startswith("auto → copy")
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
     assert changed, "the policy did not train"
     reference = trainer.ref_model
@@ -83,7 +83,7 @@ def test_loss_metrics_are_namespaced(make_model, tokenizer, tmp_path):
 def test_reference_free_losses_skip_the_reference(make_model, tokenizer, tmp_path):
     trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["simpo"])
     assert trainer.ref_model is None
-    assert trainer.reference_strategy.describe() == "auto → none (reference-free)"
+    assert trainer.session.reference_strategy.describe() == "auto → none (reference-free)"
     logged = trainer.state.log_history[0]
     # rewards come from SimPO itself: β·(mean log-prob per token), β = 2
     assert logged["rewards/chosen"] < 0 and "logratio/chosen" not in logged
@@ -161,7 +161,7 @@ def test_training_refuses_data_with_errors(make_model, tokenizer, tmp_path):
         DPOTrainer(make_model(), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), allow_data_errors=True))
     trainer = DPOTrainer(make_model(), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    assert [f.code for f in trainer.data_report.errors] == ["identical_pair"]
+    assert [f.code for f in trainer.session.data_report.errors] == ["identical_pair"]
 
 
 def test_logged_rewards_use_the_beta_the_loss_trains_with(tokenizer, tmp_path):
@@ -231,6 +231,6 @@ def test_fields_changed_after_construction_reach_the_loss_mix(make_model, tokeni
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1))
     args.beta, args.loss_type = 0.5, ["ipo"]
     trainer = DPOTrainer(make_model(), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
-    assert trainer.loss_mix.names == ["ipo"] and trainer.loss_mix.components[0].params["beta"] == 0.5
+    assert trainer.session.loss_mix.names == ["ipo"] and trainer.session.loss_mix.components[0].params["beta"] == 0.5
     args.loss_type = ["simpo"]  # a loss with its own β: 0.5 differs from TRL's default, so it was set
     assert args.loss_mix().components[0].params["beta"] == 0.5

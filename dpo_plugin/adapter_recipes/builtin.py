@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from .lora import DoRA, LoRA, OLoRA, PiSSA, RsLoRA
 from .qlora import QLoRA
 from .recipe import FullFineTuning

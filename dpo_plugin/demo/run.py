@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..hosts.trl.run import TrainResult, run_training
-from ..hosts.trl.train_args import flag_names, parse_train_args
+from ..hosts.base import DEFAULT_HOST, TrainResult, flag_names
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +69,10 @@ def run(losses: list[str], output_dir: str, extra: list[str] | None = None) -> D
     """Train the demo with ``losses`` (equal weights) and run its checks."""
     weights = ["1.0"] * len(losses)
     argv = ["--config", str(CONFIG), "--output_dir", output_dir, "--loss_type", *losses, "--loss_weights", *weights]
-    request = parse_train_args(argv + list(extra or []))
+    from ..plugins import hosts
+
     start = time.perf_counter()
-    result = run_training(request)
+    result = hosts()[DEFAULT_HOST].obj.train(argv + list(extra or []))
     seconds = time.perf_counter() - start
     exact, prompts = _exact_answers(result.report) if result.report else (0, 0)
     return DemoRun(losses, result, seconds, exact, prompts)

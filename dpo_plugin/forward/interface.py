@@ -4,8 +4,8 @@ Everything that needs sequence log-probabilities of preference pairs asks a :cla
 under the policy, under the policy with its PEFT adapters off, or under a given model, for one
 collated batch (:meth:`PairScorer.logps`) or a whole tokenised split (:meth:`PairScorer.score`).
 The scorer also knows the device, the policy's dtype, the tokenizer and the splits. Nothing here
-imports TRL: :mod:`dpo_plugin.hosts.trl.forward` implements the scorer over TRL's trainer (and
-:func:`dpo_plugin.hosts.trl.forward.pair_scorer` builds one for a model without a trainer), and owns the
+imports a host: :class:`dpo_plugin.forward.scorer.Scorer` implements it over a host's head and collator (and
+:func:`dpo_plugin.forward.scorer.pair_scorer` builds one for a model without a trainer), and owns the
 batch layout. A batch is opaque to its users: they pass it back to the scorer.
 
 Log-probabilities are summed over the completion tokens exactly as training sums the policy's

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from ..types import LossOutput, PairLogps
 from .scores import smoothed_logistic, with_dpo_rewards
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from ..types import LossOutput, PairLogps
 from .scores import f_divergence_scores, length_normalised, score_difference, smoothed_logistic, with_dpo_rewards
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from ..types import LossOutput, PairLogps
 from .scores import with_dpo_rewards
 

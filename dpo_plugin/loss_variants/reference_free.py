@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from ..types import LossOutput, PairLogps
 from .scores import length_normalised, smoothed_logistic
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from ..types import LossOutput, PairLogps
 from .scores import f_divergence_scores, length_normalised, score_difference, with_dpo_rewards
 

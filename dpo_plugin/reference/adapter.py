@@ -6,8 +6,8 @@ from typing import Any, ContextManager
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..registry import Register
-from .base import ReferenceStrategy
+from ..hookspecs import Register
+from .base import ReferenceStrategy, RunFacts
 
 
 class AdapterReference(ReferenceStrategy):
@@ -15,14 +15,14 @@ class AdapterReference(ReferenceStrategy):
 
     name = "adapter"
 
-    def prepare(self, policy: Any, *, peft: bool = False, base_weights_change: bool = False, **kwargs: Any) -> Any:
-        super().prepare(policy, **kwargs)
-        if not peft:
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
+        super().prepare(policy, run, ref_model=ref_model)
+        if not run.peft:
             raise ConfigError(
                 "reference: adapter needs a PEFT adapter (adapter: lora/dora/…, use_peft, or a peft_config); "
                 "for full fine-tuning use reference: copy, path or precomputed (auto picks copy)."
             )
-        if base_weights_change:
+        if run.base_weights_change:
             raise ConfigError(
                 "reference: adapter cannot be used with this adapter recipe: its initialisation (PiSSA/OLoRA) "
                 "rewrites the base weights, so disabling the adapter no longer gives the initial model. "
@@ -36,18 +36,18 @@ class AdapterReference(ReferenceStrategy):
     def score(self, dataset: Any) -> Any:
         return self.scorer.score(dataset, adapters_off=True, desc="Scoring (reference)")
 
-    def generation_model(self) -> ContextManager[Any]:  # type: ignore[override]
+    def generation_model(self) -> ContextManager[Any]:
         return self.scorer.adapters_off()
 
     def memory_bytes(self) -> int:
-        frozen = self.scorer.reference_adapter if self.scorer else None
+        frozen = self.scorer.reference_adapter if self.is_set_up else None
         if frozen is None:
             return 0
         marker = f".{frozen}."
         return sum(p.numel() * p.element_size() for name, p in self.scorer.policy.named_parameters() if marker in name)
 
     def describe(self) -> str:
-        if self.scorer is not None and self.scorer.reference_adapter is not None:
+        if self.is_set_up and self.scorer.reference_adapter is not None:
             return f"adapter (a frozen copy of the initial adapter, {self.scorer.reference_adapter!r})"
         return "adapter (the policy with its PEFT adapters disabled)"
 

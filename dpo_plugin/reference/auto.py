@@ -1,21 +1,38 @@
-"""``auto`` (the default) picks a strategy for the run."""
+"""``auto`` (the default) picks a strategy for the run, by name through the registry."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, ContextManager
 
-from ..hookspecs import hookimpl
-from ..registry import Register
-from .adapter import AdapterReference
-from .base import ReferenceStrategy
-from .model import CopyReference, PathReference
-from .none import NoReference
-from .precomputed import PrecomputedReference
+from ..hookspecs import Register, hookimpl
+from .base import ReferenceStrategy, RunFacts
 
 logger = logging.getLogger(__name__)
+
+
+def _strategy(name: str) -> type[ReferenceStrategy]:
+    from ..plugins import reference_strategies
+
+    strategy: type[ReferenceStrategy] = reference_strategies()[name].obj
+    return strategy
+
+
+def choose(policy: Any, run: RunFacts, *, ref_model: Any, params: set[str]) -> tuple[str, str]:
+    """The strategy ``auto`` takes for the run, and why (see :class:`AutoReference`)."""
+    adapter_off = run.peft and not run.base_weights_change
+    reloadable = bool(getattr(getattr(policy, "config", None), "name_or_path", ""))
+    fits = params <= set(inspect.signature(_strategy("precomputed").__init__).parameters)
+    if ref_model is not None:
+        return "path", "a ref_model was passed"
+    if not run.needs_reference:
+        return "none", "no chosen loss needs a reference"
+    if run.full_pass and fits and (adapter_off or reloadable or not run.checks):
+        return "precomputed", "the run visits every training pair at least once and the reference is frozen"
+    if adapter_off:
+        return "adapter", "PEFT: disabling the adapters gives the initial model"
+    return "copy", "full fine-tuning" if not run.peft else "the adapter rewrites the base weights"
 
 
 class AutoReference(ReferenceStrategy):
@@ -26,7 +43,8 @@ class AutoReference(ReferenceStrategy):
     more than the reference forwards it saves, and frees the reference's memory) and the checks can
     still reach the reference (PEFT adapters off, or the initial model reloaded from its folder or
     hub id); else ``adapter`` with PEFT and ``copy`` without (``copy`` also with PiSSA and OLoRA,
-    whose initialisation rewrites the base weights). The choice and its reason are logged.
+    whose initialisation rewrites the base weights). The choice and its reason are logged. Each is
+    looked up by name in the registry, so a plugin that overrides a built-in strategy is used here too.
     """
 
     name = "auto"
@@ -36,43 +54,17 @@ class AutoReference(ReferenceStrategy):
         self.params = params
         self.delegate: ReferenceStrategy | None = None
 
-    def prepare(
-        self,
-        policy: Any,
-        *,
-        ref_model: Any = None,
-        peft: bool = False,
-        base_weights_change: bool = False,
-        needs_reference: bool = True,
-        checks: bool = False,
-        full_pass: bool = False,
-    ) -> Any:
-        adapter_off = peft and not base_weights_change
-        reloadable = bool(getattr(getattr(policy, "config", None), "name_or_path", ""))
-        fits = set(self.params) <= set(inspect.signature(PrecomputedReference.__init__).parameters)
-        if ref_model is not None:
-            chosen: type[ReferenceStrategy] = PathReference
-            reason = "a ref_model was passed"
-        elif not needs_reference:
-            chosen, reason = NoReference, "no chosen loss needs a reference"
-        elif full_pass and fits and (adapter_off or reloadable or not checks):
-            chosen = PrecomputedReference
-            reason = "the run visits every training pair at least once and the reference is frozen"
-        elif adapter_off:
-            chosen, reason = AdapterReference, "PEFT: disabling the adapters gives the initial model"
-        else:
-            chosen, reason = CopyReference, "full fine-tuning" if not peft else "the adapter rewrites the base weights"
-        self.delegate = chosen.from_params(self.params)
-        logger.info("reference: auto → %s (%s).", chosen.name, reason)
-        return self.delegate.prepare(
-            policy,
-            ref_model=ref_model,
-            peft=peft,
-            base_weights_change=base_weights_change,
-            needs_reference=needs_reference,
-            checks=checks,
-            full_pass=full_pass,
-        )
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
+        name, reason = choose(policy, run, ref_model=ref_model, params=set(self.params))
+        self.delegate = _strategy(name).from_params(self.params)
+        logger.info("reference: auto → %s (%s).", name, reason)
+        return self.delegate.prepare(policy, run, ref_model=ref_model)
+
+    @property
+    def chosen(self) -> ReferenceStrategy:
+        if self.delegate is None:
+            raise RuntimeError("reference: auto has not chosen a strategy yet (prepare runs first)")
+        return self.delegate
 
     @property
     def provides_logps(self) -> bool:  # type: ignore[override]
@@ -88,19 +80,19 @@ class AutoReference(ReferenceStrategy):
 
     def setup(self, scorer: Any, model: Any = None) -> None:
         super().setup(scorer, model)
-        self.delegate.setup(scorer, model)
+        self.chosen.setup(scorer, model)
 
     def logps(self, batch: Any) -> tuple[Any, Any]:
-        return self.delegate.logps(batch)
+        return self.chosen.logps(batch)
 
     def score(self, dataset: Any) -> Any:
-        return self.delegate.score(dataset)
+        return self.chosen.score(dataset)
 
     def on_step_end(self, state: Any) -> None:
-        self.delegate.on_step_end(state)
+        self.chosen.on_step_end(state)
 
-    def generation_model(self) -> Iterator[Any]:  # type: ignore[override]
-        return self.delegate.generation_model()
+    def generation_model(self) -> ContextManager[Any]:
+        return self.chosen.generation_model()
 
     def memory_bytes(self) -> int:
         return self.delegate.memory_bytes() if self.delegate else 0

@@ -2,9 +2,9 @@
 
 The trainer drives a strategy through these calls, in order:
 
-1. ``prepare(policy, ref_model=..., peft=..., base_weights_change=..., needs_reference=..., checks=...)``
-   before TRL's trainer exists: returns the reference model TRL should hold (a frozen copy, a
-   loaded model) or ``None``; TRL never reloads a reference from disk.
+1. ``prepare(policy, run, ref_model=None)`` before the host's trainer exists (``run``: the
+   :class:`RunFacts`): returns the reference model the host's trainer should hold (a frozen copy, a
+   loaded model) or ``None``; the host never reloads a reference from disk.
 2. ``setup(scorer, model)`` once the trainer exists, before training: ``scorer`` is the
    :class:`~dpo_plugin.forward.interface.PairScorer` (the only way to log-probabilities; a strategy never
    sees the trainer) and ``model`` what ``prepare`` returned, placed on the device (or None).
@@ -16,7 +16,7 @@ The trainer drives a strategy through these calls, in order:
    against (``None`` when there is none; ``unavailable`` then says why); ``memory_bytes()`` what
    the strategy keeps in memory; ``describe()`` a one-line account for logs and the report.
 
-A strategy is unit-tested without a trainer: ``scorer = dpo_plugin.hosts.trl.forward.pair_scorer(policy,
+A strategy is unit-tested without a trainer: ``scorer = dpo_plugin.forward.pair_scorer(policy,
 tokenizer, {"train": rows})``, then ``strategy.setup(scorer, scorer.place(strategy.prepare(policy)))``.
 """
 
@@ -27,7 +27,8 @@ import gc
 import inspect
 import logging
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from ..errors import ConfigError
 
@@ -37,6 +38,24 @@ if TYPE_CHECKING:
     from ..forward.interface import PairScorer, PairScores
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a strategy is told about the run when it prepares.
+
+    ``peft``: the policy trains a PEFT adapter; ``base_weights_change``: the adapter's initialisation
+    rewrites the base weights (PiSSA, OLoRA), so disabling it no longer gives the initial model;
+    ``needs_reference``: some chosen loss needs reference log-probs; ``checks``: post-training checks
+    will compare against the reference (keep what they need); ``full_pass``: the run's optimizer
+    steps visit every training pair at least once.
+    """
+
+    peft: bool = False
+    base_weights_change: bool = False
+    needs_reference: bool = True
+    checks: bool = False
+    full_pass: bool = False
 
 
 class ReferenceStrategy:
@@ -51,10 +70,21 @@ class ReferenceStrategy:
     precomputes: bool = False
 
     def __init__(self) -> None:
-        self.scorer: PairScorer | None = None
+        self._scorer: PairScorer | None = None
         #: the reference model ``prepare`` returned, placed by the trainer (None for strategies without one)
         self.model: Any = None
         self._unavailable: str | None = None
+
+    @property
+    def scorer(self) -> PairScorer:
+        """The run's scorer, from :meth:`setup` on (the strategy's only way to log-probabilities)."""
+        if self._scorer is None:
+            raise RuntimeError(f"reference strategy {self.name!r} is not set up yet (setup(scorer, model) comes first)")
+        return self._scorer
+
+    @property
+    def is_set_up(self) -> bool:
+        return self._scorer is not None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> ReferenceStrategy:
@@ -72,21 +102,11 @@ class ReferenceStrategy:
         except TypeError as error:
             raise ConfigError(f"reference: {cls.name}: {error}") from None
 
-    def prepare(
-        self,
-        policy: Any,
-        *,
-        ref_model: Any = None,
-        peft: bool = False,
-        base_weights_change: bool = False,
-        needs_reference: bool = True,
-        checks: bool = False,
-        full_pass: bool = False,
-    ) -> Any:
-        """Before TRL's trainer exists: return the reference model TRL should hold, or ``None``.
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
+        """Before the host's trainer exists: return the reference model it should hold, or ``None``.
 
-        ``checks``: post-training checks will compare against the reference (keep what they need);
-        ``full_pass``: the run visits every training pair at least once.
+        ``ref_model``: a reference model the user passed to the trainer (a strategy that builds its
+        own refuses it).
         """
         if ref_model is not None:
             raise ConfigError(
@@ -97,7 +117,7 @@ class ReferenceStrategy:
 
     def setup(self, scorer: PairScorer, model: Any = None) -> None:
         """Once the trainer (or another scorer's owner) exists, before training."""
-        self.scorer, self.model = scorer, model
+        self._scorer, self.model = scorer, model
 
     def logps(self, batch: Any) -> tuple[Tensor, Tensor]:
         """``(ref_chosen, ref_rejected)`` summed log-probabilities of a collated batch."""
@@ -111,10 +131,9 @@ class ReferenceStrategy:
     def on_step_end(self, state: Any) -> None:
         """After every optimizer step."""
 
-    @contextlib.contextmanager
-    def generation_model(self) -> Iterator[Any]:
-        """The reference model the checks generate from and score with (``None``: there is none)."""
-        yield None
+    def generation_model(self) -> ContextManager[Any]:
+        """A context manager yielding the reference model the checks generate from and score with (None: none)."""
+        return contextlib.nullcontext(None)
 
     def memory_bytes(self) -> int:
         """Bytes of reference weights or caches this strategy keeps in memory."""

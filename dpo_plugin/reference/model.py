@@ -11,8 +11,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..registry import Register
-from .base import ReferenceStrategy, parameter_bytes
+from ..hookspecs import Register
+from .base import ReferenceStrategy, RunFacts, parameter_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ class CopyReference(ModelReference):
         _torch_dtype(dtype)
         self.dtype = dtype
 
-    def prepare(self, policy: Any, **kwargs: Any) -> Any:
-        super().prepare(policy, **kwargs)
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
+        super().prepare(policy, run, ref_model=ref_model)
         return frozen_copy(policy, self.dtype)
 
     def describe(self) -> str:
@@ -122,7 +122,7 @@ class PathReference(ModelReference):
         self.source, self.dtype = model, dtype
         self.load_kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
 
-    def prepare(self, policy: Any, *, ref_model: Any = None, **kwargs: Any) -> Any:
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
         if self.source is not None and ref_model is not None:
             raise ConfigError(
                 "Both reference_params.model and a ref_model object were given for reference: path; give one."
@@ -156,7 +156,7 @@ def effective_weights(model: Any) -> Iterator[dict[str, Any]]:
         yield {
             name.replace(".base_layer", ""): param
             for name, param in model.get_base_model().named_parameters()
-            if prefix not in name
+            if str(prefix) not in name
         }
     finally:
         model.unmerge_adapter()
@@ -183,9 +183,9 @@ class SyncReference(CopyReference):
         self.keep_initial = False
         self.syncs = 0
 
-    def prepare(self, policy: Any, *, checks: bool = False, **kwargs: Any) -> Any:
-        self.keep_initial = checks
-        return super().prepare(policy, **kwargs)
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
+        self.keep_initial = run.checks
+        return super().prepare(policy, run, ref_model=ref_model)
 
     def setup(self, scorer: Any, model: Any = None) -> None:
         super().setup(scorer, model)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from ..errors import ConfigError
-from ..hookspecs import hookimpl
-from ..registry import Register
-from .base import ReferenceStrategy
+from ..hookspecs import Register, hookimpl
+from .base import ReferenceStrategy, RunFacts
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class NoReference(ReferenceStrategy):
@@ -21,18 +22,18 @@ class NoReference(ReferenceStrategy):
         super().__init__()
         self.source = model
 
-    def prepare(self, policy: Any, *, needs_reference: bool = True, **kwargs: Any) -> Any:
-        if needs_reference:
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
+        if run.needs_reference:
             raise ConfigError(
                 "reference: none, but a chosen loss needs a reference model; choose another reference strategy "
                 "or only reference-free losses."
             )
-        return super().prepare(policy, **kwargs)
+        return super().prepare(policy, run, ref_model=ref_model)
 
-    def logps(self, batch: Any) -> tuple[None, None]:
-        return None, None
+    def logps(self, batch: Any) -> tuple[Tensor, Tensor]:
+        raise ConfigError("reference: none has no reference log-probabilities; the chosen losses must be reference-free.")
 
-    def generation_model(self) -> Iterator[Any]:  # type: ignore[override]
+    def generation_model(self) -> ContextManager[Any]:
         return self.initial_model(self.source)
 
     def describe(self) -> str:

@@ -21,9 +21,9 @@ import numpy as np
 from ..cache import cache_root
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..registry import Register
+from ..hookspecs import Register
 from ..forward.interface import PairScores
-from .base import ReferenceStrategy, release_memory
+from .base import ReferenceStrategy, RunFacts, release_memory
 from .model import frozen_copy, load_reference_model
 
 logger = logging.getLogger(__name__)
@@ -128,9 +128,7 @@ class PrecomputedReference(ReferenceStrategy):
         self._weights = ""
         self._scores: dict[str, PairScores] = {}
 
-    def prepare(
-        self, policy: Any, *, ref_model: Any = None, peft: bool = False, base_weights_change: bool = False, **kwargs: Any
-    ) -> Any:
+    def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
         if ref_model is not None and self.source_path is not None:
             raise ConfigError("Both reference_params.model and a ref_model object were given; give one.")
         if ref_model is not None:
@@ -138,10 +136,10 @@ class PrecomputedReference(ReferenceStrategy):
         elif self.source_path is not None:
             self.source = load_reference_model(self.source_path, policy=policy, dtype=self.dtype)
             self.source_name = self.source_path
-        elif peft and base_weights_change:
+        elif run.peft and run.base_weights_change:
             self.source = frozen_copy(policy, self.dtype)
         else:
-            self.adapters_off = peft
+            self.adapters_off = run.peft
         return None
 
     def setup(self, scorer: Any, model: Any = None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...hookspecs import hookimpl
-from ...registry import Register
+from ...hookspecs import Register
 from .reward_margin import RewardMarginSettings, reward_margin
 from .win_rate import WinRateSettings, win_rate
 

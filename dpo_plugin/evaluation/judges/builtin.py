@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...hookspecs import hookimpl
-from ...registry import Register
+from ...hookspecs import Register
 from .function import FunctionJudge
 from .llm import LLMJudge
 from .openai import OpenAIJudge

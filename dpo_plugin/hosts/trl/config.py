@@ -1,115 +1,36 @@
-"""``DPOConfig``: TRL's config with every TRL field, plus the plugin fields.
+"""``DPOConfig``: TRL's config with every TRL field, plus the plugin fields (:class:`~dpo_plugin.settings.PluginSettings`).
 
-Plugin fields (all optional): ``loss_type`` accepts any registered loss name (or a list, mixed with
-TRL's ``loss_weights``); ``loss_params`` maps a loss name to its parameters; ``reference`` /
-``reference_params`` choose the reference-model strategy; ``adapter`` / ``adapter_params`` the peft
-recipe; ``checks`` / ``check_params`` / ``judge`` / ``judge_params`` / ``strict_checks`` the
-post-training checks; ``kl_warn``, ``merge_adapter``, ``allow_data_errors``.
-
-TRL's own reference fields map onto ``reference``: ``precompute_ref_log_probs: true`` means
-``reference: precomputed`` and ``sync_ref_model: true`` means ``reference: sync`` (with
-``ref_model_sync_steps``/``ref_model_mixup_alpha``); setting both sides inconsistently is an error.
+TRL's own fields that say the same as a plugin field map onto it: ``precompute_ref_log_probs: true``
+means ``reference: precomputed``, ``sync_ref_model: true`` means ``reference: sync`` (with
+``ref_model_sync_steps``/``ref_model_mixup_alpha``), ``padding_free: true`` means ``packing: padding_free``;
+setting both sides inconsistently is an error. ``loss_type`` takes any registered loss name (or a list,
+mixed with TRL's ``loss_weights``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trl
 
 from ...errors import ConfigError
-from ...evaluation.runner import validate_check_params
 from ...loss_mix import LossMix
-from ...plugins import adapters, checks, judges, reference_strategies
+from ...settings import DICT_FIELDS, PluginSettings
+from .internals import TRL_DEFAULTS, loss_request
 
 logger = logging.getLogger(__name__)
 
-PACKING_MODES = ("auto", "none", "padding_free", "prefix_sharing")
-PLUGIN_DICT_FIELDS = ("loss_params", "reference_params", "adapter_params", "check_params", "judge_params")
-#: TRL 1.16's default of every DPOConfig field (a field set to its default is never refused).
-TRL_DEFAULTS = {
-    f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    for f in dataclasses.fields(trl.DPOConfig)
-    if f.init
-}
-
 
 @dataclass
-class _PluginFields(trl.DPOConfig):
-    """TRL's ``DPOConfig`` fields plus the plugin's (the generated ``__init__`` takes them all)."""
+class _PluginFields(PluginSettings, trl.DPOConfig):
+    """TRL's ``DPOConfig`` fields, then the plugin's (the generated ``__init__`` takes them all, TRL's first)."""
 
-    _VALID_DICT_FIELDS = trl.DPOConfig._VALID_DICT_FIELDS + list(PLUGIN_DICT_FIELDS)
-
-    loss_params: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={"help": "Parameters per loss, e.g. {simpo: {gamma: 0.5}}. Precedence: loss_params > DPOConfig field > loss default."},
-    )
-    reference: str = field(
-        default="auto",
-        metadata={"help": "Reference-model strategy (`dpo-plugin plugins` lists them): auto, copy, path, adapter, precomputed, none, sync."},
-    )
-    reference_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Options of the reference strategy, e.g. {model: PATH} for `path`."}
-    )
-    adapter: str = field(
-        default="none", metadata={"help": "Adapter recipe: none (full fine-tune), lora, dora, rslora, pissa, olora, qlora."}
-    )
-    adapter_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Options of the adapter recipe, e.g. {r: 16, target_modules: all-linear}."}
-    )
-    checks: list[str] = field(
-        default_factory=list, metadata={"help": "Post-training checks to run, e.g. reward_margin win_rate."}
-    )
-    check_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Options per check, e.g. {win_rate: {threshold: 0.5, max_new_tokens: 32}}."}
-    )
-    judge: str | None = field(default=None, metadata={"help": "Judge for the win-rate check: function, reward_model, llm, openai."})
-    judge_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Options of the judge, e.g. {function: 'module:attr'}."}
-    )
-    strict_checks: bool = field(
-        default=False,
-        metadata={"help": "dpo-plugin train exits 1 when a requested check does not pass (in Python, read trainer.check_report['passed'])."},
-    )
-    kl_warn: float | None = field(
-        default=1.0,
-        metadata={"help": "Warn once when the mean per-token log-ratio policy/reference on the chosen completions exceeds this in size."},
-    )
-    merge_adapter: bool = field(
-        default=False, metadata={"help": "After training a PEFT adapter, also save a merged full model in <output_dir>/merged."}
-    )
-    allow_data_errors: bool = field(
-        default=False, metadata={"help": "Train even when the data-quality checks find errors (they are logged)."}
-    )
-    packing: str = field(
-        default="auto",
-        metadata={
-            "help": "Batch layout: auto (prefix_sharing where the model takes it, else none), none (TRL's padded "
-            "[chosen; rejected] rows), padding_free, prefix_sharing. TRL's padding_free: true means padding_free."
-        },
-    )
-    nonfinite: str = field(
-        default="stop",
-        metadata={
-            "help": "A non-finite loss or gradient: stop (at once, exit 3, naming the last good checkpoint) or skip "
-            "(drop that update; stop after max_skipped_steps in a row). Non-finite weights are never saved."
-        },
-    )
-    max_skipped_steps: int = field(default=5, metadata={"help": "With nonfinite: skip, the steps dropped in a row before stopping."})
-    reuse_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Let dpo-plugin train write into a non-empty output_dir; files it did not write are never changed."},
-    )
-    allow_negative_loss_weights: bool = field(
-        default=False,
-        metadata={"help": "Accept a negative loss_weights entry (it maximises that loss; refused by default)."},
-    )
+    _VALID_DICT_FIELDS = trl.DPOConfig._VALID_DICT_FIELDS + list(DICT_FIELDS)
 
     def __post_init__(self) -> None:
         if isinstance(self.loss_type, str):
@@ -121,7 +42,7 @@ class _PluginFields(trl.DPOConfig):
             )
         self._cpu_processes_together()
         try:
-            super().__post_init__()
+            trl.DPOConfig.__post_init__(self)
         except ValueError as error:
             if "bf16" in str(error):
                 raise ConfigError(
@@ -130,11 +51,10 @@ class _PluginFields(trl.DPOConfig):
                     f"DPOConfig(bf16=False)). Original error: {error}"
                 ) from None
             raise
-        self._check_dict_fields()
-        self._check_fault_fields()
+        self.normalise()
         self._map_trl_padding_free()
         self._map_trl_reference_fields()
-        self._check_names()
+        self.check()
         self.loss_mix()
 
     # -- validation -----------------------------------------------------------------------------
@@ -151,33 +71,7 @@ class _PluginFields(trl.DPOConfig):
             logger.info("%d processes on a machine without a GPU: use_cpu=True, so they train together (gloo).", processes)
             self.use_cpu = True
 
-    def _check_dict_fields(self) -> None:
-        for name in PLUGIN_DICT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, str):
-                try:
-                    value = json.loads(value) if value.strip() else None
-                except json.JSONDecodeError as error:
-                    raise ConfigError(f"{name} must be a mapping (YAML) or a JSON object string: {error}") from None
-                setattr(self, name, value)
-            if value is not None and not isinstance(value, dict):
-                raise ConfigError(f"{name} must be a mapping, got {type(value).__name__} {value!r}.")
-        for name in ("check_params", "loss_params"):
-            for key, value in (getattr(self, name) or {}).items():
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{name}[{key!r}] must be a mapping of option → value, got {value!r}.")
-        if isinstance(self.checks, str):
-            self.checks = [self.checks]
-
-    def _check_fault_fields(self) -> None:
-        if self.nonfinite not in ("stop", "skip"):
-            raise ConfigError(f"nonfinite must be stop or skip, got {self.nonfinite!r}.")
-        if isinstance(self.max_skipped_steps, bool) or not isinstance(self.max_skipped_steps, int) or self.max_skipped_steps < 1:
-            raise ConfigError(f"max_skipped_steps must be an integer >= 1, got {self.max_skipped_steps!r}.")
-
     def _map_trl_padding_free(self) -> None:
-        if self.packing not in PACKING_MODES:
-            raise ConfigError(f"packing must be one of {', '.join(PACKING_MODES)}, got {self.packing!r}.")
         if self.padding_free:
             if self.packing not in ("auto", "padding_free"):
                 raise ConfigError(
@@ -225,21 +119,6 @@ class _PluginFields(trl.DPOConfig):
             self.reference = "sync"
             self.reference_params = params
 
-    def _check_names(self) -> None:
-        reference_strategies()[self.reference]
-        adapters()[self.adapter]
-        registered_checks = checks()
-        for name in self.checks:
-            registered_checks[name]
-        if self.judge is not None:
-            judges()[self.judge]
-        stray = set(self.check_params or {}) - set(self.checks)
-        if stray:
-            raise ConfigError(f"check_params names {sorted(stray)}, which are not in checks {self.checks}.")
-        if self.judge_params and self.judge is None:
-            raise ConfigError("judge_params is set but judge is not: name the judge, e.g. judge: function.")
-        validate_check_params(self.checks, self.check_params, self.judge)
-
     # -- plugin plans ---------------------------------------------------------------------------
     @property
     def explicit_fields(self) -> frozenset[str]:
@@ -250,42 +129,13 @@ class _PluginFields(trl.DPOConfig):
         changed = {name for name, default in TRL_DEFAULTS.items() if self.__dict__.get(name, default) != default}
         return self.__dict__.get("_explicit_fields", frozenset()) | frozenset(changed)
 
-    def _resolve_loss_mix(self) -> LossMix:
-        explicit = {name: getattr(self, name) for name in self.explicit_fields if hasattr(self, name)}
-        return LossMix.resolve(
-            self.loss_type,
-            self.loss_weights,
-            self.loss_params,
-            explicit,
-            defaults=TRL_DEFAULTS,
-            reference_available=self.reference != "none",
-            use_weighting=self.use_weighting,
-            allow_negative_weights=self.allow_negative_loss_weights,
-        )
-
-    def _loss_inputs(self) -> str:
-        """Everything the loss mix is resolved from, as it stands now."""
-        params = {name: getattr(self, name) for name in sorted(self.explicit_fields) if name in TRL_DEFAULTS}
-        plan = (self.loss_type, self.loss_weights, self.loss_params, self.reference, self.use_weighting)
-        return repr((plan, self.allow_negative_loss_weights, params))
-
     def loss_mix(self) -> LossMix:
         """The resolved, validated :class:`~dpo_plugin.loss_mix.LossMix` (``.fresh()`` per trainer).
 
-        Resolved once, and again only when a field it depends on changed since (TRL reads the fields
-        when a trainer is built, so ``args.beta = 0.5`` after construction must count).
+        Resolved again only when a field it depends on changed since (TRL reads the fields when a
+        trainer is built, so ``args.beta = 0.5`` after construction must count).
         """
-        inputs = self._loss_inputs()
-        if self.__dict__.get("_loss_mix_inputs") != inputs:
-            self.__dict__["_loss_mix"] = self._resolve_loss_mix()
-            self.__dict__["_loss_mix_inputs"] = inputs
-        return self.__dict__["_loss_mix"]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_loss_mix", None)  # may hold plugin functions that do not pickle (training_args.bin)
-        state.pop("_loss_mix_inputs", None)
-        return state
+        return self.resolve_loss_mix(loss_request(self, self.explicit_fields))
 
 
 class DPOConfig(_PluginFields):

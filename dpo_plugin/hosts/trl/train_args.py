@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import ConfigError, DpoPluginError
 from ...yaml_file import read_yaml_mapping
+from ..base import flag_names
 from .config import DPOConfig
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def check_yaml(values: dict[str, Any], source: str) -> None:
     """Unknown keys (with the closest known key) and values of the wrong type are ConfigErrors."""
     owners = _field_types()
     for key, value in values.items():
-        if key == "env":
+        if key in ("env", "host"):  # environment variables; the host (dpo-plugin train read it)
             continue
         if key not in owners:
             raise unknown_key(key, source, list(owners))
@@ -152,12 +153,6 @@ def check_yaml(values: dict[str, Any], source: str) -> None:
             raise ConfigError(
                 f"{key} in {source} must be {shown} ({cls.__name__} field), got {value!r} ({type(value).__name__}).{quote}"
             )
-
-
-def flag_names(argv: list[str]) -> set[str]:
-    """The option names in ``argv`` (``--max-steps=3`` → ``max_steps``; argparse's ``--no_X`` also counts as ``X``)."""
-    names = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-    return names | {name[3:] for name in names if name.startswith("no_")}
 
 
 def _resolve_relative(values: dict[str, Any], folder: Path) -> None:
@@ -209,6 +204,7 @@ def _config_file(argv: list[str]) -> tuple[dict[str, Any], str]:
 
 def _apply_env(values: dict[str, Any], source: str) -> None:
     """The YAML's ``env`` mapping (removed from ``values``) set as environment variables, as TrlParser does."""
+    values.pop("host", None)
     env = values.pop("env", None) or {}
     if not isinstance(env, dict):
         raise ConfigError(f"env in {source} must be a mapping of variable → value.")

@@ -1,8 +1,8 @@
-"""The data-quality checks bound to TRL's reading of the data, and the checks a training run makes first.
+"""The data-quality checks bound to a host's reading of the data, and the checks a training run makes first.
 
-:mod:`dpo_plugin.data_quality` finds the problems; here they get TRL 1.16's ``extract_prompt`` for
-implicit prompts and TRL's own tokenisation (:func:`~dpo_plugin.hosts.trl.forward.prepare_pairs`) for token
-counts, so that every count matches what training sees.
+:mod:`dpo_plugin.data_quality` finds the problems; here they get the host's ``extract_prompt`` for
+implicit prompts and its own tokenisation (a :class:`~dpo_plugin.forward.backend.ForwardBackend`) for
+token counts, so that every count matches what training sees.
 """
 
 from __future__ import annotations
@@ -11,19 +11,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from trl.data_utils import extract_prompt
-
-from ...preference_data import validate_preference_columns
-from ...data_quality import DataReport, Pair, ensure_clean, token_findings
-from ...data_quality import check_data as find_problems
-from ...errors import ConfigError
-from .forward import TOKEN_COLUMNS, prepare_pairs
+from .data_quality import DataReport, Pair, ensure_clean, token_findings
+from .data_quality import check_data as find_problems
+from .errors import ConfigError
+from .forward.backend import ForwardBackend, default_backend
+from .forward.logps import TOKEN_COLUMNS
+from .preference_data import validate_preference_columns
 
 logger = logging.getLogger(__name__)
 
 
-def token_lengths(pairs: Sequence[Pair], tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
-    """Token counts of prompt, chosen and rejected per pair, tokenised by TRL 1.16's ``DPOTrainer`` itself.
+def token_lengths(
+    pairs: Sequence[Pair], tokenizer: Any, backend: ForwardBackend | None = None
+) -> tuple[list[int], list[int], list[int]]:
+    """Token counts of prompt, chosen and rejected per pair, tokenised by the host's trainer (default: the default host's).
 
     Conversational pairs go through the chat template (the prompt with the generation prompt);
     plain-text completions get the EOS token appended; the completion starts where the tokenised
@@ -34,11 +35,12 @@ def token_lengths(pairs: Sequence[Pair], tokenizer: Any) -> tuple[list[int], lis
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        prepared = prepare_pairs(_pairs_dataset(pairs), tokenizer, name="check")
+        prepared = (backend or default_backend()).prepare_pairs(_pairs_dataset(pairs), tokenizer, name="check")
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
-    return tuple([len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS)  # type: ignore[return-value]
+    prompt, chosen, rejected = ([len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS)
+    return prompt, chosen, rejected
 
 
 def _pairs_dataset(pairs: Sequence[Pair]) -> Any:
@@ -58,14 +60,26 @@ def _pairs_dataset(pairs: Sequence[Pair]) -> Any:
 
 
 def check_data(
-    dataset: Any, *, tokenizer: Any = None, max_length: int | None = None, **options: Any
+    dataset: Any,
+    backend: ForwardBackend | None = None,
+    *,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    **options: Any,
 ) -> DataReport:
-    """:func:`dpo_plugin.data_quality.check_data` reading the data as TRL does; with ``tokenizer``, lengths in tokens."""
-    count = (lambda pairs: token_lengths(pairs, tokenizer)) if tokenizer is not None else None
-    return find_problems(dataset, extract_prompt=extract_prompt, count_tokens=count, max_length=max_length, **options)
+    """:func:`dpo_plugin.data_quality.check_data` reading the data as the host does; with ``tokenizer``, in tokens.
+
+    ``backend``: the host's reading (default: the default host's).
+    """
+    backend = backend or default_backend()
+    count = (lambda pairs: token_lengths(pairs, tokenizer, backend)) if tokenizer is not None else None
+    extract = backend.extract_prompt
+    return find_problems(dataset, extract_prompt=extract, count_tokens=count, max_length=max_length, **options)
 
 
-def check_datasets(train_dataset: Any, eval_dataset: Any, *, allow_errors: bool) -> DataReport | None:
+def check_datasets(
+    train_dataset: Any, eval_dataset: Any, backend: ForwardBackend, *, allow_errors: bool
+) -> DataReport | None:
     """Column checks for every split and the data-quality checks on the training split, before anything loads."""
     from datasets import Dataset
 
@@ -75,7 +89,7 @@ def check_datasets(train_dataset: Any, eval_dataset: Any, *, allow_errors: bool)
             validate_preference_columns(split)
     if not isinstance(train_dataset, Dataset):
         return None
-    report = check_data(train_dataset)
+    report = check_data(train_dataset, backend)
     ensure_clean(report, allow_errors=allow_errors)
     return report
 

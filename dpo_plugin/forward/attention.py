@@ -1,0 +1,102 @@
+"""The attention that reads packed rows: transformers' SDPA per segment of a :class:`~.packing.SegmentPlan`.
+
+Registered with transformers as :data:`ATTENTION`: each segment is computed with transformers' own
+SDPA (a causal square for a sequence or a prompt + chosen branch, a lower-right causal block for a
+rejected branch over the prompt's keys and its own), so no token attends across segments and no
+dense ``[T, T]`` mask is ever built. Without a plan it is plain SDPA, so generation and padded
+batches are unchanged. :func:`support` says whether a model can take it.
+
+transformers' private names read here (``tests/test_boundaries.py`` lists them):
+``PretrainedConfig._attn_implementation`` (which attention a model runs, read to switch it to the
+segment attention and to check that the switch took) and ``PreTrainedModel._supports_attention_backend``
+(whether a model class calls registered attention functions at all; Falcon and StableLM do not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+from ..errors import ConfigError
+from .packing import PLAN, SegmentPlan
+
+#: The attention implementation name models run packed batches with (plain SDPA without a plan).
+ATTENTION = "dpo_plugin_segments"
+
+
+def segment_attention(
+    module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs: Any
+) -> tuple[Tensor, None]:
+    """Attention per segment of the packed row (the plan in ``kwargs``), or plain SDPA without one."""
+    plan: SegmentPlan | None = kwargs.pop(PLAN, None)
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    for option in ("sliding_window", "softcap"):
+        if kwargs.get(option) is not None:
+            raise NotImplementedError(f"packed DPO batches do not support attention with {option}; use packing: none")
+    outputs = []
+    for index, job in enumerate(plan.jobs):
+        keys = [key[:, :, a:b] for a, b in job.ranges]
+        values = [value[:, :, a:b] for a, b in job.ranges]
+        out, _ = sdpa_attention_forward(
+            module,
+            query[:, :, job.start : job.end],
+            keys[0] if len(keys) == 1 else torch.cat(keys, dim=2),
+            values[0] if len(values) == 1 else torch.cat(values, dim=2),
+            plan.mask(index, query.device),
+            is_causal=True,
+            **kwargs,
+        )
+        outputs.append(out)
+    return torch.cat(outputs, dim=1), None
+
+
+AttentionInterface.register(ATTENTION, segment_attention)
+AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+def _language_model(model: Any) -> Any:
+    from accelerate.utils import extract_model_from_parallel, is_peft_model
+
+    model = extract_model_from_parallel(model)
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def use_segment_attention(model: Any) -> None:
+    """Switch ``model`` (wrapped or not) to :data:`ATTENTION`; a ConfigError when it cannot take packed rows."""
+    base = _language_model(model)
+    if getattr(base.config, "_attn_implementation", None) == ATTENTION:
+        return
+    reason = support(base)
+    if reason is None:
+        base.set_attn_implementation(ATTENTION)
+        if getattr(base.config, "_attn_implementation", None) != ATTENTION:
+            reason = "it did not take the segment attention (transformers kept its own)"
+    if reason is not None:
+        raise ConfigError(
+            f"A packed batch reached {type(base).__name__}, which cannot take one: {reason}. Use packing: none."
+        )
+
+
+def support(model: Any) -> str | None:
+    """Why ``model`` cannot run packed batches (None when it can): the attention, window, experts or adapter type."""
+    model = _language_model(model)
+    config = model.config.get_text_config()
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if not getattr(type(model), "_supports_attention_backend", False):
+        return f"{type(model).__name__} runs its own attention code, not a registered attention function"
+    if implementation not in ("sdpa", ATTENTION):
+        return f"its attention implementation is {implementation!r}; packing runs SDPA per segment (use sdpa)"
+    sliding = getattr(config, "use_sliding_window", False)
+    if sliding or "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        return "it uses sliding-window attention"
+    if hasattr(config, "output_router_logits"):
+        return "it is a mixture of experts (the router's load-balancing loss needs the padded layout)"
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return "it soft-caps its attention logits"
+    return None

@@ -1,0 +1,442 @@
+"""A run's DPO logic, with no host import: what every host's trainer delegates to.
+
+The session owns the plugin settings (:class:`~dpo_plugin.settings.PluginSettings`), the loss mix,
+the reference strategy's lifecycle, the batch layout, the per-step computation from a batch to the
+loss and its metrics, the divergence guard, the drift watch, the output folder's manifest,
+preemption, and the checks after training. A host's trainer — a transformers ``Trainer`` — calls:
+
+1. ``DPOSession(settings, request, backend, output_dir=...)`` before anything loads (output folder,
+   loss mix, judge), then :meth:`check_data` on the raw splits;
+2. :meth:`pre_load` when it loads the policy by name, :meth:`adapter_config` for the loaded policy,
+   :meth:`prepare_reference` for the reference model it should hold (or None);
+3. :meth:`connect` before its own ``__init__`` runs (the scorer is built from the trainer when first
+   needed, which may be inside that ``__init__``), :meth:`attach` after it;
+4. each step :meth:`compute_loss`, and :meth:`after_backward` when a backward ends an optimizer step;
+   at each log :meth:`pop_metrics`;
+5. :meth:`before_train` / :meth:`after_train` around training, :meth:`before_save` / :meth:`after_save`
+   around each save.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+
+from .checkpoints import resume_checkpoint
+from .data_checks import check_datasets, log_truncation
+from .data_quality import DataReport
+from .errors import ConfigError
+from .evaluation.runner import build_context, build_judge, check_metrics, run_checks
+from .faults import Preempted
+from .forward.backend import ForwardBackend
+from .forward.engine import Engine
+from .forward.heads import METRIC_FIELDS, WPO_FIELD
+from .forward.layout_choice import choose_layout
+from .forward.logps import ForwardSettings, forward_pairs
+from .forward.scorer import Scorer
+from .guard import PreemptionCallback, StepGuard
+from .loss_mix import LossMix
+from .output_folder import check_output_dir, record
+from .plugins import adapters, reference_strategies
+from .reference.base import ReferenceStrategy, RunFacts
+from .settings import LossRequest, PluginSettings
+from .step_metrics import StepMetrics
+
+logger = logging.getLogger(__name__)
+
+PEFT_INITS_REWRITING_BASE = ("pissa", "olora")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the session takes from the host's trainer besides the transformers ``Trainer`` itself.
+
+    ``forward``: the settings that change log-probabilities (from the host's config); ``ref_model``:
+    the reference model the host's trainer holds now (it may wrap it); ``blocked``: why the run
+    cannot take a packed layout, if anything stands in the way; ``pad_to_multiple_of``: the host's.
+    """
+
+    forward: ForwardSettings
+    ref_model: Callable[[], Any]
+    blocked: str | None = None
+    pad_to_multiple_of: int | None = None
+
+
+def visits_every_pair(args: Any, rows: int | None) -> bool:
+    """Whether the run's optimizer steps (``TrainingArguments``) cover every training pair once (unknown: streaming)."""
+    if not rows:
+        return False
+    if args.max_steps > 0:
+        pairs_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return bool(args.max_steps * pairs_per_step >= rows)
+    return bool(args.num_train_epochs >= 1)
+
+
+def _checkpointing_kwargs(args: Any) -> dict[str, Any] | None:
+    """``TrainingArguments.gradient_checkpointing_kwargs`` as a dict (it may hold a JSON string before parsing)."""
+    kwargs = args.gradient_checkpointing_kwargs
+    return dict(kwargs) if isinstance(kwargs, dict) else None
+
+
+class _RecordOutputs(TrainerCallback):
+    """The output folder's manifest lists each checkpoint before it is written, and all of it after."""
+
+    def __init__(self, session: DPOSession):
+        self.session = session
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save:
+            self.session.record_outputs(planned=[f"checkpoint-{state.global_step}"])
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.session.record_outputs()
+
+
+class _ReferenceSteps(TrainerCallback):
+    """Hands optimizer-step events to the reference strategy (e.g. TR-DPO syncs)."""
+
+    def __init__(self, strategy: ReferenceStrategy):
+        self.strategy = strategy
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.strategy.on_step_end(state)
+
+
+class DPOSession:
+    """One run's DPO logic (see the module docstring); ``settings`` are validated already."""
+
+    def __init__(self, settings: PluginSettings, request: LossRequest, backend: ForwardBackend, *, output_dir: str):
+        self.settings, self.request, self.backend, self.output_dir = settings, request, backend, output_dir
+        # whether train() resumes is known only there: here a run's own entries are not the user's
+        self.user_entries = check_output_dir(output_dir, resuming=True, reuse=settings.reuse_output_dir, strict=False)
+        self.output_checked = False
+        self.loss_mix: LossMix = settings.resolve_loss_mix(request).fresh()
+        self.judge = build_judge(settings.judge, settings.options("judge_params"))
+        strategy: type[ReferenceStrategy] = reference_strategies()[settings.reference].obj
+        self.reference_strategy = strategy.from_params(settings.options("reference_params"))
+        self.data_report: DataReport | None = None
+        self.check_report: dict[str, Any] | None = None
+        self.layout: str | None = None
+        self.initial_adapter_dir: Path | None = None
+        self._trainer: Trainer | None = None
+        self._connection: Connection | None = None
+        self._reference_ready = False
+        self._drift_warned = False
+
+    # -- before the host's trainer exists --------------------------------------------------------
+    def check_data(self, train_dataset: Any, eval_dataset: Any) -> None:
+        """The columns of every split and the data-quality checks of the training split (errors stop the run)."""
+        self.data_report = check_datasets(
+            train_dataset, eval_dataset, self.backend, allow_errors=self.settings.allow_data_errors
+        )
+
+    def pre_load(self, model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The adapter recipe's pre-load step (e.g. QLoRA's quantization) on the policy's loading kwargs."""
+        return dict(adapters()[self.settings.adapter].obj.pre_load(self.settings.options("adapter_params"), model_init_kwargs))
+
+    def adapter_config(self, model: Any, peft_config: Any) -> tuple[Any, bool]:
+        """The peft config to wrap ``model`` with (the recipe's, or the one passed), and whether it rewrites base weights."""
+        adapter = self.settings.adapter
+        if peft_config is not None and adapter != "none":
+            raise ConfigError(
+                f"Both a peft_config and adapter: {adapter} were given; pass one (the adapter recipe builds "
+                "a peft config for the model)."
+            )
+        if adapter != "none":
+            recipe = adapters()[adapter].obj
+            return recipe.peft_config(model, self.settings.options("adapter_params")), recipe.changes_base_weights
+        init = str(getattr(peft_config, "init_lora_weights", ""))
+        return peft_config, init.startswith(PEFT_INITS_REWRITING_BASE)
+
+    def run_facts(self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any) -> RunFacts:
+        """What the reference strategy is told about the run (``args``: the ``TrainingArguments``)."""
+        from datasets import Dataset
+
+        rows = len(train_dataset) if isinstance(train_dataset, Dataset) else None
+        return RunFacts(
+            peft=peft,
+            base_weights_change=base_weights_change,
+            needs_reference=self.loss_mix.needs_reference,
+            checks=bool(self.settings.checks),
+            full_pass=visits_every_pair(args, rows),
+        )
+
+    def prepare_reference(self, policy: Any, ref_model: Any, run: RunFacts) -> Any:
+        """The reference strategy prepared: what it returns is the reference model the host's trainer holds (or None)."""
+        held = self.reference_strategy.prepare(policy, run, ref_model=ref_model)
+        free = [c.name for c in self.loss_mix.components if not c.spec.needs_reference]
+        if self.loss_mix.needs_reference and free:
+            logger.info("Reference-free %s mixed with reference-based losses: the reference forward runs for the latter.", free)
+        if not self.loss_mix.needs_reference and self.reference_strategy.provides_logps:
+            logger.warning(
+                "The losses %s need no reference; reference %s only serves the post-training checks.",
+                self.loss_mix.names,
+                self.reference_strategy.name,
+            )
+        return held
+
+    # -- bound to the host's trainer -------------------------------------------------------------
+    def connect(self, trainer: Trainer, connection: Connection) -> None:
+        """Bind the session to the host's trainer; the scorer is built from it when first needed."""
+        self._trainer, self._connection = trainer, connection
+
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise RuntimeError("the session is not connected to a trainer yet (DPOSession.connect)")
+        return self._trainer
+
+    @functools.cached_property
+    def scorer(self) -> Scorer:
+        """The run's :class:`~dpo_plugin.forward.interface.PairScorer`: strategies and checks reach the models through it."""
+        trainer, connection = self.trainer, self._connection
+        assert connection is not None
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        initial = getattr(policy.config, "name_or_path", "") or None
+        if initial is not None and Path(initial).expanduser().resolve() == Path(self.output_dir).resolve():
+            initial = None  # a folder that now holds the trained weights is not the initial model
+        return Scorer(
+            lambda: self.trainer.model,
+            getattr(trainer.processing_class, "tokenizer", trainer.processing_class),
+            head=self.backend.head,
+            collator=trainer.data_collator,
+            splits=self.splits,
+            engine=Engine.of(trainer.accelerator),
+            settings=connection.forward,
+            batch_size=trainer.args.per_device_eval_batch_size,
+            initial_source=initial,
+            gradient_checkpointing_kwargs=_checkpointing_kwargs(trainer.args),
+        )
+
+    def splits(self) -> dict[str, Any]:
+        """The trainer's map-style tokenised splits: ``train``, then ``eval`` (or each named eval split)."""
+        from datasets import Dataset
+
+        trainer = self.trainer
+        evaluation = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"eval": trainer.eval_dataset}
+        splits = {"train": trainer.train_dataset, **evaluation}
+        return {name: split for name, split in splits.items() if isinstance(split, Dataset)}
+
+    def prepared_layout(self) -> str:
+        """The batch layout (``packing``), chosen once; a packed one replaces the trainer's padding collator."""
+        if self.layout is None:
+            connection = self._connection
+            assert connection is not None
+            self.layout = choose_layout(
+                self.scorer,
+                self.settings.packing,
+                padded_collator=self.backend.padded_collator,
+                blocked=connection.blocked,
+                pad_to_multiple_of=connection.pad_to_multiple_of,
+            )
+            self.trainer.data_collator = self.scorer.collator
+        return self.layout
+
+    def prepared_reference(self) -> ReferenceStrategy:
+        """The reference strategy, set up with the scorer and the reference the trainer holds (once)."""
+        self.prepared_layout()
+        if not self._reference_ready:
+            self._reference_ready = True
+            connection = self._connection
+            assert connection is not None
+            self.reference_strategy.setup(self.scorer, connection.ref_model())
+        return self.reference_strategy
+
+    def attach(self, *, base_weights_change: bool) -> None:
+        """After the host's trainer is built: the reference set up, the callbacks, the guard and the metrics."""
+        trainer = self.trainer
+        self.initial_adapter_dir = self._save_initial_adapter(base_weights_change)
+        forward = self.scorer.settings
+        log_truncation(
+            self.data_report, trainer.train_dataset, max_length=forward.max_length, truncation_mode=forward.truncation_mode
+        )
+        self.prepared_reference()
+        trainer.add_callback(_ReferenceSteps(self.reference_strategy))
+        self.preemption = PreemptionCallback(trainer.accelerator)
+        trainer.add_callback(self.preemption)
+        trainer.add_callback(_RecordOutputs(self))
+        parallelism = trainer.accelerator.parallelism_config
+        tp_size = parallelism.tp_size if parallelism else 1
+        self.step_metrics = StepMetrics(trainer.accelerator, self.loss_mix, self.request.beta, tp_size)
+        self.guard = StepGuard(trainer, self.settings, self.loss_mix, self.step_metrics)
+        logger.info(
+            "Losses %s (weights %s); reference: %s, holding %.1f MiB.",
+            self.loss_mix.names,
+            self.loss_mix.weights,
+            self.reference_strategy.describe(),
+            self.reference_strategy.memory_bytes() / 2**20,
+        )
+
+    def _save_initial_adapter(self, base_weights_change: bool) -> Path | None:
+        """PiSSA/OLoRA: the adapter as initialised, for converting the trained one to a plain LoRA at save time."""
+        from accelerate.utils import is_peft_model
+
+        trainer = self.trainer
+        if not (base_weights_change and is_peft_model(trainer.model)):
+            return None
+        from .adapter_recipes.recipe import save_initial_adapter
+
+        directory = Path(self.output_dir) / "adapter_init"
+        if trainer.accelerator.is_main_process:
+            save_initial_adapter(trainer.accelerator.unwrap_model(trainer.model), directory)
+            record(self.output_dir, self.user_entries)
+        return directory
+
+    # -- each step ---------------------------------------------------------------------------------
+    def compute_loss(self, model: Any, batch: Mapping[str, Any], *, training: bool, router_coef: float | None) -> Any:
+        """The step's loss: log-probs → reference → ``PairLogps`` → the loss mix (+ the router's aux loss); metrics kept.
+
+        ``router_coef``: the mixture-of-experts load-balancing coefficient when the host adds that loss.
+        """
+        mode = "train" if training else "eval"
+        use_weighting = self.request.use_weighting
+        fields = METRIC_FIELDS + ((WPO_FIELD,) if use_weighting else ())
+        scorer = self.scorer
+        stats = forward_pairs(model, batch, scorer.settings, scorer.head, fields=fields, router=router_coef is not None)
+        reference = self.reference_strategy.logps(batch) if self.loss_mix.needs_reference else (None, None)
+        pair = stats.pair_logps(*reference)
+        weights = stats.wpo_weights() if use_weighting else None
+        loss, outputs = self.loss_mix(pair, weights, check_finite=not training)  # training: the guard decides
+        if training:
+            self.guard.watch_loss(pair, outputs)
+        if router_coef is not None and stats.aux_loss is not None:
+            loss = loss + router_coef * stats.aux_loss
+        self.step_metrics.record(mode, stats, pair, outputs, weights)
+        return loss
+
+    def after_backward(self, loss: Any, model: Any) -> None:
+        """At an optimizer step, before the optimizer applies it: the guard checks the loss and the gradients."""
+        self.guard.after_backward(loss, model)
+
+    def pop_metrics(self, mode: str) -> dict[str, float]:
+        """The step metrics since the last log (watching the drift first)."""
+        self._warn_drift(mode)
+        return self.step_metrics.pop(mode)
+
+    def _warn_drift(self, mode: str) -> None:
+        drift, limit = self.step_metrics.mean(mode, "logratio/chosen"), self.settings.kl_warn
+        if drift is None or limit is None or self._drift_warned or abs(drift) <= limit:
+            return
+        self._drift_warned = True
+        logger.warning(
+            "The policy has drifted from the reference: mean per-token log-ratio on the chosen completions is "
+            "%.3f (kl_warn=%s). A large drift often means over-optimisation; consider a larger beta%s. (Warned once.)",
+            drift,
+            limit,
+            "" if "sft" in self.loss_mix.names else " or an sft term",
+        )
+
+    # -- around training and saving -----------------------------------------------------------------
+    def before_train(self, resume_from_checkpoint: Any) -> str | None:
+        """The checkpoint to resume from (``True``/``"true"``: the newest intact one), the output folder checked."""
+        checkpoint = resume_checkpoint(resume_from_checkpoint, self.output_dir)
+        self._check_output(resuming=checkpoint is not None)
+        return checkpoint
+
+    def after_train(self) -> None:
+        """The manifest completed; a signal's stop raised as :class:`Preempted`; the configured checks run."""
+        self.record_outputs()
+        if self.preemption.received:
+            step = self.trainer.state.global_step
+            saved = Path(self.output_dir) / f"checkpoint-{step}"
+            raise Preempted(
+                f"Stopped by {self.preemption.received} after step {step}; the checkpoint {saved} "
+                f"holds the run. Resume it with --resume_from_checkpoint {saved} (or --resume_from_checkpoint true)."
+            )
+        if self.settings.checks:
+            self.check_report = self.run_checks()
+
+    def _check_output(self, resuming: bool) -> None:
+        """Before the first write into output_dir: refuse it if the run would overwrite or delete the user's files."""
+        reuse = self.settings.reuse_output_dir
+        self.user_entries |= check_output_dir(self.output_dir, resuming=resuming, reuse=reuse, strict=False)
+        self.output_checked = True
+
+    def record_outputs(self, planned: Any = ()) -> None:
+        """Note in the output folder's manifest what this run wrote there, or is about to (the main process)."""
+        if self.trainer.accelerator.is_main_process:
+            record(self.output_dir, self.user_entries, planned)
+
+    def before_save(self, model: Any) -> None:
+        """Finite weights only; the output folder checked when the model is saved without training first."""
+        self.guard.check_weights(model)
+        if not self.output_checked:
+            self._check_output(resuming=False)
+
+    def after_save(self, output_dir: str | None, internal: bool) -> None:
+        """A PEFT model's extras: PiSSA/OLoRA converted to plain LoRA, ``merge_adapter``'s merged model; the manifest."""
+        from accelerate.utils import is_peft_model
+
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if internal or not is_peft_model(model) or not trainer.accelerator.is_main_process:
+            return
+        target = Path(output_dir or self.output_dir)
+        if self.initial_adapter_dir is not None:
+            from .adapter_recipes.recipe import save_converted_adapter
+
+            save_converted_adapter(model, target, self.initial_adapter_dir)
+            logger.info("Adapter saved converted to a LoRA on the original base weights (peft's PiSSA/OLoRA conversion).")
+        if self.settings.merge_adapter:
+            from .adapter_recipes.recipe import merge_and_save
+
+            merged = merge_and_save(model, target / "merged", trainer.processing_class)
+            logger.info("Merged full model and its tokenizer saved to %s.", merged)
+        self.record_outputs()
+
+    # -- the checks -------------------------------------------------------------------------------
+    def run_checks(self) -> dict[str, Any] | None:
+        """Run the configured checks now (main process, scoring alone; the others wait) and return the report."""
+        trainer = self.trainer
+        report = None
+        if trainer.accelerator.is_main_process:
+            with self.scorer.alone():
+                report = self._checks_report()
+        trainer.accelerator.wait_for_everyone()
+        self.check_report = report
+        return report
+
+    def _checks_report(self) -> dict[str, Any]:
+        splits = self.splits()
+        split = splits.get("eval", next((s for n, s in splits.items() if n != "train"), None))
+        context, missing = None, "no eval split: pass an eval_dataset (or dataset_test_split)"
+        if split is not None:
+            try:
+                context = build_context(
+                    self.scorer,
+                    self.prepared_reference(),
+                    split,
+                    judge=self.judge,
+                    beta=self.loss_mix.reward_beta(self.request.beta),
+                    output_dir=self.output_dir,
+                    log_history=self.trainer.state.log_history,
+                    seed=self.trainer.args.seed,
+                    no_pairs_note=self._no_pairs_note(split),
+                )
+            except Exception as error:
+                logger.exception("Preparing the checks failed.")
+                missing = f"preparing the checks raised {type(error).__name__}: {error}"
+        extra = {"reference": self.reference_strategy.describe(), "losses": self.loss_mix.names}
+        checks, params = self.settings.checks, self.settings.options("check_params")
+        report, results = run_checks(context, checks, params, output_dir=self.output_dir, extra=extra, missing=missing)
+        self.record_outputs()
+        self.trainer.log(check_metrics(results))
+        return report
+
+    def _no_pairs_note(self, split: Any) -> str | None:
+        """Why the eval split has no usable pairs (None when it has some)."""
+        if len(split) > 0:
+            return None
+        forward = self.scorer.settings
+        if forward.max_length is not None and forward.truncation_mode == "keep_start":
+            return (
+                f"the eval split is empty after preprocessing: TRL drops every pair whose prompt fills "
+                f"max_length={forward.max_length} (raise max_length or shorten the prompts)"
+            )
+        return "the eval split is empty after preprocessing"
