@@ -21,6 +21,7 @@ import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 
+from ..chosen_drift import ChosenDriftWatch
 from ..divergence import Preempted
 from ..errors import ConfigError
 from ..evaluation.runner import build_context, build_judge, check_metrics, run_checks
@@ -231,6 +232,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         tp_size = self.accelerator.parallelism_config.tp_size if self.accelerator.parallelism_config else 1
         self.step_metrics = StepMetrics(self.accelerator, self.loss_mix, args.beta, tp_size)
         self._drift_warned = False
+        self.chosen_drift = ChosenDriftWatch(self.loss_mix.names)
         logger.info(
             "Losses %s (weights %s); reference: %s, holding %.1f MiB.",
             self.loss_mix.names,
@@ -323,6 +325,8 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         mode = "train" if self.model.training else "eval"
         self._warn_drift(mode)
         logs.update(self.step_metrics.pop(mode))
+        if mode == "train" and (chosen_drift := self.chosen_drift.observe(logs, self.state.global_step)):
+            logger.warning("%s (Warned once.)", chosen_drift)
         super().log(logs, start_time)
 
     def _warn_drift(self, mode: str) -> None:
