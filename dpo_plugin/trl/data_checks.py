@@ -60,9 +60,12 @@ def _pairs_dataset(pairs: Sequence[Pair]) -> Any:
 def check_data(
     dataset: Any, *, tokenizer: Any = None, max_length: int | None = None, **options: Any
 ) -> DataReport:
-    """:func:`dpo_plugin.data_quality.check_data` reading the data as TRL does; with ``tokenizer``, lengths in tokens."""
+    """:func:`dpo_plugin.data_quality.check_data` reading the data as TRL does; with ``tokenizer``, lengths in tokens
+    and the chat-template round trip."""
     count = (lambda pairs: token_lengths(pairs, tokenizer)) if tokenizer is not None else None
-    return find_problems(dataset, extract_prompt=extract_prompt, count_tokens=count, max_length=max_length, **options)
+    return find_problems(
+        dataset, extract_prompt=extract_prompt, count_tokens=count, max_length=max_length, chat_template=tokenizer, **options
+    )
 
 
 def check_datasets(train_dataset: Any, eval_dataset: Any, *, allow_errors: bool) -> DataReport | None:

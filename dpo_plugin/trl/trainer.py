@@ -22,6 +22,7 @@ from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 
 from ..chosen_drift import ChosenDriftWatch
+from ..data_quality import ensure_template_round_trip
 from ..divergence import Preempted
 from ..errors import ConfigError
 from ..evaluation.runner import build_context, build_judge, check_metrics, run_checks
@@ -223,6 +224,7 @@ class DPOTrainer(TrlHooks, trl.DPOTrainer):
         self._initial_adapter_dir = self._save_initial_adapter(base_weights_change)
         args = self.args
         log_truncation(self.data_report, self.train_dataset, max_length=args.max_length, truncation_mode=args.truncation_mode)
+        ensure_template_round_trip(self.data_report, self.processing_class, allow_errors=args.allow_data_errors)
         self.prepared_reference()
         self.add_callback(_ReferenceCallback(self.reference_strategy))
         self.guard = StepGuard(self)
