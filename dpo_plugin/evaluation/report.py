@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 #: The metric shown in the summary table for the built-in checks; other checks may name theirs in
 #: ``details["headline"]``, or have a metric named like the check.
-HEADLINE = {"reward_margin": "accuracy", "win_rate": "win_rate"}
+HEADLINE = {"reward_margin": "accuracy", "win_rate": "win_rate", "degeneration": "unfinished_difference"}
 RESERVED_KEYS = ("passed", "checks", "training_warnings", "files")
 SAMPLE_COLUMNS = ("prompt", "reference", "policy", "verdict")
 #: Labels of report.md's "What was evaluated" rows: ``extra["evaluated"]``'s keys, then the other ``extra`` keys.
@@ -171,6 +171,10 @@ def _plots(results: Sequence[CheckResult], log_history: Sequence[Mapping[str, An
     for r in with_margins:
         path = folder / _plot_file("margin_histogram", r.name, [o.name for o in with_margins])
         written.append(plots.margin_histogram(r.details["margins"], path))
+    with_lengths = [r for r in results if r.details.get("length_differences") and r.details.get("prompt_scores")]
+    for r in with_lengths:
+        path = folder / _plot_file("length_preference", r.name, [o.name for o in with_lengths])
+        written.append(plots.length_preference(r.details["length_differences"], r.details["prompt_scores"], r.metrics, path))
     return [path.name for path in written if path is not None]
 
 
