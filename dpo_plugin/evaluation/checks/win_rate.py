@@ -157,8 +157,11 @@ def _verdicts(s: WinRateSettings, judged: Judged) -> Verdicts:
 
 
 def _length_warnings(s: WinRateSettings, v: Verdicts) -> list[str]:
-    """Findings on length: confounded, LC not estimable (when it does not decide), or raw passing where LC does not."""
+    """Findings on length when the raw win rate decides (else the LC verdict's reasons say them): confounded, LC not
+    estimable, or raw passing where LC does not."""
     lc = v.lc
+    if s.length_controlled:
+        return []
     if lc["confounded"]:
         why = (
             "the length difference alone predicts the verdicts"
@@ -171,8 +174,8 @@ def _length_warnings(s: WinRateSettings, v: Verdicts) -> list[str]:
             + ("does not exist" if lc["length_separates"] else "is unstable and cannot pass")
         ]
     if lc["lc_not_estimable"]:
-        return [] if s.length_controlled else [f"length-controlled win rate not estimable: {lc['lc_not_estimable']}"]
-    if v.raw["passed"] and not lc["passed"] and not s.length_controlled:
+        return [f"length-controlled win rate not estimable: {lc['lc_not_estimable']}"]
+    if v.raw["passed"] and not lc["passed"]:
         return [
             f"the raw win rate passes but the length-controlled one does not ({lc['lc_win_rate']:.3f} "
             f"[{lc['lc_low']:.3f}, {lc['lc_high']:.3f}], length coefficient φ = {lc['length_coefficient']:.2f}): the "
