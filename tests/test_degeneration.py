@@ -128,3 +128,33 @@ def test_it_is_registered_and_shares_win_rates_generations(context, tokenizer):
     assert len(cached) == 2
     again = degeneration(ctx, max_new_tokens=8, batch_size=12)
     assert ctx.generations == cached and again.metrics["unfinished_policy"] == 1.0  # nothing generated anew
+
+
+def test_after_training_at_step_zero_the_policy_is_the_reference_and_passes(tmp_path):
+    """Through the trainer: degeneration beside win_rate with the same generation settings (generated once);
+    at step 0 the policy is the reference, so every difference is 0."""
+    from pathlib import Path
+
+    from trainer_fixtures import config_kwargs
+
+    from dpo_plugin.data import load_preference_data
+    from dpo_plugin.trl import DPOConfig, DPOTrainer
+
+    repo = Path(__file__).resolve().parent.parent
+    demo = load_preference_data(str(repo / "dpo_plugin" / "data" / "demo"))
+    generation = {"max_new_tokens": 6, "batch_size": 12}
+    args = DPOConfig(**config_kwargs(
+        output_dir=str(tmp_path), checks=["win_rate", "degeneration"], judge="function",
+        judge_params={"function": "test_checks:first_is_better"}, max_length=128,
+        check_params={"win_rate": generation, "degeneration": generation},
+    ))  # fmt: skip
+    trainer = DPOTrainer(str(repo / "dpo_plugin" / "data" / "tiny-model"), args=args,
+                         train_dataset=demo["train"].select(range(8)), eval_dataset=demo["test"].select(range(12)))  # fmt: skip
+    report = trainer.run_checks()
+    check = report["checks"]["degeneration"]
+    assert check["passed"] is True and check["metrics"]["n"] == 12
+    assert check["metrics"]["unfinished_difference"] == 0 and check["metrics"]["repetition_difference"] == 0
+    win = report["checks"]["win_rate"]["metrics"]
+    assert (win["unfinished_policy"], win["repetition_policy"]) == (check["metrics"]["unfinished_policy"], check["metrics"]["repetition_policy"])
+    assert win["mean_length_policy"] == win["mean_length_reference"] and win["lc_win_rate"] is None  # 12 prompts < 30
+    assert "| degeneration | passed | unfinished_difference = 0.000 |" in (tmp_path / "eval" / "report.md").read_text()

@@ -97,3 +97,12 @@ def test_the_check_decides_with_exactly_the_public_function(context, tmp_path):
     assert m["length_coefficient"] == pytest.approx(expected["length_coefficient"])
     write_report([result], tmp_path, [])
     assert (tmp_path / "eval" / "length_preference.png").exists()
+
+
+def test_length_controlled_must_be_a_boolean():
+    from dpo_plugin.errors import ConfigError
+    from dpo_plugin.evaluation.runner import validate_check_params
+
+    validate_check_params(["win_rate"], {"win_rate": {"length_controlled": True}}, judge="function")
+    with pytest.raises(ConfigError, match="length_controlled must be true or false"):
+        validate_check_params(["win_rate"], {"win_rate": {"length_controlled": "yes"}}, judge="function")
