@@ -50,11 +50,13 @@ def _scores(ctx: EvalContext) -> tuple[PairScores, PairScores] | str:
 
 
 def _drift_warnings(metrics: dict[str, float]) -> list[str]:
-    """The chosen log-prob drift on the held-out pairs (:mod:`dpo_plugin.chosen_drift`): chosen answers less likely
-    than under the reference by more than its bound per token, with a positive mean margin."""
+    """The chosen log-prob drift on the held-out pairs (:mod:`dpo_plugin.chosen_drift`), logged: chosen answers less
+    likely than under the reference by more than its bound per token, with a positive mean margin."""
     drift, margin = metrics["drift_chosen"], metrics["margin_mean"]
     if np.isfinite(drift) and np.isfinite(margin) and drift < -DEFAULT_BOUND and margin > 0:
-        return [drift_message(drift, margin, where="on the held-out pairs, ")]
+        warning = drift_message(drift, margin, where="on the held-out pairs, ")
+        logger.warning("reward_margin: %s", warning)
+        return [warning]
     return []
 
 
@@ -89,8 +91,6 @@ def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
         ),
     }
     warnings = _drift_warnings(metrics)
-    for warning in warnings:
-        logger.warning("reward_margin: %s", warning)
     logger.info(
         "reward_margin: accuracy %.3f [%.3f, %.3f], margin %.3f [%.3f, %.3f] over %d pairs",
         *(verdict[key] for key in ("accuracy", "low", "high", "margin_mean", "margin_low", "margin_high", "n")),
