@@ -60,6 +60,8 @@ def test_a_length_only_judge_passes_raw_but_not_length_controlled(context, tmp_p
     # the check's LC metrics are exactly the public function's on the same verdicts and lengths
     scores, differences = d["prompt_scores"], d["length_differences"]
     assert len(scores) == len(differences) == 40 and all(s in (0.0, 0.5, 1.0) for s in scores)
+    assert differences == [p - r for p, r in zip(d["policy_lengths"], d["reference_lengths"])]
+    assert sum(d["policy_lengths"]) / 40 == m["mean_length_policy"] and sum(d["reference_lengths"]) / 40 == m["mean_length_reference"]
     assert all((s == 1.0) == (x > 0) and (s == 0.0) == (x < 0) for s, x in zip(scores, differences))
     strict = win_rate(context, **SETTINGS, length_controlled=True)
     assert strict.passed is False and strict.details["headline"] == "lc_win_rate" and strict.interval is None

@@ -188,7 +188,8 @@ def length_preference(
     axis.set_ylabel("preference for the policy")
     axis.set_ylim(-0.08, 1.08)
     axis.set_title(f"preference vs length (n={len(kept)})", fontsize=10)
-    axis.legend(fontsize=7, loc="best")
+    if axis.get_legend_handles_labels()[0]:  # nothing labelled when every judgement failed
+        axis.legend(fontsize=7, loc="best")
     return _save(plt, figure, path)
 
 

@@ -195,11 +195,15 @@ def _metrics(s: WinRateSettings, judged: Judged, v: Verdicts, empty: dict[str, i
 
 
 def _per_prompt(judged: Judged) -> dict[str, list[Any]]:
-    """Per prompt: the length difference policy − reference (tokens) and the score (1, ½, 0; None: a judge failure)."""
+    """Per prompt: both answers' token lengths, their difference policy − reference and the score (1, ½, 0; None: a
+    judge failure)."""
     names = {"win": 1.0, "loss": 0.0, "failure": None}
     scores = [names.get(prompt_outcome(a, b), 0.5) for a, b in zip(judged.policy_first, judged.policy_second)]
-    policy, reference = judged.policy_generations, judged.reference_generations
-    return {"length_differences": [p - r for p, r in zip(policy.lengths, reference.lengths)], "prompt_scores": scores}
+    policy, reference = judged.policy_generations.lengths, judged.reference_generations.lengths
+    return {
+        "policy_lengths": list(policy), "reference_lengths": list(reference),
+        "length_differences": [p - r for p, r in zip(policy, reference)], "prompt_scores": scores,
+    }  # fmt: skip
 
 
 def _result(ctx: EvalContext, s: WinRateSettings, judged: Judged, v: Verdicts) -> CheckResult:
