@@ -257,7 +257,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     if tokenizer is None and not args.json:
-        print("(Pass --model to count the pairs dropped or truncated at --max_length.)")
+        print("(Pass --model to count the pairs dropped or truncated at --max_length and to check the chat template.)")
     return 0 if report.ok else 1
 
 
@@ -365,7 +365,9 @@ def _add_check_data(sub: Any) -> None:
     check = sub.add_parser("check-data", help="data-quality checks of a preference dataset (exit 1 on errors)")
     check.add_argument("--data", required=True, help="preference data: hub name, file or folder")
     check.add_argument("--split", default="train", help="the split to check (default: train)")
-    check.add_argument("--model", help="a model or tokenizer, to count pairs dropped or truncated at --max_length")
+    check.add_argument(
+        "--model", help="a model or tokenizer: count pairs dropped or truncated at --max_length, check its chat template"
+    )
     _option(check, "max_length", type=int, default=1024, help="with --model: the max_length of training (default: 1024)")
     _option(
         check, "truncation_mode", default="keep_start", choices=["keep_start", "keep_end"],

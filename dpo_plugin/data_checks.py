@@ -67,14 +67,14 @@ def check_data(
     max_length: int | None = None,
     **options: Any,
 ) -> DataReport:
-    """:func:`dpo_plugin.data_quality.check_data` reading the data as the host does; with ``tokenizer``, in tokens.
-
-    ``backend``: the host's reading (default: the default host's).
-    """
+    """:func:`dpo_plugin.data_quality.check_data` reading the data as the host does; with ``tokenizer``, lengths
+    in tokens and the chat-template round trip. ``backend``: the host's reading (default: the default host's)."""
     backend = backend or default_backend()
     count = (lambda pairs: token_lengths(pairs, tokenizer, backend)) if tokenizer is not None else None
     extract = backend.extract_prompt
-    return find_problems(dataset, extract_prompt=extract, count_tokens=count, max_length=max_length, **options)
+    return find_problems(
+        dataset, extract_prompt=extract, count_tokens=count, max_length=max_length, chat_template=tokenizer, **options
+    )
 
 
 def check_datasets(

@@ -20,6 +20,7 @@ from typing import Any
 
 from .preference_data import MESSAGES, validate_preference_columns, value_format
 from .errors import ConfigError
+from .template_round_trip import mismatch, shape
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ NEAR_IDENTICAL = "Chosen and rejected differ only in case, spacing or punctuatio
 DUPLICATE = "Exact duplicate pairs: each repeat weighs the pair more in training."
 NEAR_DUPLICATE = "Near-duplicate pairs: the same texts up to case, spacing and punctuation."
 CONTRADICTORY = "Contradictory pairs: the same prompt and answers, chosen and rejected swapped; their gradients cancel."
+TEMPLATE_ROUND_TRIP = (
+    "The chat template renders the prompt alone (with the generation prompt, as the model sees it when answering) "
+    "differently from the start of the whole conversation: TRL cuts the prompt where they differ, so the model is "
+    "trained on a context it never sees at inference. Fix the chat template (e.g. a system prompt it repeats or "
+    "drops)."
+)
+#: Before training, the round trip is checked on this many pairs of each conversation shape (roles, tools, options).
+TEMPLATE_SAMPLE_PER_SHAPE = 4
 
 
 @dataclass
@@ -59,6 +68,9 @@ class DataReport:
 
     rows: int
     findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: A few conversational pairs of each shape, for the chat-template round trip before training (not reported).
+    template_sample: list[Pair] = field(default_factory=list, repr=False)
 
     @property
     def errors(self) -> list[Finding]:
@@ -80,12 +92,13 @@ class DataReport:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "findings": [asdict(f) for f in self.findings],
+            "notes": list(self.notes),
         }
 
     def format_table(self) -> str:
         """A plain-text table (severity, code, count, message, examples), errors first."""
         if not self.findings:
-            return f"{self.rows} pairs: no problems found."
+            return "\n".join([f"{self.rows} pairs: no problems found.", *self.notes])
         summary = f"{self.rows} pairs: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
         header = [["severity"], ["code"], ["count"], ["message"], ["examples"]]
         body = [
@@ -110,7 +123,7 @@ class DataReport:
         lines = render(header) + ["  ".join("-" * w for w in widths)]
         for row in body:
             lines += render(row)
-        return summary + "\n" + "\n".join(lines)
+        return summary + "\n" + "\n".join(lines + self.notes)
 
 
 def _row_list(finding: Finding) -> str:
@@ -284,6 +297,7 @@ def check_data(
     min_prompt_diversity: float = 0.2,
     length_bias_threshold: float = 0.8,
     significance: float = 0.05,
+    chat_template: Any = None,
 ) -> DataReport:
     """Check a preference dataset (``Dataset``, ``IterableDataset`` or list of row dicts) and report findings.
 
@@ -293,7 +307,8 @@ def check_data(
     length bias (chosen longer than rejected in more than ``length_bias_threshold`` or less than
     ``1 - length_bias_threshold`` of the pairs, two-sided binomial test at ``significance``). With
     ``count_tokens`` lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt
-    alone fills ``max_length`` under ``keep_start``) and the pairs it truncates.
+    alone fills ``max_length`` under ``keep_start``) and the pairs it truncates. With ``chat_template`` (a
+    tokenizer): the chat-template round trip of every conversational pair (:func:`template_round_trip`).
     """
     if truncation_mode not in TRUNCATION_MODES:
         raise ConfigError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}.")
@@ -312,7 +327,9 @@ def check_data(
             findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
     bias = _length_bias(pairs, lengths, unit, threshold=length_bias_threshold, significance=significance)
     findings += [bias] if bias else []
-    report = DataReport(len(pairs) + len(problems), findings)
+    report = DataReport(len(pairs) + len(problems), findings, template_sample=_template_sample(pairs))
+    if chat_template is not None:
+        _add_round_trip(report, pairs, chat_template)
     for finding in report.warnings:
         logger.warning("Data quality, %s (%d): %s", finding.code, finding.count, finding.message)
     return report
@@ -496,3 +513,63 @@ def token_findings(
         )
         findings.append(_finding("truncated_completion", "warning", message, truncated, sizes))
     return findings
+
+
+def _template_sample(pairs: Sequence[Pair]) -> list[Pair]:
+    """The first :data:`TEMPLATE_SAMPLE_PER_SHAPE` conversational pairs of each shape (what a chat template branches on)."""
+    taken: Counter[str] = Counter()
+    sample = []
+    for pair in pairs:
+        if isinstance(pair.prompt, list):
+            key = shape(pair.prompt, pair.chosen, pair.rejected, pair.extra)
+            taken[key] += 1
+            if taken[key] <= TEMPLATE_SAMPLE_PER_SHAPE:
+                sample.append(pair)
+    return sample
+
+
+def template_round_trip(pairs: Sequence[Pair], tokenizer: Any) -> tuple[Finding | None, str]:
+    """The chat-template round trip of conversational ``pairs`` (:mod:`dpo_plugin.template_round_trip`): an error
+    finding naming the rows whose prompt alone is not the start of the whole conversation (with the first differing
+    tokens), and a one-line note of what was checked."""
+    conversations = [p for p in pairs if isinstance(p.prompt, list)]
+    if not conversations:
+        return None, "Chat-template round trip: does not apply (plain-text data is rendered by no chat template)."
+    if getattr(tokenizer, "chat_template", None) is None:
+        message = "The tokenizer has no chat template, so conversational pairs cannot be tokenised for training."
+        return Finding("chat_template_round_trip", "error", message, len(conversations)), "Chat-template round trip: no template."
+    details = {}
+    for pair in conversations:
+        try:
+            found = mismatch(tokenizer, pair.prompt, (pair.chosen, pair.rejected), pair.extra)
+        except Exception as error:  # a template that raises (e.g. on a role it does not know)
+            found = f"the chat template failed: {type(error).__name__}: {error}"
+        if found:
+            details[pair.row] = found
+    note = (
+        f"Chat-template round trip: {len(conversations) - len(details)} of {len(conversations)} conversational pairs "
+        "render their prompt alone as the start of the whole conversation."
+    )
+    if not details:
+        return None, note
+    return _finding("chat_template_round_trip", "error", TEMPLATE_ROUND_TRIP, list(details), details.__getitem__), note
+
+
+def _add_round_trip(report: DataReport, pairs: Sequence[Pair], tokenizer: Any) -> None:
+    finding, note = template_round_trip(pairs, tokenizer)
+    report.findings += [finding] if finding else []
+    report.notes.append(note)
+
+
+def ensure_template_round_trip(report: DataReport | None, processing_class: Any, *, allow_errors: bool = False) -> None:
+    """Before training: the round trip on the report's :attr:`~DataReport.template_sample` with the run's tokenizer;
+    a mismatch is an error (:func:`ensure_clean`), or a warning with ``allow_errors``. A vision-language processor
+    (it holds a tokenizer) renders images its own way: not checked."""
+    if report is None or not report.template_sample or processing_class is None or hasattr(processing_class, "tokenizer"):
+        return
+    finding, note = template_round_trip(report.template_sample, processing_class)
+    logger.info("%s (a few pairs of each conversation shape; `dpo-plugin check-data --model M` checks every pair)", note)
+    if finding is not None:
+        report.findings.append(finding)
+        ensure_clean(DataReport(report.rows, [finding]), allow_errors=allow_errors)
+

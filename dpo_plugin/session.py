@@ -12,7 +12,7 @@ preemption, and the checks after training. A host's trainer — a transformers `
 3. :meth:`connect` before its own ``__init__`` runs (the scorer is built from the trainer when first
    needed, which may be inside that ``__init__``), :meth:`attach` after it;
 4. each step :meth:`compute_loss`, and :meth:`after_backward` when a backward ends an optimizer step;
-   at each log :meth:`pop_metrics`;
+   at each log :meth:`extend_logs`;
 5. :meth:`before_train` / :meth:`after_train` around training, :meth:`before_save` / :meth:`after_save`
    around each save.
 """
@@ -29,8 +29,9 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from .checkpoints import resume_checkpoint
+from .chosen_drift import ChosenDriftWatch
 from .data_checks import check_datasets, log_truncation
-from .data_quality import DataReport
+from .data_quality import DataReport, ensure_template_round_trip
 from .errors import ConfigError
 from .evaluation.runner import build_context, build_judge, check_metrics, run_checks
 from .faults import Preempted
@@ -256,6 +257,9 @@ class DPOSession:
         log_truncation(
             self.data_report, trainer.train_dataset, max_length=forward.max_length, truncation_mode=forward.truncation_mode
         )
+        ensure_template_round_trip(
+            self.data_report, trainer.processing_class, allow_errors=self.settings.allow_data_errors
+        )
         self.prepared_reference()
         trainer.add_callback(_ReferenceSteps(self.reference_strategy))
         self.preemption = PreemptionCallback(trainer.accelerator)
@@ -265,6 +269,7 @@ class DPOSession:
         tp_size = parallelism.tp_size if parallelism else 1
         self.step_metrics = StepMetrics(trainer.accelerator, self.loss_mix, self.request.beta, tp_size)
         self.guard = StepGuard(trainer, self.settings, self.loss_mix, self.step_metrics)
+        self.chosen_drift = ChosenDriftWatch(self.loss_mix.names)
         logger.info(
             "Losses %s (weights %s); reference: %s, holding %.1f MiB.",
             self.loss_mix.names,
@@ -314,10 +319,13 @@ class DPOSession:
         """At an optimizer step, before the optimizer applies it: the guard checks the loss and the gradients."""
         self.guard.after_backward(loss, model)
 
-    def pop_metrics(self, mode: str) -> dict[str, float]:
-        """The step metrics since the last log (watching the drift first)."""
+    def extend_logs(self, logs: dict[str, float], mode: str) -> None:
+        """Add the step metrics since the last log to ``logs``, watching the drift from the reference and the
+        chosen answers' log-probability (each warned once)."""
         self._warn_drift(mode)
-        return self.step_metrics.pop(mode)
+        logs.update(self.step_metrics.pop(mode))
+        if mode == "train" and (chosen_drift := self.chosen_drift.observe(logs, self.trainer.state.global_step)):
+            logger.warning("%s (Warned once.)", chosen_drift)
 
     def _warn_drift(self, mode: str) -> None:
         drift, limit = self.step_metrics.mean(mode, "logratio/chosen"), self.settings.kl_warn

@@ -23,7 +23,10 @@ def _check(capsys, *args):
 def test_clean_data_passes_and_says_what_needs_a_model(capsys):
     code, out, _ = _check(capsys, "--data", DEMO)
     assert code == 0
-    assert out.splitlines() == ["320 pairs: no problems found.", "(Pass --model to count the pairs dropped or truncated at --max_length.)"]
+    assert out.splitlines() == [
+        "320 pairs: no problems found.",
+        "(Pass --model to count the pairs dropped or truncated at --max_length and to check the chat template.)",
+    ]
 
 
 def test_warnings_alone_do_not_fail(capsys):

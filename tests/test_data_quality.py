@@ -67,7 +67,7 @@ def test_clean_text_data_has_no_findings():
     report = check_data(Dataset.from_list(_balanced()))
     assert report.findings == [] and report.ok and report.rows == 120
     assert report.format_table() == "120 pairs: no problems found."
-    assert report.to_dict() == {"rows": 120, "ok": True, "errors": 0, "warnings": 0, "findings": []}
+    assert report.to_dict() == {"rows": 120, "ok": True, "errors": 0, "warnings": 0, "findings": [], "notes": []}
 
 
 def test_clean_conversational_data_with_a_tokenizer_has_no_findings(tokenizer):

@@ -126,11 +126,13 @@ def test_api_reference_documents_the_public_contract(site):
     for name in ("get_plugin_manager", "hookimpl", "losses", "reference_strategies", "adapters", "judges", "checks",
                  "register_losses", "register_checks", "post_train", "PairLogps", "LossOutput", "CheckResult",
                  "dpo_plugin.trl.DPOConfig", "dpo_plugin.trl.DPOTrainer", "win_rate_verdict", "margin_verdict",
+                 "length_controlled_verdict", "degeneration_verdict",
                  "ConfigError"):  # fmt: skip
         assert re.search(rf"(^|\s){re.escape(name)}\s", text, re.M), name
     # the signatures, as the contract states them (line breaks depend on whether a formatter is installed)
     flat = re.sub(r"\s+", "", text)
     assert "win_rate_verdict(policy_first:Sequence[Any],policy_second:Sequence[Any],*,threshold" in flat
+    assert "length_controlled_verdict(policy_first:Sequence[Any],policy_second:Sequence[Any],policy_lengths" in flat
     assert not re.search(r":(class|mod|func|attr|meth):", text)  # reStructuredText roles are tidied
 
 

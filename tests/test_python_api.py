@@ -85,5 +85,10 @@ def test_the_verdict_functions(capsys):
     # 24 of 30 pairs with r_w > r_l; mean margin (24·0.3 − 6·0.1)/30 = 0.22
     assert margin["passed"] is True and margin["accuracy"] == pytest.approx(0.8) and margin["n"] == 30
     assert margin["margin_mean"] == pytest.approx(0.22) and margin["reasons"] == []
-    first, second = capsys.readouterr().out.splitlines()
+    first, second, third = capsys.readouterr().out.splitlines()
     assert first.startswith("True 10 1 1 0.875 (") and second.startswith("True 0.8 (")
+    # prompts i % 10 = 1 tie (4); the longer answer wins except where i % 7 = 0: 29 wins, 7 losses, (29 + 2)/40 = 0.775
+    raw, lc = example["raw"], example["lc"]
+    assert (raw["wins"], raw["ties"], raw["losses"], raw["win_rate"]) == (29, 4, 7, 0.775) and raw["passed"]
+    assert lc["passed"] is False and lc["lc_low"] < 0.5 < lc["lc_win_rate"] < raw["win_rate"] and lc["length_coefficient"] > 1
+    assert third == f"True 0.775 False {lc['lc_win_rate']:.3f} False {lc['length_coefficient']:.2f}"

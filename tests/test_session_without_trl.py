@@ -88,7 +88,7 @@ class PlainDPOTrainer(Trainer):
         return loss
 
     def log(self, logs, start_time=None):
-        logs.update(self.session.pop_metrics("train" if self.model.training else "eval"))
+        self.session.extend_logs(logs, "train" if self.model.training else "eval")
         super().log(logs, start_time)
 
     def train(self, resume_from_checkpoint=None, **kwargs):

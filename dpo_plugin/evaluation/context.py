@@ -34,6 +34,8 @@ class EvalContext:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     no_pairs_note: str | None = None
+    #: Generations the checks made, reused by a later check asking for the same ones (see ``generation.cached_generate``).
+    generations: dict[Any, Any] = field(default_factory=dict)
 
     def no_pairs_reason(self) -> str:
         """The skip reason of a check that found no usable held-out pairs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -13,11 +13,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Generations:
-    """Generated completions: token ids per prompt (prompt excluded) and their decoded text."""
+    """Generated completions: token ids per prompt (prompt excluded) and their decoded text.
+
+    ``finished[i]``: the completion ended with an EOS token (else it stopped at ``max_new_tokens``);
+    ``lengths[i]``: its token count, a final EOS not counted.
+    """
 
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]
     texts: list[str]
+    finished: list[bool] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokens that end a generation: the tokenizer's EOS and the model's generation config's (an int or a list)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {int(i) for i in ids if i is not None}
 
 
 def prompt_token_ids(tokenizer: Any, prompt: Any) -> list[int]:
@@ -78,7 +92,20 @@ def generate(
     finally:
         model.train(was_training)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-    return Generations(all_prompts, completions, [t.strip() for t in texts])
+    ends = eos_ids(model, tokenizer)
+    finished = [bool(ids) and ids[-1] in ends for ids in completions]
+    lengths = [len(ids) - done for ids, done in zip(completions, finished)]
+    return Generations(all_prompts, completions, [t.strip() for t in texts], finished, lengths)
+
+
+def cached_generate(
+    cache: dict[Any, Generations], which: str, model: Any, tokenizer: Any, prompts: Sequence[Any], settings: dict[str, Any]
+) -> Generations:
+    """:func:`generate` once per ``which`` model, prompts and settings: a second check asking for the same reuses them."""
+    key = (which, len(prompts), repr(prompts[:1]), tuple(sorted(settings.items())))
+    if key not in cache:
+        cache[key] = generate(model, tokenizer, prompts, desc=f"Generating ({which})", **settings)
+    return cache[key]
 
 
 def _strip_after_eos(ids: list[int], eos_id: int | None, pad_id: int | None) -> list[int]:

@@ -150,3 +150,61 @@ def margin_histogram(margins: Sequence[float], path: Path) -> Path:
     axis.set_ylabel("pairs")
     axis.set_title(f"held-out reward margins (n={len(values)})", fontsize=10)
     return _save(plt, figure, path)
+
+
+def _binned(differences: list[float], scores: list[float], bins: int = 6) -> tuple[list[float], list[float]]:
+    """Mean score per quantile bin of the length differences (at most ``bins`` bins of at least 5 prompts)."""
+    import numpy as np
+
+    count = max(1, min(bins, len(differences) // 5))
+    order = np.argsort(differences)
+    groups = np.array_split(order, count)
+    x = [float(np.mean(np.asarray(differences)[g])) for g in groups if len(g)]
+    y = [float(np.mean(np.asarray(scores)[g])) for g in groups if len(g)]
+    return x, y
+
+
+def length_preference(
+    differences: Sequence[float], scores: Sequence[float | None], metrics: Mapping[str, Any], path: Path
+) -> Path:
+    """Per-prompt preference (1 policy, ½, 0 reference) against the length difference policy − reference, with the
+    binned means, the fitted length model σ(θ + φ·tanh(Δ/sd)) and the length-controlled win rate at Δ = 0."""
+    import numpy as np
+
+    plt = _pyplot()
+    kept = [(float(d), float(s)) for d, s in zip(differences, scores) if _is_number(d) and _is_number(s)]
+    figure, axis = plt.subplots(figsize=(6.4, 3.8))
+    if kept:
+        x, y = (np.array(column) for column in zip(*kept))
+        jitter = np.random.default_rng(0).uniform(-0.03, 0.03, y.size)
+        axis.scatter(x, y + jitter, s=12, alpha=0.5, color=COLOURS["margins"], label="prompts (jittered)")
+        axis.plot(*_binned(list(x), list(y)), "s-", color=COLOURS["loss"], label="mean per bin")
+        _fitted_curve(axis, x, metrics)
+    raw = metrics.get("win_rate")
+    if _is_number(raw):
+        axis.axhline(raw, color="#adb5bd", linestyle=":", label=f"raw win rate {raw:.3f}")
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_xlabel("answer length difference, policy − reference (tokens)")
+    axis.set_ylabel("preference for the policy")
+    axis.set_ylim(-0.08, 1.08)
+    axis.set_title(f"preference vs length (n={len(kept)})", fontsize=10)
+    if axis.get_legend_handles_labels()[0]:  # nothing labelled when every judgement failed
+        axis.legend(fontsize=7, loc="best")
+    return _save(plt, figure, path)
+
+
+def _fitted_curve(axis: Any, x: Any, metrics: Mapping[str, Any]) -> None:
+    """The fitted length model and the LC win rate with its interval at Δ = 0, when estimated."""
+    import numpy as np
+
+    lc, phi, sd = (metrics.get(key) for key in ("lc_win_rate", "length_coefficient", "length_difference_sd"))
+    if not _is_number(lc) or not 0 < lc < 1:
+        return
+    if _is_number(phi) and _is_number(sd) and sd > 0:
+        grid = np.linspace(min(x.min(), 0), max(x.max(), 0), 200)
+        curve = 1 / (1 + np.exp(-(np.log(lc / (1 - lc)) + phi * np.tanh(grid / sd))))
+        axis.plot(grid, curve, color=COLOURS["chosen"], label=f"fitted: φ = {phi:.2f}")
+    low, high = metrics.get("lc_low"), metrics.get("lc_high")
+    if _is_number(low) and _is_number(high):
+        axis.errorbar([0], [lc], yerr=[[lc - low], [high - lc]], fmt="o", color=COLOURS["rejected"], capsize=6,
+                      label=f"length-controlled {lc:.3f} [{low:.3f}, {high:.3f}]")  # fmt: skip

@@ -1,8 +1,10 @@
 """The evaluation report in ``<output_dir>/eval/``: report.json, report.md and PNG plots.
 
 report.json is the public contract: ``{"passed": bool, "checks": {name: CheckResult.to_dict()}, ...}``
-plus the ``extra`` entries and ``"files"`` (what was written). It passes only when there is at least
-one check and every check passed; a skipped check never passes. Non-finite numbers are written as null.
+plus the ``extra`` entries, ``"training_warnings"`` (what the run's log history shows, e.g. the chosen
+log-prob drift of :mod:`dpo_plugin.chosen_drift`) and ``"files"`` (what was written). It passes only
+when there is at least one check and every check passed; a skipped check never passes. Non-finite
+numbers are written as null.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..chosen_drift import chosen_drift_in
 from ..types import CheckResult
 from . import plots
 from .metric_help import explain
@@ -24,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: The metric shown in the summary table for the built-in checks; other checks may name theirs in
 #: ``details["headline"]``, or have a metric named like the check.
-HEADLINE = {"reward_margin": "accuracy", "win_rate": "win_rate"}
-RESERVED_KEYS = ("passed", "checks", "files")
+HEADLINE = {"reward_margin": "accuracy", "win_rate": "win_rate", "degeneration": "unfinished_difference"}
+RESERVED_KEYS = ("passed", "checks", "training_warnings", "files")
 SAMPLE_COLUMNS = ("prompt", "reference", "policy", "verdict")
 #: Labels of report.md's "What was evaluated" rows: ``extra["evaluated"]``'s keys, then the other ``extra`` keys.
 EVALUATED_LABELS = {
@@ -146,6 +149,8 @@ def _markdown(
         lines.append("| (no checks ran) | FAILED | - | - | - | - |")
     for r in results:
         lines += _check_sections(r)
+    if report.get("training_warnings"):
+        lines += ["", "## During training", ""] + [f"- warning: {cell(w)}" for w in report["training_warnings"]]
     if images:
         lines += ["", "## Plots", ""] + [f"![{Path(name).stem}]({name})" for name in images]
     return "\n".join(lines) + "\n"
@@ -166,7 +171,18 @@ def _plots(results: Sequence[CheckResult], log_history: Sequence[Mapping[str, An
     for r in with_margins:
         path = folder / _plot_file("margin_histogram", r.name, [o.name for o in with_margins])
         written.append(plots.margin_histogram(r.details["margins"], path))
+    with_lengths = [r for r in results if r.details.get("length_differences") and r.details.get("prompt_scores")]
+    for r in with_lengths:
+        path = folder / _plot_file("length_preference", r.name, [o.name for o in with_lengths])
+        written.append(plots.length_preference(r.details["length_differences"], r.details["prompt_scores"], r.metrics, path))
     return [path.name for path in written if path is not None]
+
+
+def _training_warnings(log_history: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> list[str]:
+    """What the training log history shows that the checks do not: the chosen log-prob drift."""
+    losses = extra.get("losses")
+    drift = chosen_drift_in(log_history, losses if isinstance(losses, (list, tuple)) else ())
+    return [drift] if drift else []
 
 
 def write_report(
@@ -178,7 +194,8 @@ def write_report(
     """Write report.json, report.md and the PNG plots to ``<output_dir>/eval/``; return the report (as in report.json).
 
     ``extra`` entries (e.g. the reference strategy) are added at the top level of the report; they
-    may not use the keys ``passed``, ``checks`` or ``files``.
+    may not use the keys ``passed``, ``checks``, ``training_warnings`` or ``files``. ``extra["losses"]``, when
+    given, tailors the remedies the training warnings name.
     """
     extra = dict(extra or {})
     clash = [key for key in RESERVED_KEYS if key in extra]
@@ -195,6 +212,7 @@ def write_report(
             "passed": bool(results) and all(r.passed and r.skipped is None for r in results),
             "checks": {r.name: _check_entry(r) for r in results},
             **extra,
+            "training_warnings": _training_warnings(log_history, extra),
             "files": ["report.json", "report.md", *images],
         }
     )

@@ -13,15 +13,20 @@ P(it finds them equal), the reference's answer better otherwise.
 
 ``failures``: that share of the prompts moves from would-be losses to judge failures (a judge that
 times out on long, bad answers), the case that must not fake a pass.
+
+:class:`LengthJudge` and :func:`simulate_lengths` add answer lengths, for the length-controlled win rate
+(``benchmarks/simulate_length_control.py``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from .verdicts import FAILURE_CELL, LOSS_CELL, TIE_CELL, WIN_CELL, Tally
 
@@ -106,3 +111,48 @@ def outcome_probabilities(n: int, cells: np.ndarray) -> np.ndarray:
 def simulate_tally(n: int, cells: np.ndarray, replications: int, rng: np.random.Generator) -> Tally:
     """The tallies of ``replications`` independent runs of n prompts (multinomial cell counts)."""
     return Tally.from_cells(rng.multinomial(n, cells / cells.sum(), size=replications))
+
+
+@dataclass(frozen=True)
+class LengthJudge:
+    """A simulated judge that sees quality and length, for the length-controlled win rate (:mod:`.length_control`).
+
+    Per prompt and order it finds the policy's answer better with probability p(Δ) = σ(logit(``lc``) +
+    ``length_effect``·tanh(Δ/``scale``)), Δ the policy's answer length minus the reference's (tokens);
+    ``length_effect=inf`` prefers the longer answer and nothing else (a coin flip at Δ = 0). ``kind``:
+    ``consistent`` (both orders share one view) or ``independent``. ``tie``: that share of views are
+    ties, taken from both sides so that the mean score stays p(Δ) (at most 2·min(p, 1 − p)). For these
+    judges the expected per-prompt score at Δ = 0 is ``lc``: the truth the LC win rate estimates.
+    """
+
+    lc: float
+    length_effect: float
+    kind: Literal["consistent", "independent"] = "consistent"
+    tie: float = 0.0
+    scale: float = 40.0
+
+    def prefer(self, delta: np.ndarray) -> np.ndarray:
+        """p(Δ): the probability of one view finding the policy's answer better."""
+        if math.isinf(self.length_effect):
+            return np.where(delta > 0, 1.0, np.where(delta < 0, 0.0, self.lc))
+        return special.expit(special.logit(self.lc) + self.length_effect * np.tanh(delta / self.scale))
+
+    def verdicts(self, delta: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Verdicts with the policy shown first and second (0: the first shown is better, 1: the second, 0.5: a tie)."""
+        p = self.prefer(delta)
+        tie = np.minimum(self.tie, 2 * np.minimum(p, 1 - p))
+        views = []  # +1 the policy's answer is better, 0 a tie, −1 the reference's
+        for _ in range(1 if self.kind == "consistent" else 2):
+            u = rng.random(delta.shape)
+            views.append(np.where(u < p - tie / 2, 1, np.where(u < p + tie / 2, 0, -1)))
+        second = views[-1]
+        return (1 - views[0]) / 2, (1 + second) / 2
+
+
+def simulate_lengths(
+    n: int, mean_difference: float, rng: np.random.Generator, *, sd_difference: float = 40.0, reference_mean: float = 150.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token lengths of n answer pairs: the reference's ~ N(``reference_mean``, 40), the policy's longer by ~ N(``mean_difference``, ``sd_difference``), each ≥ 1."""
+    reference = np.maximum(np.round(rng.normal(reference_mean, 40.0, n)), 1.0)
+    policy = np.maximum(reference + np.round(rng.normal(mean_difference, sd_difference, n)), 1.0)
+    return policy, reference

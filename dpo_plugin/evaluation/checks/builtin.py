@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...hookspecs import hookimpl
 from ...hookspecs import Register
+from .degeneration import DegenerationSettings, degeneration
 from .reward_margin import RewardMarginSettings, reward_margin
 from .win_rate import WinRateSettings, win_rate
 
@@ -12,3 +13,4 @@ from .win_rate import WinRateSettings, win_rate
 def register_checks(register: Register) -> None:
     register("reward_margin", reward_margin, settings=RewardMarginSettings)
     register("win_rate", win_rate, needs_judge=True, settings=WinRateSettings)
+    register("degeneration", degeneration, settings=DegenerationSettings)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...chosen_drift import DEFAULT_BOUND, drift_message
 from ...errors import ConfigError
 from ...types import CheckResult
 from ..context import EvalContext, PairScores
@@ -48,6 +49,17 @@ def _scores(ctx: EvalContext) -> tuple[PairScores, PairScores] | str:
     return policy, reference
 
 
+def _drift_warnings(metrics: dict[str, float]) -> list[str]:
+    """The chosen log-prob drift on the held-out pairs (:mod:`dpo_plugin.chosen_drift`), logged: chosen answers less
+    likely than under the reference by more than its bound per token, with a positive mean margin."""
+    drift, margin = metrics["drift_chosen"], metrics["margin_mean"]
+    if np.isfinite(drift) and np.isfinite(margin) and drift < -DEFAULT_BOUND and margin > 0:
+        warning = drift_message(drift, margin, where="on the held-out pairs, ")
+        logger.warning("reward_margin: %s", warning)
+        return [warning]
+    return []
+
+
 def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
     """Implicit rewards β·log π/π_ref of the held-out pairs under the policy (see :func:`~..verdicts.margin_verdict`).
 
@@ -78,6 +90,7 @@ def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
             np.mean((policy.rejected - reference.rejected) / np.maximum(policy.rejected_tokens, 1))
         ),
     }
+    warnings = _drift_warnings(metrics)
     logger.info(
         "reward_margin: accuracy %.3f [%.3f, %.3f], margin %.3f [%.3f, %.3f] over %d pairs",
         *(verdict[key] for key in ("accuracy", "low", "high", "margin_mean", "margin_low", "margin_high", "n")),
@@ -91,6 +104,7 @@ def reward_margin(ctx: EvalContext, **params: object) -> CheckResult:
         details={
             "margins": (chosen - rejected).tolist(),
             "reasons": verdict["reasons"],
+            "warnings": warnings,
             "reference": ctx.reference_note,
             "beta": ctx.beta,
         },

@@ -271,7 +271,7 @@ class SessionHooks:
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"  # type: ignore[attr-defined]
-        logs.update(self.session.pop_metrics(mode))
+        self.session.extend_logs(logs, mode)
         super().log(logs, start_time)  # type: ignore[misc]
 
     def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
