@@ -41,13 +41,33 @@ from datasets import Dataset
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 PRESETS = {
-    "cpu": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, vocab_size=8192),
+    "cpu": dict(
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=8192,
+    ),
     "qwen2.5-0.5b": dict(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
         tie_word_embeddings=True,
     ),
-}  # fmt: skip
-TRAINERS = ("trl_default", "trl_precomputed", "trl_equal", "ours_none", "ours_padding_free", "ours_prefix_sharing", "ours_default")
+}
+TRAINERS = (
+    "trl_default",
+    "trl_precomputed",
+    "trl_equal",
+    "ours_none",
+    "ours_padding_free",
+    "ours_prefix_sharing",
+    "ours_default",
+)
 
 
 def word_tokenizer(vocab_size: int):
@@ -74,16 +94,27 @@ def preference_rows(pairs: int, vocab_size: int, seed: int, max_length: int = 10
     rows = []
     for _ in range(pairs):
         prompt = length(150, max_length // 2)
-        rows.append({"prompt": text(prompt), "chosen": " " + text(length(250, max_length - prompt - 1)),
-                     "rejected": " " + text(length(250, max_length - prompt - 1))})  # fmt: skip
+        rows.append(
+            {
+                "prompt": text(prompt),
+                "chosen": " " + text(length(250, max_length - prompt - 1)),
+                "rejected": " " + text(length(250, max_length - prompt - 1)),
+            }
+        )
     return rows
 
 
 def settings(name: str, workdir: Path, device: torch.device) -> tuple[type, type, dict]:
     common = dict(
-        output_dir=str(workdir / name), bf16=device.type == "cuda", report_to="none", per_device_train_batch_size=8,
-        max_length=1024, disable_tqdm=True, dataloader_pin_memory=False, num_train_epochs=1,
-    )  # fmt: skip
+        output_dir=str(workdir / name),
+        bf16=device.type == "cuda",
+        report_to="none",
+        per_device_train_batch_size=8,
+        max_length=1024,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        num_train_epochs=1,
+    )
     if name.startswith("trl"):
         extra = {"trl_precomputed": {"precompute_ref_log_probs": True}, "trl_equal": {"gradient_checkpointing": False}}
         return trl.DPOTrainer, trl.DPOConfig, {**common, **extra.get(name, {})}
@@ -137,15 +168,31 @@ def main() -> None:
     others = [n for n in ("trl_equal",) if n in names and n != names[0]]
     result = interleaved(trainers, batches, args.reps, args.steps, device, baseline=names[0], others=others)
     del trainers
-    flags = ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup), "--pairs", str(args.pairs),
-             "--seed", str(args.seed), "--workdir", str(workdir)]  # fmt: skip
+    flags = [
+        "--preset",
+        args.preset,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--pairs",
+        str(args.pairs),
+        "--seed",
+        str(args.seed),
+        "--workdir",
+        str(workdir),
+    ]
     result["peak_alone_mib"] = isolated_peaks(__file__, flags, names)
     result.update(
         device=device_name(device),
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        preset=args.preset, shape=shape, reps=args.reps, steps_per_rep=args.steps, real_tokens_per_step=real_tokens,
+        preset=args.preset,
+        shape=shape,
+        reps=args.reps,
+        steps_per_rep=args.steps,
+        real_tokens_per_step=real_tokens,
         setup_s=setup,
-    )  # fmt: skip
+    )
     _print(result, names)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -163,7 +210,9 @@ def _real_tokens(batches: dict) -> int:
 
 def _print(result: dict, names: list[str]) -> None:
     tokens = result["real_tokens_per_step"]
-    print(f"device: {result['device']}; preset {result['preset']}; {tokens} real tokens per step (8 pairs); versions {result['versions']}")
+    print(
+        f"device: {result['device']}; preset {result['preset']}; {tokens} real tokens per step (8 pairs); versions {result['versions']}"
+    )
     bases = list(result["ratios_to"])
     header = "".join(f"{'× ' + base + ' (IQR)':>26s}" for base in bases)
     print(f"{'trainer':22s} {'step':>9s} {'tokens/s':>9s}{header} {'setup':>8s} {'peak alone':>11s}")
@@ -177,8 +226,10 @@ def _print(result: dict, names: list[str]) -> None:
             f"{name:22s} {step * 1000:7.0f} ms {tokens / step:9.0f}{speedups} {result['setup_s'][name]:7.1f}s "
             f"{result['peak_alone_mib'][name]:8.0f} MiB"
         )
-    print(f"(speed-ups are TRL's step time over each trainer's; {result['reps']} interleaved repetitions of "
-          f"{result['steps_per_rep']} steps, medians)")  # fmt: skip
+    print(
+        f"(speed-ups are TRL's step time over each trainer's; {result['reps']} interleaved repetitions of "
+        f"{result['steps_per_rep']} steps, medians)"
+    )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ def main() -> None:
     for name in names:
         trainer_class, config_class = TRAINERS[name]
         own = {"packing": "none"} if config_class is DPOConfig else {}
-        trainers[name] = trainer_class(model_path, args=config_class(**settings, **own), train_dataset=dataset, processing_class=tokenizer)
+        trainers[name] = trainer_class(
+            model_path, args=config_class(**settings, **own), train_dataset=dataset, processing_class=tokenizer
+        )
     first = next(iter(trainers.values()))
     batch = first.data_collator([first.train_dataset[i] for i in range(args.batch_size)])
     if args.only:
@@ -110,7 +112,9 @@ def main() -> None:
         prepare(trainer, batch, args.warmup, device)
     result = interleaved(trainers, {n: batch for n in trainers}, args.reps, args.steps, device, baseline="trl")
     del trainers, first
-    result["peak_alone_mib"] = isolated_peaks(__file__, forwarded(args, model_path) + ["--loss", *args.loss], list(TRAINERS))
+    result["peak_alone_mib"] = isolated_peaks(
+        __file__, forwarded(args, model_path) + ["--loss", *args.loss], list(TRAINERS)
+    )
     result.update(
         device=device_name(device),
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
@@ -127,7 +131,9 @@ def main() -> None:
             f"peak alone {result['peak_alone_mib'][name]:9.1f} MiB"
         )
     low, high = result["ratio_iqr"]["dpo_plugin"]
-    print(f"  ratio dpo_plugin/trl: median {result['ratio_median']['dpo_plugin']:.3f} (IQR {low:.3f}–{high:.3f}) over {args.reps} interleaved repetitions")
+    print(
+        f"  ratio dpo_plugin/trl: median {result['ratio_median']['dpo_plugin']:.3f} (IQR {low:.3f}–{high:.3f}) over {args.reps} interleaved repetitions"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -67,7 +67,13 @@ def prepare(trainer, batch, warmup: int, device: torch.device) -> None:
 
 
 def interleaved(
-    trainers: dict, batches: dict, reps: int, steps: int, device: torch.device, baseline: str, others: Sequence[str] = ()
+    trainers: dict,
+    batches: dict,
+    reps: int,
+    steps: int,
+    device: torch.device,
+    baseline: str,
+    others: Sequence[str] = (),
 ) -> dict:
     """Time ``steps`` training steps of each trainer in turn, ``reps`` times; medians and ratios to ``baseline``.
 

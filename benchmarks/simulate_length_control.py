@@ -27,7 +27,11 @@ from dpo_plugin.evaluation.simulation import LengthJudge, simulate_lengths
 from dpo_plugin.evaluation.verdicts import win_rate_verdict
 
 #: (label, kind, tie) of the judges in the coverage grid: the LC model's mean holds exactly for each.
-JUDGES = (("consistent", "consistent", 0.0), ("independent", "independent", 0.0), ("consistent, 30% ties", "consistent", 0.3))
+JUDGES = (
+    ("consistent", "consistent", 0.0),
+    ("independent", "independent", 0.0),
+    ("consistent, 30% ties", "consistent", 0.3),
+)
 COVERAGE_LC = (0.3, 0.5, 0.7, 0.85)
 COVERAGE_PHI = (0.0, 1.0, 2.0)
 COVERAGE_MU = (0.0, 20.0)
@@ -57,7 +61,9 @@ def coverage_rows(ns: Sequence[int], replications: int) -> list[str]:
         worst = min(cells)
         mean = float(np.mean([c[0] for c in cells]))
         share = flagged / (replications * len(cells))
-        rows.append(f"| {label} | {n} | {worst[0]:.3f} ({worst[1]}, {worst[2]:g}, {worst[3]:g}) | {mean:.3f} | {share:.3f} |")
+        rows.append(
+            f"| {label} | {n} | {worst[0]:.3f} ({worst[1]}, {worst[2]:g}, {worst[3]:g}) | {mean:.3f} | {share:.3f} |"
+        )
     return rows
 
 
@@ -68,7 +74,9 @@ def length_only_rows(ns: Sequence[int], replications: int) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     rng = np.random.default_rng(35)
-    for kind, phi, mu, n in itertools.product(("consistent", "independent"), (1.0, 2.0, 4.0, math.inf), (20.0, 40.0, 80.0), ns):
+    for kind, phi, mu, n in itertools.product(
+        ("consistent", "independent"), (1.0, 2.0, 4.0, math.inf), (20.0, 40.0, 80.0), ns
+    ):
         judge = LengthJudge(0.5, phi, kind)  # type: ignore[arg-type]
         raw = lc = flagged = 0
         estimates = []

@@ -88,9 +88,12 @@ def _simple_row(name: str, spec: object) -> str:
     try:
         parameters = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
         options = ", ".join(
-            f"`{p.name}={p.default!r}`" for p in parameters.values()
-            if p.name not in ("self", "ctx") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
-        )  # fmt: skip
+            f"`{p.name}={p.default!r}`"
+            for p in parameters.values()
+            if p.name not in ("self", "ctx")
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.default is not p.empty
+        )
     except (TypeError, ValueError):
         options = ""
     description = spec.description or " ".join((inspect.getdoc(spec.obj) or "").split("\n\n")[0].split())

@@ -67,10 +67,14 @@ def resume_checkpoint(value: Any, output_dir: str | Path) -> str | None:
             if problem is None:
                 return str(candidate)
             logger.warning("Checkpoint %s is incomplete (%s); trying the one before it.", candidate, problem)
-        raise ConfigError(f"resume_from_checkpoint: true, but {str(output_dir)!r} holds no intact checkpoint-* folder to resume from.")
+        raise ConfigError(
+            f"resume_from_checkpoint: true, but {str(output_dir)!r} holds no intact checkpoint-* folder to resume from."
+        )
     folder = Path(value)
     if not folder.is_dir():
-        raise ConfigError(f"resume_from_checkpoint {str(folder)!r} is not a folder (give a checkpoint-* folder, or true).")
+        raise ConfigError(
+            f"resume_from_checkpoint {str(folder)!r} is not a folder (give a checkpoint-* folder, or true)."
+        )
     problem = checkpoint_problem(folder)
     if problem is not None:
         previous = last_checkpoint(folder.parent)

@@ -64,7 +64,9 @@ class ChosenDriftWatch:
         return None
 
 
-def chosen_drift_in(log_history: Sequence[Mapping[str, Any]], losses: Sequence[str] = (), bound: float = DEFAULT_BOUND) -> str | None:
+def chosen_drift_in(
+    log_history: Sequence[Mapping[str, Any]], losses: Sequence[str] = (), bound: float = DEFAULT_BOUND
+) -> str | None:
     """The warning a :class:`ChosenDriftWatch` gave (or would have given) over a run's training log history; None if none."""
     watch = ChosenDriftWatch(losses, bound)
     for entry in log_history:

@@ -59,7 +59,14 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int 
 
 def _plugin_entry(name: str, distribution: str, version: str, *, builtin: bool, **extra: Any) -> dict[str, Any]:
     registered: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    return {"name": name, "distribution": distribution, "version": version, "builtin": builtin, "registered": registered, **extra}
+    return {
+        "name": name,
+        "distribution": distribution,
+        "version": version,
+        "builtin": builtin,
+        "registered": registered,
+        **extra,
+    }
 
 
 def _plugins_listing(*, allow_broken: bool = False) -> dict[str, Any]:
@@ -90,9 +97,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     else:
         rows = []
         for plugin in listing["plugins"]:
-            registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items() if names)
+            registered = "; ".join(
+                f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items() if names
+            )
             source = f"{plugin['distribution']} {plugin['version']}" + (" (built-in)" if plugin["builtin"] else "")
-            rows.append((plugin["name"], source, f"BROKEN: {plugin['error']}" if "error" in plugin else registered or "-"))
+            rows.append(
+                (plugin["name"], source, f"BROKEN: {plugin['error']}" if "error" in plugin else registered or "-")
+            )
         print(_table(("plugin", "from", "registers"), rows))
     get_plugin_manager(allow_broken=True).raise_for_broken()  # the error naming it and how to skip it: exit 2
     return 0
@@ -271,7 +282,9 @@ def _checks_table(report: dict[str, Any]) -> str:
         shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
         details = check.get("details", {})
         note = check.get("skipped") or "; ".join(details.get("reasons", []))
-        rows.append((name, status, headline(name, check.get("metrics", {}), details), shown, check.get("threshold", "-"), note))
+        rows.append(
+            (name, status, headline(name, check.get("metrics", {}), details), shown, check.get("threshold", "-"), note)
+        )
     verdict = "PASSED" if report["passed"] else "NOT PASSED"
     return _table(("check", "result", "value", "95% interval", "threshold", "note"), rows) + f"\nOverall: {verdict}"
 
@@ -345,16 +358,25 @@ def _add_evaluate(sub: Any) -> None:
     evaluate.add_argument("--data", required=True, help="preference data: hub name, file or folder")
     evaluate.add_argument("--split", default="test", help="the held-out split (default: test)")
     evaluate.add_argument(
-        "--checks", nargs="+", default=["reward_margin", "win_rate"], metavar="CHECK",
+        "--checks",
+        nargs="+",
+        default=["reward_margin", "win_rate"],
+        metavar="CHECK",
         help="the checks to run (default: reward_margin win_rate; `dpo-plugin plugins` lists them)",
-    )  # fmt: skip
+    )
     evaluate.add_argument("--judge", help="judge for win_rate: function, reward_model, llm, openai")
     _option(evaluate, "judge_params", help='the judge\'s options as JSON, e.g. \'{"function": "module:attr"}\'')
     _option(evaluate, "check_params", help='options per check as JSON, e.g. \'{"win_rate": {"max_new_tokens": 32}}\'')
     _option(evaluate, "output_dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/ (default: dpo-eval)")
-    evaluate.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards, as in training (default: 0.1)")
+    evaluate.add_argument(
+        "--beta", type=float, default=0.1, help="β of the implicit rewards, as in training (default: 0.1)"
+    )
     _option(
-        evaluate, "max_length", type=int, default=1024, help="tokens of prompt + completion kept, as in training (default: 1024)"
+        evaluate,
+        "max_length",
+        type=int,
+        default=1024,
+        help="tokens of prompt + completion kept, as in training (default: 1024)",
     )
     _option(evaluate, "batch_size", type=int, default=8, help="pairs scored at once (default: 8)")
     evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
@@ -366,13 +388,19 @@ def _add_check_data(sub: Any) -> None:
     check.add_argument("--data", required=True, help="preference data: hub name, file or folder")
     check.add_argument("--split", default="train", help="the split to check (default: train)")
     check.add_argument(
-        "--model", help="a model or tokenizer: count pairs dropped or truncated at --max_length, check its chat template"
+        "--model",
+        help="a model or tokenizer: count pairs dropped or truncated at --max_length, check its chat template",
     )
-    _option(check, "max_length", type=int, default=1024, help="with --model: the max_length of training (default: 1024)")
     _option(
-        check, "truncation_mode", default="keep_start", choices=["keep_start", "keep_end"],
+        check, "max_length", type=int, default=1024, help="with --model: the max_length of training (default: 1024)"
+    )
+    _option(
+        check,
+        "truncation_mode",
+        default="keep_start",
+        choices=["keep_start", "keep_end"],
         help="with --model: which end of a long prompt training keeps, as TRL's truncation_mode (default: keep_start)",
-    )  # fmt: skip
+    )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=cmd_check_data)
 

@@ -113,7 +113,12 @@ def log_truncation(report: DataReport | None, prepared: Any, *, max_length: int 
     findings = token_findings(*lengths, max_length=max_length, truncation_mode=truncation_mode)
     dropped = report.rows - len(prepared)
     if dropped:
-        logger.warning("TRL dropped %d of %d training pairs whose prompt alone fills max_length=%d.", dropped, report.rows, max_length)
+        logger.warning(
+            "TRL dropped %d of %d training pairs whose prompt alone fills max_length=%d.",
+            dropped,
+            report.rows,
+            max_length,
+        )
     for finding in findings:
         logger.warning("Data quality: %s", finding.message)
     report.findings.extend(findings)

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .preference_data import MESSAGES, validate_preference_columns, value_format
 from .errors import ConfigError
+from .preference_data import MESSAGES, validate_preference_columns, value_format
 from .template_round_trip import mismatch, shape
 
 logger = logging.getLogger(__name__)
@@ -251,7 +251,9 @@ ExtractPrompt = Callable[[dict[str, Any]], dict[str, Any]]
 CountTokens = Callable[[Sequence["Pair"]], tuple[list[int], list[int], list[int]]]
 
 
-def _pair_or_problem(index: int, row: dict[str, Any], data_format: str, extract_prompt: ExtractPrompt) -> Pair | Problem:
+def _pair_or_problem(
+    index: int, row: dict[str, Any], data_format: str, extract_prompt: ExtractPrompt
+) -> Pair | Problem:
     """A usable pair (an implicit prompt extracted with ``extract_prompt``), or why the row is unusable."""
     implicit = "prompt" not in row
     for part in PARTS[1:] if implicit else PARTS:
@@ -341,7 +343,8 @@ def _problem_findings(problems: Mapping[int, Problem]) -> list[Finding]:
     for row, problem in problems.items():
         by_kind[(problem.code, problem.message)].append(row)
     return [
-        _finding(code, "error", message, rows, lambda row: problems[row].detail) for (code, message), rows in by_kind.items()
+        _finding(code, "error", message, rows, lambda row: problems[row].detail)
+        for (code, message), rows in by_kind.items()
     ]
 
 
@@ -398,14 +401,22 @@ def _pair_findings(pairs: Sequence[Pair], *, min_pairs: int, min_prompt_diversit
         return [row for row, _ in related], lambda row: f"{relation} row {earlier[row]}: {of(row)}"
 
     kinds = [
-        ("identical_pair", "error", "Chosen is identical to rejected: the pair carries no preference.", found.identical, of),
+        (
+            "identical_pair",
+            "error",
+            "Chosen is identical to rejected: the pair carries no preference.",
+            found.identical,
+            of,
+        ),
         ("near_identical_pair", "warning", NEAR_IDENTICAL, found.near_identical, of),
         ("duplicate_pair", "warning", DUPLICATE, *like(found.duplicates, "same as")),
         ("near_duplicate", "warning", NEAR_DUPLICATE, *like(found.near_duplicates, "like")),
         ("contradictory_pair", "warning", CONTRADICTORY, *like(found.contradictions, "swaps")),
     ]
     findings = [_finding(*kind) for kind in kinds if kind[3]]
-    return findings + _size_findings(pairs, found, by_row, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
+    return findings + _size_findings(
+        pairs, found, by_row, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity
+    )
 
 
 def _size_findings(
@@ -537,7 +548,9 @@ def template_round_trip(pairs: Sequence[Pair], tokenizer: Any) -> tuple[Finding 
         return None, "Chat-template round trip: does not apply (plain-text data is rendered by no chat template)."
     if getattr(tokenizer, "chat_template", None) is None:
         message = "The tokenizer has no chat template, so conversational pairs cannot be tokenised for training."
-        return Finding("chat_template_round_trip", "error", message, len(conversations)), "Chat-template round trip: no template."
+        return Finding(
+            "chat_template_round_trip", "error", message, len(conversations)
+        ), "Chat-template round trip: no template."
     details = {}
     for pair in conversations:
         try:
@@ -565,11 +578,17 @@ def ensure_template_round_trip(report: DataReport | None, processing_class: Any,
     """Before training: the round trip on the report's :attr:`~DataReport.template_sample` with the run's tokenizer;
     a mismatch is an error (:func:`ensure_clean`), or a warning with ``allow_errors``. A vision-language processor
     (it holds a tokenizer) renders images its own way: not checked."""
-    if report is None or not report.template_sample or processing_class is None or hasattr(processing_class, "tokenizer"):
+    if (
+        report is None
+        or not report.template_sample
+        or processing_class is None
+        or hasattr(processing_class, "tokenizer")
+    ):
         return
     finding, note = template_round_trip(report.template_sample, processing_class)
-    logger.info("%s (a few pairs of each conversation shape; `dpo-plugin check-data --model M` checks every pair)", note)
+    logger.info(
+        "%s (a few pairs of each conversation shape; `dpo-plugin check-data --model M` checks every pair)", note
+    )
     if finding is not None:
         report.findings.append(finding)
         ensure_clean(DataReport(report.rows, [finding]), allow_errors=allow_errors)
-

@@ -55,7 +55,9 @@ def likely_causes(*, learning_rate: float, fp16: bool, plugin_losses: Sequence[s
     return "; ".join(f"({i}) {cause}" for i, cause in enumerate(causes, 1))
 
 
-def divergence_message(step: int, what: str, *, causes: str, checkpoint: str | Path | None, weights: bool = False) -> str:
+def divergence_message(
+    step: int, what: str, *, causes: str, checkpoint: str | Path | None, weights: bool = False
+) -> str:
     """One paragraph: the step, what went non-finite, the likely causes, and where to resume from.
 
     ``weights``: the weights themselves are not finite (found at a save); nothing was saved.

@@ -59,7 +59,11 @@ class StepGuard:
     def after_backward(self, loss: torch.Tensor, model: Any) -> None:
         """At an optimizer step: stop, or drop the update, when the loss or the gradients are not finite."""
         grads = [] if self.scaled else [p.grad for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else torch.zeros((), device=loss.device)
+        norm = (
+            torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)
+            if grads
+            else torch.zeros((), device=loss.device)
+        )
         bad = ~(torch.isfinite(loss.detach()).all() & torch.isfinite(norm)).to(loss.device)
         if self.trainer.accelerator.num_processes > 1:
             bad = self.trainer.accelerator.reduce(bad.float(), reduction="sum") > 0
@@ -78,7 +82,11 @@ class StepGuard:
             self.metrics.drop_step()  # the step's non-finite metrics are not logged
             step, limit = self.trainer.state.global_step + 1, settings.max_skipped_steps
             logger.warning(
-                "Step %d skipped (%s); %d skipped in a row (max_skipped_steps=%d).", step, what, self.skipped_in_a_row, limit
+                "Step %d skipped (%s); %d skipped in a row (max_skipped_steps=%d).",
+                step,
+                what,
+                self.skipped_in_a_row,
+                limit,
             )
             return
         if settings.nonfinite == "skip":
@@ -90,9 +98,15 @@ class StepGuard:
         if self.health is not None:
             flags = self.health.tolist()
             mix = self.loss_mix
-            names = ["the policy's log-probabilities of the chosen answers", "the policy's log-probabilities of the rejected answers"]
+            names = [
+                "the policy's log-probabilities of the chosen answers",
+                "the policy's log-probabilities of the rejected answers",
+            ]
             if len(flags) > 2 + len(mix.components):
-                names += ["the reference's log-probabilities of the chosen answers", "the reference's of the rejected answers"]
+                names += [
+                    "the reference's log-probabilities of the chosen answers",
+                    "the reference's of the rejected answers",
+                ]
             names += [f"loss {c.name!r} (plugin {c.spec.plugin!r}) on finite log-probabilities" for c in mix.components]
             for name, finite in zip(names, flags):
                 if not finite:
@@ -102,9 +116,14 @@ class StepGuard:
     def fail(self, step: int, what: str, *, saved: bool = False) -> None:
         args = self.trainer.args
         components = self.loss_mix.components
-        plugin_losses = [f"{c.name} ({c.spec.plugin})" for c in components if not c.spec.plugin.startswith("dpo_plugin.")]
+        plugin_losses = [
+            f"{c.name} ({c.spec.plugin})" for c in components if not c.spec.plugin.startswith("dpo_plugin.")
+        ]
         causes = likely_causes(
-            learning_rate=args.learning_rate, fp16=args.fp16, plugin_losses=plugin_losses, plugin_first="(plugin " in what
+            learning_rate=args.learning_rate,
+            fp16=args.fp16,
+            plugin_losses=plugin_losses,
+            plugin_first="(plugin " in what,
         )
         checkpoint = last_checkpoint(str(args.output_dir))
         raise DivergenceError(divergence_message(step, what, causes=causes, checkpoint=checkpoint, weights=saved))

@@ -214,4 +214,6 @@ def _dry_run(spec: LossSpec, params: dict[str, Any]) -> None:
     except DpoPluginError:
         raise
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"Loss {spec.name!r} (plugin {spec.plugin!r}) rejects its parameters {params}: {error}") from None
+        raise ConfigError(
+            f"Loss {spec.name!r} (plugin {spec.plugin!r}) rejects its parameters {params}: {error}"
+        ) from None

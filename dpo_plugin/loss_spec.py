@@ -179,7 +179,8 @@ class BoundLoss:
         outputs = torch.stack([out.losses, out.chosen_rewards, out.rejected_rewards]).detach()
         if not bool(torch.isfinite(outputs).all()):  # one device sync per step; name the culprit only on failure
             attr, value = next(
-                (attr, row) for attr, row in zip(("losses", "chosen_rewards", "rejected_rewards"), outputs)
+                (attr, row)
+                for attr, row in zip(("losses", "chosen_rewards", "rejected_rewards"), outputs)
                 if not bool(torch.isfinite(row).all())
             )
             raise PluginContractError(
@@ -187,5 +188,3 @@ class BoundLoss:
                 f"{logps.chosen.detach().cpu().tolist()}."
             )
         return out
-
-

@@ -21,12 +21,36 @@ from .errors import ConfigError
 MANIFEST = "dpo_plugin_run.json"
 #: Top-level names a training run may write (model, tokenizer, trainer files, checkpoints, reports).
 WRITTEN_NAMES = (
-    "config.json", "generation_config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
-    "pytorch_model*.bin", "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-    "tokenizer.model", "vocab.*", "merges.txt", "training_args.bin", "trainer_state.json", "README.md",
-    "all_results.json", "train_results.json", "eval_results.json", "checkpoint-*", "eval", "merged", "adapter_init", "runs",
-)  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+    "vocab.*",
+    "merges.txt",
+    "training_args.bin",
+    "trainer_state.json",
+    "README.md",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "checkpoint-*",
+    "eval",
+    "merged",
+    "adapter_init",
+    "runs",
+)
 
 
 def entries(folder: str | Path) -> set[str]:

@@ -157,7 +157,9 @@ class PluginManager(pluggy.PluginManager):
             for name, error in failed.items():
                 target, distribution, version = self.origins.get(name, ("", "", ""))
                 self.unregister(name=name)  # every registry is rebuilt without it
-                self.broken[name] = BrokenPlugin(name, target, distribution, version, f"{KINDS[kind].hook} raised {error}")
+                self.broken[name] = BrokenPlugin(
+                    name, target, distribution, version, f"{KINDS[kind].hook} raised {error}"
+                )
             if failed and not allow_broken:
                 raise ConfigError(" ".join(self.broken[name].message for name in failed))
             if failed:
@@ -195,8 +197,14 @@ class PluginManager(pluggy.PluginManager):
             unknown = re.search(r"unknown hook '([^']+)'", str(error))
             close = difflib.get_close_matches(unknown.group(1), hooks, n=1) if unknown else []
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            what = f"plugin {self.get_name(error.plugin)!r} implements unknown hook {unknown.group(1)!r}" if unknown else error
-            raise pluggy.PluginValidationError(error.plugin, f"{what}.{hint} The hooks are: {', '.join(hooks)}.") from None
+            what = (
+                f"plugin {self.get_name(error.plugin)!r} implements unknown hook {unknown.group(1)!r}"
+                if unknown
+                else error
+            )
+            raise pluggy.PluginValidationError(
+                error.plugin, f"{what}.{hint} The hooks are: {', '.join(hooks)}."
+            ) from None
 
     def load_default_plugins(self) -> None:
         for module_name in DEFAULT_PLUGINS:

@@ -139,8 +139,10 @@ def _load_folder(path: Path, *, config: str | None, streaming: bool) -> Any:
     return _load_checked(
         [(file, FILE_BUILDERS[file.suffix.lower()]) for file in _folder_files(path)],
         lambda: datasets.load_dataset(str(path), config, streaming=streaming),
-        lambda error: f"Cannot load the folder {str(path)!r} as a dataset: {_error_summary(error)}. A preference-data "
-        "folder holds data files (e.g. train.jsonl and test.jsonl) or was written by Dataset.save_to_disk.",
+        lambda error: (
+            f"Cannot load the folder {str(path)!r} as a dataset: {_error_summary(error)}. A preference-data "
+            "folder holds data files (e.g. train.jsonl and test.jsonl) or was written by Dataset.save_to_disk."
+        ),
         streaming=streaming,
     )
 
@@ -177,7 +179,9 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 items = json.load(handle)
             except json.JSONDecodeError as error:
-                raise ConfigError(f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno}).") from None
+                raise ConfigError(
+                    f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})."
+                ) from None
             yield from ((f"object {number} of the array", item) for number, item in enumerate(items, 1))
             return
         handle.seek(0)
@@ -353,7 +357,11 @@ def _column_formats(dataset: Any) -> tuple[list[str], dict[str, str | None], dic
         if first is None:
             raise ConfigError("The preference dataset is empty.")
     if not features:
-        return list(first), {name: value_format(v) for name, v in first.items()}, {n: shown_value(v) for n, v in first.items()}
+        return (
+            list(first),
+            {name: value_format(v) for name, v in first.items()},
+            {n: shown_value(v) for n, v in first.items()},
+        )
     formats, shown = {}, {}
     for name, feature in features.items():
         if is_json_feature(feature):

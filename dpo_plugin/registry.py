@@ -89,7 +89,9 @@ class TypedSpec(Spec):
         fits = isinstance(obj, type) and issubclass(obj, base) if cls.subclass else isinstance(obj, base)
         if not fits:
             article = "an" if base.__name__[0] in "AEIOU" else "a"
-            expected = f"a subclass of {base.__name__} (the class)" if cls.subclass else f"{article} {base.__name__} instance"
+            expected = (
+                f"a subclass of {base.__name__} (the class)" if cls.subclass else f"{article} {base.__name__} instance"
+            )
             raise contract_error(plugin, cls.label, name, obj, f"it must be {expected}")
         return super().build(name, obj, plugin, metadata)
 
@@ -129,7 +131,9 @@ class JudgeSpec(Spec):
     @classmethod
     def build(cls, name: str, obj: Any, plugin: str, metadata: dict[str, Any]) -> Self:
         if not callable(obj):
-            raise contract_error(plugin, "judge", name, obj, "it must be a factory (a class or function) returning the judge")
+            raise contract_error(
+                plugin, "judge", name, obj, "it must be a factory (a class or function) returning the judge"
+            )
         return super().build(name, obj, plugin, metadata)
 
 
@@ -157,6 +161,7 @@ class CheckSpec(Spec):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "needs_judge": self.needs_judge, "needs_reference": self.needs_reference}
+
 
 SpecT = TypeVar("SpecT", bound=Spec)
 
@@ -205,4 +210,3 @@ class Registry(Mapping[str, SpecT], Generic[SpecT]):
 
     def __repr__(self) -> str:
         return f"<Registry of {len(self)} {self.kind} names: {', '.join(self._specs)}>"
-

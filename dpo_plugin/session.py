@@ -139,7 +139,9 @@ class DPOSession:
 
     def pre_load(self, model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
         """The adapter recipe's pre-load step (e.g. QLoRA's quantization) on the policy's loading kwargs."""
-        return dict(adapters()[self.settings.adapter].obj.pre_load(self.settings.options("adapter_params"), model_init_kwargs))
+        return dict(
+            adapters()[self.settings.adapter].obj.pre_load(self.settings.options("adapter_params"), model_init_kwargs)
+        )
 
     def adapter_config(self, model: Any, peft_config: Any) -> tuple[Any, bool]:
         """The peft config to wrap ``model`` with (the recipe's, or the one passed), and whether it rewrites base weights."""
@@ -173,7 +175,9 @@ class DPOSession:
         held = self.reference_strategy.prepare(policy, run, ref_model=ref_model)
         free = [c.name for c in self.loss_mix.components if not c.spec.needs_reference]
         if self.loss_mix.needs_reference and free:
-            logger.info("Reference-free %s mixed with reference-based losses: the reference forward runs for the latter.", free)
+            logger.info(
+                "Reference-free %s mixed with reference-based losses: the reference forward runs for the latter.", free
+            )
         if not self.loss_mix.needs_reference and self.reference_strategy.provides_logps:
             logger.warning(
                 "The losses %s need no reference; reference %s only serves the post-training checks.",
@@ -255,7 +259,10 @@ class DPOSession:
         self.initial_adapter_dir = self._save_initial_adapter(base_weights_change)
         forward = self.scorer.settings
         log_truncation(
-            self.data_report, trainer.train_dataset, max_length=forward.max_length, truncation_mode=forward.truncation_mode
+            self.data_report,
+            trainer.train_dataset,
+            max_length=forward.max_length,
+            truncation_mode=forward.truncation_mode,
         )
         ensure_template_round_trip(
             self.data_report, trainer.processing_class, allow_errors=self.settings.allow_data_errors
@@ -390,7 +397,9 @@ class DPOSession:
             from .adapter_recipes.recipe import save_converted_adapter
 
             save_converted_adapter(model, target, self.initial_adapter_dir)
-            logger.info("Adapter saved converted to a LoRA on the original base weights (peft's PiSSA/OLoRA conversion).")
+            logger.info(
+                "Adapter saved converted to a LoRA on the original base weights (peft's PiSSA/OLoRA conversion)."
+            )
         if self.settings.merge_adapter:
             from .adapter_recipes.recipe import merge_and_save
 

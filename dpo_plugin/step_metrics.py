@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .forward.logps import SequenceStats
 from .loss_mix import LossMix
 from .types import LossOutput, PairLogps
-from .forward.logps import SequenceStats
 
 
 class StepMetrics:
@@ -30,7 +30,9 @@ class StepMetrics:
         self.reward_beta = loss_mix.reward_beta(beta)
         self.values: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.train_tokens = 0
-        self._step_start: dict[str, int] = {}  # per metric, how many training values the current optimizer step began at
+        self._step_start: dict[
+            str, int
+        ] = {}  # per metric, how many training values the current optimizer step began at
 
     def step_done(self) -> None:
         """An optimizer step was applied: its values stay."""

@@ -49,7 +49,9 @@ def _shown(tokenizer: Any, ids: Sequence[int], start: int) -> str:
     return " ".join(repr(tokenizer.decode([token])) for token in window) + more
 
 
-def mismatch(tokenizer: Any, prompt: list[Any], completions: Iterable[list[Any]], extra: Mapping[str, Any]) -> str | None:
+def mismatch(
+    tokenizer: Any, prompt: list[Any], completions: Iterable[list[Any]], extra: Mapping[str, Any]
+) -> str | None:
     """Where the prompt alone stops being the start of prompt + completion (for each completion), or None when it is."""
     alone = render(tokenizer, prompt, extra, generation_prompt=True)
     for completion in completions:
@@ -66,4 +68,6 @@ def mismatch(tokenizer: Any, prompt: list[Any], completions: Iterable[list[Any]]
 def shape(prompt: Any, chosen: Any, rejected: Any, extra: Mapping[str, Any]) -> str:
     """What a chat template branches on: the roles of each part, whether tools are given, the template options."""
     roles = [[m.get("role") if isinstance(m, Mapping) else None for m in part] for part in (prompt, chosen, rejected)]
-    return json.dumps([roles, extra.get("tools") is not None, extra.get("chat_template_kwargs")], sort_keys=True, default=str)
+    return json.dumps(
+        [roles, extra.get("tools") is not None, extra.get("chat_template_kwargs")], sort_keys=True, default=str
+    )

@@ -46,7 +46,9 @@ def read_text(path: Path, *, max_bytes: int) -> str:
     """The UTF-8 text of ``path``; a ConfigError when it is larger than ``max_bytes`` or not UTF-8."""
     size = path.stat().st_size
     if size > max_bytes:
-        raise ConfigError(f"{path} has {size} bytes, more than the {max_bytes} a config file may have; is it the right file?")
+        raise ConfigError(
+            f"{path} has {size} bytes, more than the {max_bytes} a config file may have; is it the right file?"
+        )
     data = path.read_bytes()
     try:
         return data.decode("utf-8")

@@ -62,7 +62,9 @@ def _syntax_error(path: Path, text: str, error: yaml.YAMLError) -> ConfigError:
     """``FILE, line N: not valid YAML (problem; context)`` from yaml's multi-line message."""
     if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. a NUL byte
         line = text.count("\n", 0, error.position) + 1
-        return ConfigError(f"{path}, line {line}: not valid YAML (character #x{error.character:04x}: {error.reason}). Remove it.")
+        return ConfigError(
+            f"{path}, line {line}: not valid YAML (character #x{error.character:04x}: {error.reason}). Remove it."
+        )
     mark = getattr(error, "problem_mark", None)
     where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
     reasons = [part for part in (getattr(error, "problem", None), getattr(error, "context", None)) if part]

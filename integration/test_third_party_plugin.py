@@ -90,7 +90,9 @@ def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
         checks=["length_growth", "win_rate"],
         check_params={"length_growth": generation, "win_rate": {**generation, "samples": 4}},
         judge="concise",
-        judge_params={"keyword": "The"},  # after 2 steps of sigmoid+sft the policy starts "The an…"; the random reference does not
+        judge_params={
+            "keyword": "The"
+        },  # after 2 steps of sigmoid+sft the policy starts "The an…"; the random reference does not
     )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -117,7 +119,9 @@ def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
     assert len(samples) == 4 and win_rate["metrics"]["failures"] == 0
     for sample in samples:
         policy, reference = sample["policy"], sample["reference"]
-        outcome = prompt_outcome(concise.judge_pair(None, policy, reference), concise.judge_pair(None, reference, policy))
+        outcome = prompt_outcome(
+            concise.judge_pair(None, policy, reference), concise.judge_pair(None, reference, policy)
+        )
         assert sample["verdict"] == VERDICT_NAMES[outcome], sample
     # …and they discriminate: the keyword decides some prompts for the policy (a tie-only run would prove nothing)
     assert win_rate["metrics"]["wins"] >= 1, samples

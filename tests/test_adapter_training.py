@@ -21,9 +21,9 @@ from transformers import LlamaConfig
 
 import dpo_plugin
 from dpo_plugin.errors import ConfigError
-from dpo_plugin.trl import DPOConfig, DPOTrainer
 from dpo_plugin.hosts.trl.run import _apply_model_config_adapter
 from dpo_plugin.hosts.trl.train_args import parse_train_args
+from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 PACKAGE = Path(dpo_plugin.__file__).parent
 
@@ -33,7 +33,15 @@ def linear_shapes(config: LlamaConfig) -> list[tuple[int, int]]:
     hidden, inter = config.hidden_size, config.intermediate_size
     head_dim = hidden // config.num_attention_heads
     kv = config.num_key_value_heads * head_dim
-    block = [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden), (hidden, inter), (hidden, inter), (inter, hidden)]
+    block = [
+        (hidden, hidden),
+        (hidden, kv),
+        (hidden, kv),
+        (hidden, hidden),
+        (hidden, inter),
+        (hidden, inter),
+        (inter, hidden),
+    ]
     return block * config.num_hidden_layers
 
 
@@ -101,7 +109,9 @@ def test_yaml_lora_keys_contradicting_adapter_params_are_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"lora_r=8 contradicts adapter_params.r=4; set only one"):
         _apply_model_config_adapter(request)
     # a key set on one side only is no conflict: ModelConfig's default dropout gives way to adapter_params
-    request = parse_train_args(["--config", _yaml(tmp_path, use_peft=True, lora_r=8, adapter_params={"lora_dropout": 0.0})])
+    request = parse_train_args(
+        ["--config", _yaml(tmp_path, use_peft=True, lora_r=8, adapter_params={"lora_dropout": 0.0})]
+    )
     _apply_model_config_adapter(request)
     assert request.config.adapter_params == {"r": 8, "lora_alpha": 32, "lora_dropout": 0.0}  # TRL's default alpha
 
@@ -128,8 +138,11 @@ def test_recipe_trains_two_steps_and_changes_only_the_adapter(name, make_model, 
     model = trainer.accelerator.unwrap_model(trainer.model)
     peft_config = model.peft_config["default"]
     assert (peft_config.r, peft_config.lora_alpha, peft_config.use_dora, peft_config.use_rslora) == (
-        R, ALPHA, name == "dora", name == "rslora"
-    )  # fmt: skip
+        R,
+        ALPHA,
+        name == "dora",
+        name == "rslora",
+    )
     assert peft_config.init_lora_weights == {"pissa": "pissa", "olora": "olora"}.get(name, True)
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -25,8 +25,15 @@ from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 # The tiny Llama: hidden 32, intermediate 64, 4 heads of 8 and 2 KV heads, 2 blocks. Each block's linear
 # layers as (in, out); Σ(in + out) = 512 and Σ out = 256 per block.
-LINEARS = {"q_proj": (32, 32), "k_proj": (32, 16), "v_proj": (32, 16), "o_proj": (32, 32),
-           "gate_proj": (32, 64), "up_proj": (32, 64), "down_proj": (64, 32)}  # fmt: skip
+LINEARS = {
+    "q_proj": (32, 32),
+    "k_proj": (32, 16),
+    "v_proj": (32, 16),
+    "o_proj": (32, 32),
+    "gate_proj": (32, 64),
+    "up_proj": (32, 64),
+    "down_proj": (64, 32),
+}
 BLOCKS = 2
 R, ALPHA = 4, 8
 # LoRA adds A (r × in) and B (out × r) per targeted layer: r·Σ(in + out)·blocks = 4·512·2 = 4096.
@@ -34,8 +41,14 @@ R, ALPHA = 4, 8
 TRAINABLE = {"lora": 4096, "dora": 4608, "rslora": 4096, "pissa": 4096, "olora": 4096}
 SCALING = {"lora": ALPHA / R, "dora": ALPHA / R, "rslora": ALPHA / math.sqrt(R), "pissa": ALPHA / R, "olora": ALPHA / R}
 REWRITES_BASE = {"lora": False, "dora": False, "rslora": False, "pissa": True, "olora": True}
-PAPERS = {"lora": "2106.09685", "dora": "2402.09353", "rslora": "2312.03732", "pissa": "2404.02948",
-          "olora": "2406.01775", "qlora": "2305.14314"}  # fmt: skip
+PAPERS = {
+    "lora": "2106.09685",
+    "dora": "2402.09353",
+    "rslora": "2312.03732",
+    "pissa": "2404.02948",
+    "olora": "2406.01775",
+    "qlora": "2305.14314",
+}
 
 
 def lora_count(targets) -> int:
@@ -197,7 +210,9 @@ def test_bad_params_are_config_errors(params, message, make_model):
 
 
 def test_whole_numbers_are_accepted_for_float_params(make_model):
-    config = recipe("lora").peft_config(make_model(), {"lora_alpha": 16, "lora_dropout": 0, "target_modules": ("q_proj",)})
+    config = recipe("lora").peft_config(
+        make_model(), {"lora_alpha": 16, "lora_dropout": 0, "target_modules": ("q_proj",)}
+    )
     assert (config.lora_alpha, config.lora_dropout, config.target_modules) == (16, 0, {"q_proj"})
 
 
@@ -221,7 +236,9 @@ def test_qlora_needs_cuda_before_anything_loads(make_model):
         qlora.peft_config(make_model(), {})
     # through the trainer: the CUDA error comes before the (nonexistent) model path is ever read
     with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
-        DPOTrainer("/does/not/exist", args=DPOConfig(**config_kwargs(adapter="qlora")), train_dataset=preference_dataset())
+        DPOTrainer(
+            "/does/not/exist", args=DPOConfig(**config_kwargs(adapter="qlora")), train_dataset=preference_dataset()
+        )
 
 
 def test_registry_names_descriptions_and_typos():
@@ -238,12 +255,27 @@ def test_registry_names_descriptions_and_typos():
 
 def test_model_config_peft_options_map_onto_recipes(make_model):
     assert adapter_from_model_config(ModelConfig()) is None
-    assert adapter_from_model_config(ModelConfig(use_peft=True)) == ("lora", {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05})
-    full = ModelConfig(use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.1, lora_target_modules=["q_proj", "v_proj"],
-                       lora_modules_to_save=["lm_head"])  # fmt: skip
+    assert adapter_from_model_config(ModelConfig(use_peft=True)) == (
+        "lora",
+        {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
+    )
+    full = ModelConfig(
+        use_peft=True,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        lora_target_modules=["q_proj", "v_proj"],
+        lora_modules_to_save=["lm_head"],
+    )
     assert adapter_from_model_config(full) == (
         "lora",
-        {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]},
+        {
+            "r": 8,
+            "lora_alpha": 16,
+            "lora_dropout": 0.1,
+            "target_modules": ["q_proj", "v_proj"],
+            "modules_to_save": ["lm_head"],
+        },
     )
     assert adapter_from_model_config(ModelConfig(use_peft=True, use_dora=True))[0] == "dora"
     assert adapter_from_model_config(ModelConfig(use_peft=True, use_rslora=True))[0] == "rslora"
@@ -255,7 +287,10 @@ def test_model_config_peft_options_map_onto_recipes(make_model):
     assert params["target_modules"] == ["q_proj"]
     model = get_peft_model(make_model(), recipe(name).peft_config(make_model(), params))
     assert sum(p.numel() for p in trainable(model).values()) == lora_count(["q_proj"]) == 512
-    assert adapter_from_model_config(ModelConfig(use_peft=True, lora_target_modules=["all-linear"]))[1]["target_modules"] == "all-linear"
+    assert (
+        adapter_from_model_config(ModelConfig(use_peft=True, lora_target_modules=["all-linear"]))[1]["target_modules"]
+        == "all-linear"
+    )
 
 
 @pytest.mark.parametrize(
@@ -276,7 +311,11 @@ def test_model_config_options_without_a_recipe_are_errors(options, message):
 
 @pytest.mark.parametrize("name", ["lora", "pissa"])
 def test_trainer_trains_with_recipes_and_merges(name, make_model, tokenizer, tmp_path):
-    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), adapter=name, adapter_params={"r": R}, max_steps=1, merge_adapter=True))
+    args = DPOConfig(
+        **config_kwargs(
+            output_dir=str(tmp_path), adapter=name, adapter_params={"r": R}, max_steps=1, merge_adapter=True
+        )
+    )
     trainer = DPOTrainer(make_model(), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
     expected = "adapter (the policy" if name == "lora" else "copy"
     assert expected in trainer.session.reference_strategy.describe()
@@ -287,8 +326,12 @@ def test_trainer_trains_with_recipes_and_merges(name, make_model, tokenizer, tmp
     # the saved adapter applies to the original base weights (PiSSA converted), and the merged model equals it
     ids = torch.tensor([tokenizer("What is 3 + 4?")["input_ids"]])
     expected = logits(trainer.accelerator.unwrap_model(trainer.model), ids)
-    torch.testing.assert_close(logits(PeftModel.from_pretrained(make_model(), tmp_path), ids), expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "merged"), ids), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        logits(PeftModel.from_pretrained(make_model(), tmp_path), ids), expected, rtol=1e-4, atol=1e-4
+    )
+    torch.testing.assert_close(
+        logits(AutoModelForCausalLM.from_pretrained(tmp_path / "merged"), ids), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_adapter_reference_refused_with_pissa(make_model, tokenizer, tmp_path):

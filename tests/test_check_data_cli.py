@@ -55,7 +55,10 @@ def test_errors_fail_and_json_lists_each_finding(tmp_path, capsys):
 def test_with_a_model_prompts_that_fill_max_length_are_counted(capsys):
     tokenizer = AutoTokenizer.from_pretrained(TINY)
     prompts = [json.loads(line)["prompt"] for line in Path(DEMO, "test.jsonl").read_text().splitlines()]
-    lengths = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for p in prompts]
+    lengths = [
+        len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        for p in prompts
+    ]
     assert min(lengths) > 10  # so at max_length 10 every one of the 40 pairs would be dropped
     code, out, _ = _check(capsys, "--data", DEMO, "--split", "test", "--model", TINY, "--max-length", "10", "--json")
     assert code == 1

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from trainer_fixtures import config_kwargs
 
 import dpo_plugin
-from dpo_plugin.preference_data import load_preference_data
 from dpo_plugin.errors import DpoPluginError
+from dpo_plugin.preference_data import load_preference_data
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from trainer_fixtures import config_kwargs
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
@@ -70,7 +70,13 @@ def test_training_runs_the_checks_and_logs_their_metrics(tmp_path, register_plug
             received.append(report)
 
     register_plugin(Forward, "forward")
-    trainer = _trainer(tmp_path, max_steps=6, learning_rate=5e-3, per_device_train_batch_size=8, judge_params={"function": "dpo_plugin.demo.arithmetic:judge_correct"})
+    trainer = _trainer(
+        tmp_path,
+        max_steps=6,
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        judge_params={"function": "dpo_plugin.demo.arithmetic:judge_correct"},
+    )
     trainer.train()
     assert received == [trainer.check_report]
     logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
@@ -101,7 +107,13 @@ def test_precomputed_reference_reloads_the_initial_model_for_the_checks(tmp_path
 
 def test_without_any_reference_the_checks_skip(make_model, tokenizer, tmp_path):
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), loss_type=["simpo"], checks=["reward_margin"]))
-    trainer = DPOTrainer(make_model(), args=args, train_dataset=DEMO["train"].select(range(8)), eval_dataset=EVAL, processing_class=tokenizer)
+    trainer = DPOTrainer(
+        make_model(),
+        args=args,
+        train_dataset=DEMO["train"].select(range(8)),
+        eval_dataset=EVAL,
+        processing_class=tokenizer,
+    )
     report = trainer.run_checks()
     assert "no reference model" in report["checks"]["reward_margin"]["skipped"]
 
@@ -125,10 +137,22 @@ def test_bad_check_settings_fail_before_training(tmp_path, overrides, message):
 
 def _evaluate(tmp_path, *extra):
     command = [
-        str(Path(sys.executable).with_name("dpo-plugin")), "evaluate", "--model", TINY, "--reference", TINY,
-        "--data", str(REPO / "dpo_plugin" / "demo" / "data"), "--checks", "reward_margin",
-        "--output-dir", str(tmp_path), "--max-length", "128", *extra,
-    ]  # fmt: skip
+        str(Path(sys.executable).with_name("dpo-plugin")),
+        "evaluate",
+        "--model",
+        TINY,
+        "--reference",
+        TINY,
+        "--data",
+        str(REPO / "dpo_plugin" / "demo" / "data"),
+        "--checks",
+        "reward_margin",
+        "--output-dir",
+        str(tmp_path),
+        "--max-length",
+        "128",
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, text=True)
 
 

@@ -68,7 +68,12 @@ def _trainer(tmp_path, policy=TINY, eval_dataset=EVAL, ref_model=None, processin
         settings.pop("check_params")
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), **settings))
     return DPOTrainer(
-        policy, ref_model=ref_model, args=args, train_dataset=TRAIN, eval_dataset=eval_dataset, processing_class=processing_class
+        policy,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=TRAIN,
+        eval_dataset=eval_dataset,
+        processing_class=processing_class,
     )
 
 
@@ -86,7 +91,10 @@ def _saved_report(tmp_path):
 def test_an_eval_split_emptied_by_truncation_fails_both_checks_with_a_reason(tmp_path):
     # byte-level tokenizer: a prompt of > 64 characters alone fills max_length=64, so TRL drops every pair
     long_prompts = Dataset.from_list(
-        [{"prompt": "Please answer this long question " * 3 + str(i), "chosen": " yes", "rejected": " no"} for i in range(3)]
+        [
+            {"prompt": "Please answer this long question " * 3 + str(i), "chosen": " yes", "rejected": " no"}
+            for i in range(3)
+        ]
     )
     trainer = _trainer(tmp_path, eval_dataset=long_prompts, max_length=64)
     assert len(trainer.eval_dataset) == 0  # the premise: nothing usable is left
@@ -163,13 +171,20 @@ def letter_models(tokenizer):
 
 
 @pytest.mark.parametrize("letter, wins, win_rate, passed", [("A", 6, 1.0, True), ("B", 0, 0.0, False)])
-def test_a_plugin_judge_decides_the_win_rate(tmp_path, register_plugin, letter_models, tokenizer, letter, wins, win_rate, passed):
+def test_a_plugin_judge_decides_the_win_rate(
+    tmp_path, register_plugin, letter_models, tokenizer, letter, wins, win_rate, passed
+):
     register_plugin(LetterJudgePlugin, "letter-judge")
     policy, reference = letter_models
     trainer = _trainer(
-        tmp_path, policy, ref_model=reference, processing_class=tokenizer, checks=["win_rate"],
-        judge="prefers_letter", judge_params={"letter": letter},
-    )  # fmt: skip
+        tmp_path,
+        policy,
+        ref_model=reference,
+        processing_class=tokenizer,
+        checks=["win_rate"],
+        judge="prefers_letter",
+        judge_params={"letter": letter},
+    )
     check = trainer.run_checks()["checks"]["win_rate"]
     sample = check["details"]["samples"][0]
     assert (sample["policy"], sample["reference"]) == ("AAA", "BBB")  # max_new_tokens=3
@@ -260,9 +275,14 @@ def _direct_logps(model, prompt_ids, completion_ids, max_length):
 def test_checks_on_a_bfloat16_model_give_finite_numbers(tmp_path, tokenizer):
     policy, reference = (m.to(torch.bfloat16) for m in policy_and_reference(len(tokenizer), scale=0.05))
     trainer = _trainer(
-        tmp_path, policy, ref_model=reference, processing_class=tokenizer, bf16=True, use_cpu=True,
+        tmp_path,
+        policy,
+        ref_model=reference,
+        processing_class=tokenizer,
+        bf16=True,
+        use_cpu=True,
         judge_params={"function": "dpo_plugin.demo.arithmetic:judge_correct"},
-    )  # fmt: skip
+    )
     assert next(trainer.model.parameters()).dtype == torch.bfloat16
     report = trainer.run_checks()
     margin, win = report["checks"]["reward_margin"], report["checks"]["win_rate"]
@@ -283,4 +303,3 @@ def test_checks_on_a_bfloat16_model_give_finite_numbers(tmp_path, tokenizer):
     assert win["metrics"]["n"] == 6 and win["metrics"]["empty_policy"] == 0
     assert math.isfinite(win["metrics"]["logratio_greedy"]) and win["metrics"]["logratio_greedy"] != 0
     assert all(s["policy"] and s["reference"] for s in win["details"]["samples"])
-

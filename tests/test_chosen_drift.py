@@ -10,13 +10,13 @@ import logging
 from pathlib import Path
 
 import pytest
+from trainer_fixtures import config_kwargs
 
 from dpo_plugin.chosen_drift import DEFAULT_BOUND, ChosenDriftWatch, chosen_drift_in, remedies
-from dpo_plugin.preference_data import load_preference_data
 from dpo_plugin.evaluation.report import write_report
+from dpo_plugin.preference_data import load_preference_data
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 from dpo_plugin.types import CheckResult
-from trainer_fixtures import config_kwargs
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
@@ -44,7 +44,10 @@ def test_it_warns_once_when_chosen_falls_past_the_bound_while_the_margin_grows()
 @pytest.mark.parametrize(
     "entries",
     [
-        [{"logratio/chosen": -0.02, "rewards/margins": 0.8}, {"logratio/chosen": -0.6, "rewards/margins": 0.5}],  # shrinking
+        [
+            {"logratio/chosen": -0.02, "rewards/margins": 0.8},
+            {"logratio/chosen": -0.6, "rewards/margins": 0.5},
+        ],  # shrinking
         [{"logratio/chosen": -0.05, "rewards/margins": 2.0}],  # within the bound
         [{"logratio/chosen": -0.5, "rewards/margins": -0.1}],  # no margin
         [{"loss": 0.6}],  # a reference-free loss logs no log-ratio
@@ -84,7 +87,9 @@ def test_the_trainer_warns_once_from_its_own_step_metrics(tmp_path, caplog):
             trainer.session.step_metrics.values["train"]["rewards/margins"].append(margin)
             trainer.log({})
     said = [r.getMessage() for r in caplog.records if "chosen answers' log-probability" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith("At step 0, the chosen answers' log-probability fell below the reference's by 0.400")
+    assert len(said) == 1 and said[0].startswith(
+        "At step 0, the chosen answers' log-probability fell below the reference's by 0.400"
+    )
     assert said[0].endswith("(Warned once.)") and "loss_type: dpop" in said[0]
     assert trainer.state.log_history[1]["logratio/chosen"] == -0.4
 
@@ -106,9 +111,15 @@ def test_the_reward_margin_check_warns_on_the_held_out_pairs(tmp_path):
         "reference": PairScores(np.full(30, -20.0), np.full(30, -30.0), tokens, tokens),
     }
     ctx = EvalContext(
-        policy=None, tokenizer=None, prompts=[], score_pairs=scores.get, reference_model=contextlib.nullcontext,
-        reference_note="by hand", beta=0.1, output_dir=tmp_path,
-    )  # fmt: skip
+        policy=None,
+        tokenizer=None,
+        prompts=[],
+        score_pairs=scores.get,
+        reference_model=contextlib.nullcontext,
+        reference_note="by hand",
+        beta=0.1,
+        output_dir=tmp_path,
+    )
     result = reward_margin(ctx)
     assert result.metrics["drift_chosen"] == pytest.approx(-0.2) and result.metrics["margin_mean"] == pytest.approx(0.8)
     assert result.details["warnings"] == [

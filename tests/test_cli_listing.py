@@ -181,7 +181,12 @@ def test_bad_command_line():
 
 
 BROKEN_PACKAGES = {
-    "boom": ("dpo-plugin-boom", "0.3.0", "dpo_plugin_boom", 'raise RuntimeError("this plugin needs the cuda driver")\n'),
+    "boom": (
+        "dpo-plugin-boom",
+        "0.3.0",
+        "dpo_plugin_boom",
+        'raise RuntimeError("this plugin needs the cuda driver")\n',
+    ),
     "typo_loss": (
         "dpo-plugin-typo",
         "0.1.0",

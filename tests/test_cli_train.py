@@ -39,7 +39,9 @@ def test_relative_paths_resolve_against_the_yaml(tmp_path):
     config = tmp_path / "sub" / "run.yaml"
     config.parent.mkdir()
     (tmp_path / "sub" / "pairs.jsonl").write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
-    config.write_text(yaml.safe_dump({"model_name_or_path": "m", "dataset_name": "pairs.jsonl", "bf16": False, "output_dir": "o"}))
+    config.write_text(
+        yaml.safe_dump({"model_name_or_path": "m", "dataset_name": "pairs.jsonl", "bf16": False, "output_dir": "o"})
+    )
     assert parse_train_args(["--config", str(config)]).script.dataset_name == str(tmp_path / "sub" / "pairs.jsonl")
 
 
@@ -87,7 +89,9 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="No such file"):
         load_datasets(request)
     request = parse_train_args(["--config", _yaml(tmp_path, dataset_name="someone/not-a-dataset")])
-    with pytest.raises(ConfigError, match="'someone/not-a-dataset' is not in the local cache and the Hugging Face Hub is offline"):
+    with pytest.raises(
+        ConfigError, match="'someone/not-a-dataset' is not in the local cache and the Hugging Face Hub is offline"
+    ):
         load_datasets(request)
 
 
@@ -116,9 +120,13 @@ def test_strict_checks_make_a_failed_check_exit_1(tmp_path, capsys, strict, code
     from dpo_plugin.cli import main
 
     path = _yaml(
-        tmp_path, max_steps=1, checks=["reward_margin"], check_params={"reward_margin": {"threshold": 0.95}},
-        strict_checks=strict, per_device_train_batch_size=4,
-    )  # fmt: skip
+        tmp_path,
+        max_steps=1,
+        checks=["reward_margin"],
+        check_params={"reward_margin": {"threshold": 0.95}},
+        strict_checks=strict,
+        per_device_train_batch_size=4,
+    )
     assert main(["train", "--config", path]) == code
     out = capsys.readouterr().out
     assert "reward_margin  FAILED" in out and "Overall: NOT PASSED" in out
@@ -192,7 +200,10 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
     started = time.perf_counter()
     message = _refused("--config", str(path))
     assert time.perf_counter() - started < 5
-    assert message == f"{path}: its aliases expand to more than 100000 values, far more than a config needs. Write the values out."
+    assert (
+        message
+        == f"{path}: its aliases expand to more than 100000 values, far more than a config needs. Write the values out."
+    )
     path.write_text("a: &a [*a]\n")
     assert _refused("--config", str(path)) == (
         f"{path}: an alias refers to a list or mapping that contains it, an endless value. Write the values out."
@@ -243,7 +254,10 @@ def test_env_values_must_be_scalars(tmp_path):
 def test_keys_transformers_5_renamed_or_removed_say_what_replaced_them(tmp_path, key, value, advice):
     path = _yaml(tmp_path, **{key: value})
     assert _refused("--config", path) == f"Unknown key {key!r} in {path}: {advice}."
-    assert _refused("--config", _yaml(tmp_path), f"--{key}", str(value)) == f"Unknown key {key!r} in the command line: {advice}."
+    assert (
+        _refused("--config", _yaml(tmp_path), f"--{key}", str(value))
+        == f"Unknown key {key!r} in the command line: {advice}."
+    )
 
 
 def test_the_replacements_exist_in_transformers_5(tmp_path):
@@ -257,7 +271,14 @@ def test_the_replacements_exist_in_transformers_5(tmp_path):
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments)} | {f.name for f in dataclasses.fields(ModelConfig)}
     assert not set(REPLACED_KEYS) & fields
-    assert {"dtype", "warmup_steps", "eval_strategy", "use_cpu", "per_device_train_batch_size", "include_for_metrics"} <= fields
+    assert {
+        "dtype",
+        "warmup_steps",
+        "eval_strategy",
+        "use_cpu",
+        "per_device_train_batch_size",
+        "include_for_metrics",
+    } <= fields
     request = parse_train_args(["--config", _yaml(tmp_path, dtype="float32", warmup_steps=0.1, reuse_output_dir=True)])
     assert request.model.dtype == "float32" and request.config.warmup_steps == 0.1 and request.config.reuse_output_dir
 
@@ -271,7 +292,11 @@ def test_an_unquoted_no_gets_the_hint_to_quote_it(tmp_path, key):
         f"got False (bool). YAML reads an unquoted yes, no, on or off as a boolean: quote the word you meant ({key}: 'no')."
     )
     path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\noutput_dir: o\n{key}: 'no'\n")
-    assert str(getattr(parse_train_args(["--config", str(path)]).config, key)) in ("no", "IntervalStrategy.NO", "SaveStrategy.NO")
+    assert str(getattr(parse_train_args(["--config", str(path)]).config, key)) in (
+        "no",
+        "IntervalStrategy.NO",
+        "SaveStrategy.NO",
+    )
 
 
 def test_bad_flag_values_name_the_command_line(tmp_path):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
-from dpo_plugin.preference_data import load_preference_data, train_eval_splits, validate_preference_columns
 from dpo_plugin.errors import ConfigError
+from dpo_plugin.preference_data import load_preference_data, train_eval_splits, validate_preference_columns
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(10)]
@@ -256,7 +256,9 @@ def test_wrong_column_types():
 
 PAIR = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
 FIX_LINE = 'Fix or remove the line: each line of a JSON Lines file is one object, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'
-ONE_FORMAT = "Write every row's {0} in one format: text (a JSON string), or a list of {{\"role\": …, \"content\": …}} messages."
+ONE_FORMAT = (
+    'Write every row\'s {0} in one format: text (a JSON string), or a list of {{"role": …, "content": …}} messages.'
+)
 
 
 def _refused(path) -> str:
@@ -337,7 +339,11 @@ def test_one_row_of_another_type_is_named_by_its_line(tmp_path, value, shown):
 
 def test_conversational_rows_among_text_rows_name_the_first_that_differs(tmp_path):
     path = tmp_path / "pairs.json"
-    conversation = {"prompt": _messages((USER, "q")), "chosen": _messages((ASSISTANT, "y")), "rejected": _messages((ASSISTANT, "n"))}
+    conversation = {
+        "prompt": _messages((USER, "q")),
+        "chosen": _messages((ASSISTANT, "y")),
+        "rejected": _messages((ASSISTANT, "n")),
+    }
     path.write_text(json.dumps([ROWS[0], ROWS[1], conversation, ROWS[2]]))
     assert _refused(path) == (
         f"{path}, object 3 of the array: 'prompt' holds messages, but object 1 of the array holds text. "
@@ -348,15 +354,24 @@ def test_conversational_rows_among_text_rows_name_the_first_that_differs(tmp_pat
     _write(folder / "train.jsonl", ROWS[:2])
     _write(folder / "test.jsonl", [ROWS[0], conversation])  # each file of a folder is checked
     assert _refused(folder) == (
-        f"{folder / 'test.jsonl'}, line 2: 'prompt' holds messages, but line 1 holds text. " + ONE_FORMAT.format("prompt")
+        f"{folder / 'test.jsonl'}, line 2: 'prompt' holds messages, but line 1 holds text. "
+        + ONE_FORMAT.format("prompt")
     )
 
 
 @pytest.mark.parametrize(
     "suffix, text, hint",
     [
-        (".jsonl", "", 'A preference data file holds one pair per line, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'),
-        (".json", "\n  \n", 'A preference data file holds one pair per line, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'),
+        (
+            ".jsonl",
+            "",
+            'A preference data file holds one pair per line, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.',
+        ),
+        (
+            ".json",
+            "\n  \n",
+            'A preference data file holds one pair per line, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.',
+        ),
         (".csv", "", "A preference CSV file holds a header line (prompt,chosen,rejected), then one pair per line."),
         (".parquet", "", "Write the pairs again (Dataset.to_parquet)."),
     ],
@@ -375,7 +390,13 @@ def test_a_csv_header_naming_a_pair_column_twice_is_refused(tmp_path):
         "ambiguous (pandas would rename the others chosen.1, …). Keep one column of that name."
     )
     path.write_text("prompt,chosen,rejected,note,note\np,c,r,a,b\n")  # other repeated columns are not ours to judge
-    assert load_preference_data(str(path), split="train").column_names == ["prompt", "chosen", "rejected", "note", "note.1"]
+    assert load_preference_data(str(path), split="train").column_names == [
+        "prompt",
+        "chosen",
+        "rejected",
+        "note",
+        "note.1",
+    ]
 
 
 def test_the_train_command_names_the_bad_line_before_any_model_loads(tmp_path):
@@ -388,7 +409,11 @@ def test_the_train_command_names_the_bad_line_before_any_model_loads(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "dpo_plugin", "train", "--config", str(config)], capture_output=True, text=True, env=env, cwd=tmp_path
+        [sys.executable, "-m", "dpo_plugin", "train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines()[-1] == (

@@ -15,12 +15,12 @@ import pytest
 from datasets import Dataset, Features, Value
 from trl.data_utils import extract_prompt
 
-from dpo_plugin.preference_data import load_preference_data
+from dpo_plugin.data_checks import check_data, token_lengths
 from dpo_plugin.data_quality import Pair, ensure_clean, token_findings
 from dpo_plugin.data_quality import read_pairs as read_pairs_with
 from dpo_plugin.demo.arithmetic import DATA_DIR
 from dpo_plugin.errors import ConfigError
-from dpo_plugin.data_checks import check_data, token_lengths
+from dpo_plugin.preference_data import load_preference_data
 
 EOS = "<|end|>"
 TEXT_FEATURES = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string")})

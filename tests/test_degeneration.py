@@ -80,10 +80,16 @@ def test_a_small_or_uncertain_increase_passes_and_the_interval_is_the_paired_mea
 def context(tokenizer, tmp_path):
     def make(policy, reference, judge=None):
         return EvalContext(
-            policy=policy, tokenizer=tokenizer, prompts=PROMPTS, score_pairs=lambda which: None,
-            reference_model=lambda: contextlib.nullcontext(reference), reference_note="by hand",
-            beta=0.1, output_dir=tmp_path, judge=judge,
-        )  # fmt: skip
+            policy=policy,
+            tokenizer=tokenizer,
+            prompts=PROMPTS,
+            score_pairs=lambda which: None,
+            reference_model=lambda: contextlib.nullcontext(reference),
+            reference_note="by hand",
+            beta=0.1,
+            output_dir=tmp_path,
+            judge=judge,
+        )
 
     return make
 
@@ -143,18 +149,30 @@ def test_after_training_at_step_zero_the_policy_is_the_reference_and_passes(tmp_
     repo = Path(__file__).resolve().parent.parent
     demo = load_preference_data(str(repo / "dpo_plugin" / "demo" / "data"))
     generation = {"max_new_tokens": 6, "batch_size": 12}
-    args = DPOConfig(**config_kwargs(
-        output_dir=str(tmp_path), checks=["win_rate", "degeneration"], judge="function",
-        judge_params={"function": "test_checks:first_is_better"}, max_length=128,
-        check_params={"win_rate": generation, "degeneration": generation},
-    ))  # fmt: skip
-    trainer = DPOTrainer(str(repo / "dpo_plugin" / "testing" / "tiny-model"), args=args,
-                         train_dataset=demo["train"].select(range(8)), eval_dataset=demo["test"].select(range(12)))  # fmt: skip
+    args = DPOConfig(
+        **config_kwargs(
+            output_dir=str(tmp_path),
+            checks=["win_rate", "degeneration"],
+            judge="function",
+            judge_params={"function": "test_checks:first_is_better"},
+            max_length=128,
+            check_params={"win_rate": generation, "degeneration": generation},
+        )
+    )
+    trainer = DPOTrainer(
+        str(repo / "dpo_plugin" / "testing" / "tiny-model"),
+        args=args,
+        train_dataset=demo["train"].select(range(8)),
+        eval_dataset=demo["test"].select(range(12)),
+    )
     report = trainer.run_checks()
     check = report["checks"]["degeneration"]
     assert check["passed"] is True and check["metrics"]["n"] == 12
     assert check["metrics"]["unfinished_difference"] == 0 and check["metrics"]["repetition_difference"] == 0
     win = report["checks"]["win_rate"]["metrics"]
-    assert (win["unfinished_policy"], win["repetition_policy"]) == (check["metrics"]["unfinished_policy"], check["metrics"]["repetition_policy"])
+    assert (win["unfinished_policy"], win["repetition_policy"]) == (
+        check["metrics"]["unfinished_policy"],
+        check["metrics"]["repetition_policy"],
+    )
     assert win["mean_length_policy"] == win["mean_length_reference"] and win["lc_win_rate"] is None  # 12 prompts < 30
     assert "| degeneration | passed | unfinished_difference = 0.000 |" in (tmp_path / "eval" / "report.md").read_text()

@@ -10,13 +10,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "dpo_plugin" / "testing" / "tiny-model")
 OVERRIDES = [
-    "--model_name_or_path", TINY, "--adapter", "none", "--adapter_params", "{}", "--max_steps", "2",
-    "--max_length", "96", "--check_params", '{"win_rate": {"max_new_tokens": 3, "max_prompts": 6, "samples": 6}}',
-]  # fmt: skip
+    "--model_name_or_path",
+    TINY,
+    "--adapter",
+    "none",
+    "--adapter_params",
+    "{}",
+    "--max_steps",
+    "2",
+    "--max_length",
+    "96",
+    "--check_params",
+    '{"win_rate": {"max_new_tokens": 3, "max_prompts": 6, "samples": 6}}',
+]
 
 
 def _demo(tmp_path, *args):
-    command = [str(Path(sys.executable).with_name("dpo-plugin")), "demo", "--output-dir", str(tmp_path), *args, *OVERRIDES]
+    command = [
+        str(Path(sys.executable).with_name("dpo-plugin")),
+        "demo",
+        "--output-dir",
+        str(tmp_path),
+        *args,
+        *OVERRIDES,
+    ]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
 
 
@@ -24,7 +41,11 @@ def test_demo_trains_checks_and_reports(tmp_path):
     result = _demo(tmp_path)
     # a tiny random model does not learn arithmetic in two steps: the checks run and do not pass
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "losses: sigmoid+sft" in result.stdout and "win_rate" in result.stdout and "Overall: NOT PASSED" in result.stdout
+    assert (
+        "losses: sigmoid+sft" in result.stdout
+        and "win_rate" in result.stdout
+        and "Overall: NOT PASSED" in result.stdout
+    )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["losses"] == ["sigmoid", "sft"] and report["checks"]["win_rate"]["metrics"]["n"] == 6
 

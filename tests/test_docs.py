@@ -23,7 +23,11 @@ def site(tmp_path_factory):
     mkdocs = Path(sys.executable).with_name("mkdocs")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(  # the hooks and the API reference read this checkout's package
-        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)], cwd=REPO, capture_output=True, text=True, env=env
+        [str(mkdocs), "build", "--strict", "--site-dir", str(site_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return site_dir
@@ -48,7 +52,12 @@ def test_docs_build_strict_with_generated_tables(site):
     losses = _page(site, "losses")
     for name in dpo_plugin.losses():
         assert f"<code>{name}</code>" in losses, name
-    for kind, page in (("reference_strategies", "reference-strategies"), ("adapters", "adapters"), ("judges", "checks-and-judges"), ("checks", "checks-and-judges")):
+    for kind, page in (
+        ("reference_strategies", "reference-strategies"),
+        ("adapters", "adapters"),
+        ("judges", "checks-and-judges"),
+        ("checks", "checks-and-judges"),
+    ):
         text = _page(site, page)
         for name in getattr(dpo_plugin, kind)():
             assert f"<code>{name}</code>" in text, (kind, name)
@@ -80,7 +89,11 @@ def test_every_adapter_lists_its_options_with_defaults(site):
     for name, spec in dpo_plugin.adapters().items():
         options = rows[name][2]
         for key, param in spec.obj.params.items():
-            assert f"<code>{html.escape(f'{key}={param.default!r}', quote=False)}</code>" in options, (name, key, options)
+            assert f"<code>{html.escape(f'{key}={param.default!r}', quote=False)}</code>" in options, (
+                name,
+                key,
+                options,
+            )
     assert "<code>r=16</code>" in rows["lora"][2] and "<code>target_modules='all-linear'</code>" in rows["lora"][2]
 
 
@@ -89,7 +102,9 @@ def test_plugin_examples_are_the_packages_files(site):
     text = html.unescape(re.sub(r"<[^>]+>", "", _page(site, "writing-plugins")))
     assert "--8<--" not in text
     for example in EXAMPLES:
-        for path in sorted((REPO / "integration" / example).glob("*.py")) + [REPO / "integration" / example / "pyproject.toml"]:
+        for path in sorted((REPO / "integration" / example).glob("*.py")) + [
+            REPO / "integration" / example / "pyproject.toml"
+        ]:
             for line in path.read_text().splitlines():
                 assert line.strip() in text, (path.name, line)
     assert "needs_reference=True" in text
@@ -102,7 +117,9 @@ def test_the_metric_table_is_the_reports_explanations(site):
     text = _page(site, "checks-and-judges")
     rows = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td><code>(\w+)</code></td>\s*<td>(.*?)</td>\s*</tr>", text, re.S)
     shown = {(check, metric): html.unescape(re.sub(r"<[^>]+>", "", meaning)) for check, metric, meaning in rows}
-    assert shown == {(check, metric): meaning for check, table in METRIC_HELP.items() for metric, meaning in table.items()}
+    assert shown == {
+        (check, metric): meaning for check, table in METRIC_HELP.items() for metric, meaning in table.items()
+    }
 
 
 def _text(site: Path, page: str) -> str:
@@ -123,11 +140,28 @@ def test_python_api_page_shows_the_tested_examples(site):
 
 def test_api_reference_documents_the_public_contract(site):
     text = _text(site, "api")
-    for name in ("get_plugin_manager", "hookimpl", "losses", "reference_strategies", "adapters", "judges", "checks",
-                 "register_losses", "register_checks", "post_train", "PairLogps", "LossOutput", "CheckResult",
-                 "dpo_plugin.trl.DPOConfig", "dpo_plugin.trl.DPOTrainer", "win_rate_verdict", "margin_verdict",
-                 "length_controlled_verdict", "degeneration_verdict",
-                 "ConfigError"):  # fmt: skip
+    for name in (
+        "get_plugin_manager",
+        "hookimpl",
+        "losses",
+        "reference_strategies",
+        "adapters",
+        "judges",
+        "checks",
+        "register_losses",
+        "register_checks",
+        "post_train",
+        "PairLogps",
+        "LossOutput",
+        "CheckResult",
+        "dpo_plugin.trl.DPOConfig",
+        "dpo_plugin.trl.DPOTrainer",
+        "win_rate_verdict",
+        "margin_verdict",
+        "length_controlled_verdict",
+        "degeneration_verdict",
+        "ConfigError",
+    ):
         assert re.search(rf"(^|\s){re.escape(name)}\s", text, re.M), name
     # the signatures, as the contract states them (line breaks depend on whether a formatter is installed)
     flat = re.sub(r"\s+", "", text)
@@ -143,9 +177,21 @@ def test_coming_from_trl_lists_the_keys_that_differ(site):
         if cells:
             rows[html.unescape(re.sub(r"<[^>]+>", "", cells[0]))] = cells
     keys = " ".join(rows)
-    for key in ("loss_type", "loss_weights", "label_smoothing", "use_weighting", "precompute_ref_log_probs",
-                "sync_ref_model", "ref_model", "padding_free", "use_peft", "output_dir", "resume_from_checkpoint",
-                "unknown keys", "dataset_name"):  # fmt: skip
+    for key in (
+        "loss_type",
+        "loss_weights",
+        "label_smoothing",
+        "use_weighting",
+        "precompute_ref_log_probs",
+        "sync_ref_model",
+        "ref_model",
+        "padding_free",
+        "use_peft",
+        "output_dir",
+        "resume_from_checkpoint",
+        "unknown keys",
+        "dataset_name",
+    ):
         assert key in keys, key
     assert all(len(cells) == 4 for cells in rows.values())  # key, TRL, ours, why
 

@@ -8,19 +8,24 @@ import pytest
 import torch
 import trl
 from datasets import Dataset, IterableDataset
+from trainer_fixtures import config_kwargs, policy_and_reference, preference_dataset, preference_rows
 
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from trainer_fixtures import config_kwargs, policy_and_reference, preference_dataset, preference_rows
 
 
 def _pair(tokenizer, tmp_path, **settings):
     """TRL's trainer and ours on the same model copies, reference and data."""
     trainers = {}
-    for name, (trainer_class, config_class) in {"trl": (trl.DPOTrainer, trl.DPOConfig), "ours": (DPOTrainer, DPOConfig)}.items():
+    for name, (trainer_class, config_class) in {
+        "trl": (trl.DPOTrainer, trl.DPOConfig),
+        "ours": (DPOTrainer, DPOConfig),
+    }.items():
         policy, reference = policy_and_reference(len(tokenizer))
         args = config_class(**config_kwargs(output_dir=str(tmp_path / name), **settings))
-        trainers[name] = trainer_class(policy, ref_model=reference, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+        trainers[name] = trainer_class(
+            policy, ref_model=reference, args=args, train_dataset=preference_dataset(), processing_class=tokenizer
+        )
     return trainers
 
 
@@ -68,11 +73,18 @@ def test_evaluate_after_full_fine_tuning_under_precompute_reloads_what_trl_canno
     folder = save_tiny(tmp_path / "init")
     held_out = Dataset.from_list(preference_rows(12)[8:])
     settings = config_kwargs(output_dir=str(tmp_path / "t"), precompute_ref_log_probs=True, max_steps=1)
-    theirs = trl.DPOTrainer(str(folder), args=trl.DPOConfig(**settings), train_dataset=preference_dataset(), processing_class=tokenizer)
+    theirs = trl.DPOTrainer(
+        str(folder), args=trl.DPOConfig(**settings), train_dataset=preference_dataset(), processing_class=tokenizer
+    )
     theirs.train()
     with pytest.raises(ValueError, match="Cannot compute reference log-probs for a dataset passed to `evaluate\\(\\)`"):
         theirs.evaluate(eval_dataset=held_out)
-    ours = DPOTrainer(str(folder), args=DPOConfig(**{**settings, "output_dir": str(tmp_path / "o")}), train_dataset=preference_dataset(), processing_class=tokenizer)
+    ours = DPOTrainer(
+        str(folder),
+        args=DPOConfig(**{**settings, "output_dir": str(tmp_path / "o")}),
+        train_dataset=preference_dataset(),
+        processing_class=tokenizer,
+    )
     ours.train()
     loss = ours.evaluate(eval_dataset=held_out)["eval_loss"]
     assert torch.isfinite(torch.tensor(loss))
@@ -89,7 +101,11 @@ def test_precompute_with_an_iterable_dataset_is_a_clear_error_as_in_trl(tokenize
     rows = preference_rows(8)
     for trainer_class, config_class in ((trl.DPOTrainer, trl.DPOConfig), (DPOTrainer, DPOConfig)):
         policy, _ = policy_and_reference(len(tokenizer))
-        args = config_class(**config_kwargs(output_dir=str(tmp_path / trainer_class.__module__), precompute_ref_log_probs=True, max_steps=1))
+        args = config_class(
+            **config_kwargs(
+                output_dir=str(tmp_path / trainer_class.__module__), precompute_ref_log_probs=True, max_steps=1
+            )
+        )
         with pytest.raises(ValueError, match="IterableDataset") as info:
             trainer_class(policy, args=args, train_dataset=_iterable(rows), processing_class=tokenizer)
         assert "AttributeError" not in type(info.value).__name__

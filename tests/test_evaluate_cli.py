@@ -31,10 +31,27 @@ def prefer_all_a(prompt, a, b):
 
 def _evaluate(tmp_path, model, reference, checks, judge_function, check_params, *extra):
     argv = [
-        "evaluate", "--model", model, "--reference", reference, "--data", DATA, "--checks", *checks,
-        "--judge", "function", "--judge_params", json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
-        "--check_params", json.dumps(check_params), "--output_dir", str(tmp_path), "--max_length", "128", *extra,
-    ]  # fmt: skip
+        "evaluate",
+        "--model",
+        model,
+        "--reference",
+        reference,
+        "--data",
+        DATA,
+        "--checks",
+        *checks,
+        "--judge",
+        "function",
+        "--judge_params",
+        json.dumps({"function": f"test_evaluate_cli:{judge_function}"}),
+        "--check_params",
+        json.dumps(check_params),
+        "--output_dir",
+        str(tmp_path),
+        "--max_length",
+        "128",
+        *extra,
+    ]
     code = main(argv)
     report_file = tmp_path / "eval" / "report.json"
     return code, json.loads(report_file.read_text()) if report_file.exists() else None
@@ -93,11 +110,13 @@ def test_evaluate_rejects_an_unknown_check_option(tmp_path, capsys):
 
 def test_a_full_model_without_a_reference_is_never_compared_with_itself(tmp_path):
     """Without --reference a full model has no reference: the checks that need one are skipped, saying why."""
-    from dpo_plugin.testing.tiny import save_tiny
     from dpo_plugin.evaluation.saved_model import evaluate_saved_model
+    from dpo_plugin.testing.tiny import save_tiny
 
     folder = save_tiny(tmp_path / "model")
-    report = evaluate_saved_model(str(folder), "dpo_plugin/demo/data", checks=["reward_margin"], output_dir=str(tmp_path / "e"), max_length=128)
+    report = evaluate_saved_model(
+        str(folder), "dpo_plugin/demo/data", checks=["reward_margin"], output_dir=str(tmp_path / "e"), max_length=128
+    )
     check = report["checks"]["reward_margin"]
     assert check["passed"] is False and "no reference model" in check["skipped"]
 
@@ -106,15 +125,39 @@ def test_a_full_model_without_a_reference_is_never_compared_with_itself(tmp_path
 def lora_run(tmp_path_factory):
     """A tiny LoRA run trained with the CLI (testing/tiny.yaml, 8 steps), with its merged model in merged/."""
     folder = tmp_path_factory.mktemp("lora-run") / "run"
-    argv = ["train", "--config", str(REPO / "dpo_plugin" / "testing" / "tiny.yaml"), "--output_dir", str(folder),
-            "--adapter", "lora", "--adapter_params", '{"r": 4}', "--merge_adapter", "true", "--max_steps", "8"]  # fmt: skip
+    argv = [
+        "train",
+        "--config",
+        str(REPO / "dpo_plugin" / "testing" / "tiny.yaml"),
+        "--output_dir",
+        str(folder),
+        "--adapter",
+        "lora",
+        "--adapter_params",
+        '{"r": 4}',
+        "--merge_adapter",
+        "true",
+        "--max_steps",
+        "8",
+    ]
     assert main(argv) == 0
     assert (folder / "adapter_config.json").is_file() and (folder / "merged" / "config.json").is_file()
     return folder
 
 
 def _margin_report(tmp_path, *flags):
-    argv = ["evaluate", *flags, "--data", DATA, "--checks", "reward_margin", "--max_length", "128", "--output_dir", str(tmp_path)]
+    argv = [
+        "evaluate",
+        *flags,
+        "--data",
+        DATA,
+        "--checks",
+        "reward_margin",
+        "--max_length",
+        "128",
+        "--output_dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     return json.loads((tmp_path / "eval" / "report.json").read_text())
 
@@ -122,7 +165,11 @@ def _margin_report(tmp_path, *flags):
 def test_evaluate_an_adapter_folder_and_its_merged_model(lora_run, tmp_path):
     adapter = _margin_report(tmp_path / "adapter", "--model", str(lora_run))
     evaluated = adapter["evaluated"]
-    assert (evaluated["model"], evaluated["base"], evaluated["reference"]) == (str(lora_run), TINY, TINY)  # the adapter's base
+    assert (evaluated["model"], evaluated["base"], evaluated["reference"]) == (
+        str(lora_run),
+        TINY,
+        TINY,
+    )  # the adapter's base
     assert (evaluated["split"], evaluated["beta"], evaluated["max_length"]) == ("test", 0.1, 128)
     assert adapter["reference"] == "adapter (the policy with its PEFT adapters disabled)"
     margin = adapter["checks"]["reward_margin"]["metrics"]
@@ -141,7 +188,18 @@ def test_evaluate_an_adapter_folder_and_its_merged_model(lora_run, tmp_path):
 
 
 def test_base_applies_to_adapter_folders_only(lora_run, tmp_path, capsys):
-    argv = ["evaluate", "--model", str(lora_run / "merged"), "--base", TINY, "--data", DATA, "--checks", "reward_margin",
-            "--output_dir", str(tmp_path)]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--model",
+        str(lora_run / "merged"),
+        "--base",
+        TINY,
+        "--data",
+        DATA,
+        "--checks",
+        "reward_margin",
+        "--output_dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "--base applies to a PEFT adapter folder" in capsys.readouterr().err

@@ -19,25 +19,39 @@ from trainer_fixtures import config_kwargs, preference_dataset
 
 import dpo_plugin
 from dpo_plugin import LossOutput
+from dpo_plugin.checkpoints import resume_checkpoint
+from dpo_plugin.errors import ConfigError
 from dpo_plugin.faults import (
     DIVERGED_EXIT_CODE,
     PREEMPTED_EXIT_CODE,
     DivergenceError,
 )
-from dpo_plugin.errors import ConfigError
 from dpo_plugin.output_folder import MANIFEST
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from dpo_plugin.checkpoints import resume_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_YAML = str(REPO / "dpo_plugin" / "testing" / "tiny.yaml")
 
 
 def _cli(tmp_path: Path, *flags: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    argv = [sys.executable, "-m", "dpo_plugin", "train", "--config", TINY_YAML, "--loss_type", "sigmoid", "--loss_weights", "1.0", *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "dpo_plugin",
+        "train",
+        "--config",
+        TINY_YAML,
+        "--loss_type",
+        "sigmoid",
+        "--loss_weights",
+        "1.0",
+        *flags,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if not wait:
-        return subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -48,8 +62,19 @@ def _weights_finite(folder: Path) -> bool:
 
 def test_a_diverging_run_stops_before_applying_it_and_names_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "out"
-    done = _cli(tmp_path, "--output_dir", str(out), "--max_steps", "3", "--learning_rate", "1e4",
-                "--save_strategy", "steps", "--save_steps", "1")  # fmt: skip
+    done = _cli(
+        tmp_path,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+    )
     assert done.returncode == DIVERGED_EXIT_CODE, done.stderr[-2000:]
     message = next(line for line in done.stderr.splitlines() if line.startswith("error: "))
     assert "Training stopped at step 2: the gradients became non-finite" in message
@@ -90,13 +115,18 @@ def _trainer(tmp_path, **overrides):
 
     tokenizer = tiny_tokenizer()
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "out"), **overrides))
-    return DPOTrainer(tiny_model(len(tokenizer)), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+    return DPOTrainer(
+        tiny_model(len(tokenizer)), args=args, train_dataset=preference_dataset(), processing_class=tokenizer
+    )
 
 
 def test_a_plugin_loss_returning_nan_stops_the_run_naming_the_plugin(tmp_path, register_plugin):
     _with_loss(register_plugin, _nan_on({2}))
     trainer = _trainer(tmp_path, loss_type=["flaky"], max_steps=3)
-    with pytest.raises(DivergenceError, match=r"at step 2: loss 'flaky' \(plugin 'flaky-plugin'\) on finite log-probabilities became non-finite") as info:
+    with pytest.raises(
+        DivergenceError,
+        match=r"at step 2: loss 'flaky' \(plugin 'flaky-plugin'\) on finite log-probabilities became non-finite",
+    ) as info:
         trainer.train()
     assert "most likely first: (1) a plugin loss misbehaves: flaky (flaky-plugin)" in str(info.value)
 
@@ -111,12 +141,16 @@ def test_skip_drops_the_update_and_the_run_goes_on(tmp_path, register_plugin):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             snapshots.append({n: p.detach().clone() for n, p in model.named_parameters()})
 
-    trainer = _trainer(tmp_path, loss_type=["flaky"], max_steps=3, nonfinite="skip", learning_rate=5e-2, reference="copy")
+    trainer = _trainer(
+        tmp_path, loss_type=["flaky"], max_steps=3, nonfinite="skip", learning_rate=5e-2, reference="copy"
+    )
     trainer.add_callback(Record())
     trainer.train()
     assert trainer.session.guard.skipped == 1
     logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
-    assert len(logged) == 2 and all(math.isfinite(v) for entry in logged for v in entry.values() if isinstance(v, float))
+    assert len(logged) == 2 and all(
+        math.isfinite(v) for entry in logged for v in entry.values() if isinstance(v, float)
+    )
     step1, step2, step3 = snapshots
     assert all(torch.equal(step2[n], step1[n]) for n in step1), "the skipped step changed a weight"
     assert any(not torch.equal(step3[n], step2[n]) for n in step1), "training did not go on after the skip"
@@ -148,17 +182,21 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_checks_do_not_run_on_non_finite_weights(tmp_path):
-    from dpo_plugin.testing.tiny import save_tiny
     from dpo_plugin.evaluation.saved_model import evaluate_saved_model
+    from dpo_plugin.testing.tiny import save_tiny
 
     folder = save_tiny(tmp_path / "nan-model")
     tensors = load_file(str(folder / "model.safetensors"))
     tensors["lm_head.weight"] = tensors["lm_head.weight"] * math.nan
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     report = evaluate_saved_model(
-        str(folder), str(REPO / "dpo_plugin" / "demo" / "data"), reference=str(folder), checks=["reward_margin"],
-        output_dir=str(tmp_path / "eval"), max_length=128,
-    )  # fmt: skip
+        str(folder),
+        str(REPO / "dpo_plugin" / "demo" / "data"),
+        reference=str(folder),
+        checks=["reward_margin"],
+        output_dir=str(tmp_path / "eval"),
+        max_length=128,
+    )
     check = report["checks"]["reward_margin"]
     assert check["passed"] is False and check["skipped"].startswith("the policy's weights are not finite (1 tensors")
 
@@ -167,8 +205,13 @@ def test_checks_do_not_run_on_non_finite_weights(tmp_path):
 
 
 def _users_files(folder: Path) -> dict[str, bytes]:
-    files = {"README.md": b"# my notes", "config.json": b"{}", "training_args.bin": b"mine", "notes.txt": b"keep",
-             "checkpoint-1/mine.txt": b"my checkpoint"}  # fmt: skip
+    files = {
+        "README.md": b"# my notes",
+        "config.json": b"{}",
+        "training_args.bin": b"mine",
+        "notes.txt": b"keep",
+        "checkpoint-1/mine.txt": b"my checkpoint",
+    }
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
@@ -179,7 +222,18 @@ def _users_files(folder: Path) -> dict[str, bytes]:
 def test_the_users_files_in_output_dir_are_never_overwritten_or_deleted(tmp_path, reuse):
     out = tmp_path / "out"
     files = _users_files(out)
-    flags = ["--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]
+    flags = [
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--save_total_limit",
+        "1",
+    ]
     done = _cli(tmp_path, *flags, *(["--reuse_output_dir", "true"] if reuse else []))
     assert done.returncode == 2
     assert "holds README.md, checkpoint-1, config.json, training_args.bin, which this run did not write" in done.stderr
@@ -190,7 +244,18 @@ def test_a_reused_folder_keeps_the_users_files_and_a_second_run_is_refused(tmp_p
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("keep")
-    flags = ["--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]
+    flags = [
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--save_total_limit",
+        "1",
+    ]
     refused = _cli(tmp_path, *flags)
     assert refused.returncode == 2 and "is not empty (notes.txt) and is not a run of dpo-plugin" in refused.stderr
     done = _cli(tmp_path, *flags, "--reuse_output_dir", "true")
@@ -253,7 +318,10 @@ def test_resume_true_skips_a_checkpoint_cut_short_while_saving(tmp_path, caplog)
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # as a kill during saving leaves it
     assert resume_checkpoint("true", out) == str(out / "checkpoint-1")
     assert "checkpoint-2 is incomplete (model.safetensors is cut short or corrupted" in caplog.text
-    with pytest.raises(ConfigError, match=r"Cannot resume from .*checkpoint-2: model.safetensors is cut short .* The newest intact one is .*checkpoint-1"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Cannot resume from .*checkpoint-2: model.safetensors is cut short .* The newest intact one is .*checkpoint-1",
+    ):
         resume_checkpoint(str(out / "checkpoint-2"), out)
     assert resume_checkpoint(None, out) is None and resume_checkpoint("false", out) is None
     with pytest.raises(ConfigError, match="holds no intact checkpoint"):
@@ -262,19 +330,35 @@ def test_resume_true_skips_a_checkpoint_cut_short_while_saving(tmp_path, caplog)
 
 def test_resume_from_checkpoint_true_on_the_command_line(tmp_path):
     out = tmp_path / "out"
-    first = _cli(tmp_path, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1")
+    first = _cli(
+        tmp_path, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1"
+    )
     assert first.returncode == 0, first.stderr[-2000:]
-    again = _cli(tmp_path, "--output_dir", str(out), "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1",
-                 "--resume_from_checkpoint")  # fmt: skip
+    again = _cli(
+        tmp_path,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--resume_from_checkpoint",
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
 
 
 def test_a_negative_loss_weight_is_refused_unless_allowed():
-    with pytest.raises(ConfigError, match="loss_weights gives sft the weight -5.0: a negative weight maximises that loss"):
+    with pytest.raises(
+        ConfigError, match="loss_weights gives sft the weight -5.0: a negative weight maximises that loss"
+    ):
         DPOConfig(**config_kwargs(loss_type=["sigmoid", "sft"], loss_weights=[1.0, -5.0]))
-    config = DPOConfig(**config_kwargs(loss_type=["sigmoid", "sft"], loss_weights=[1.0, -5.0], allow_negative_loss_weights=True))
+    config = DPOConfig(
+        **config_kwargs(loss_type=["sigmoid", "sft"], loss_weights=[1.0, -5.0], allow_negative_loss_weights=True)
+    )
     assert config.loss_mix().weights == [1.0, -5.0]
 
 
@@ -303,8 +387,15 @@ def test_resuming_a_vanilla_trl_run_takes_over_its_checkpoints(tmp_path, tokeniz
 
     model = str(save_tiny(tmp_path / "init"))
     settings = config_kwargs(output_dir=str(tmp_path / "out"), max_steps=2, save_strategy="steps", save_steps=1)
-    theirs = trl.DPOTrainer(model, args=trl.DPOConfig(**settings), train_dataset=preference_dataset(), processing_class=tokenizer)
+    theirs = trl.DPOTrainer(
+        model, args=trl.DPOConfig(**settings), train_dataset=preference_dataset(), processing_class=tokenizer
+    )
     theirs.train()
-    ours = DPOTrainer(model, args=DPOConfig(**{**settings, "max_steps": 3}), train_dataset=preference_dataset(), processing_class=tokenizer)
+    ours = DPOTrainer(
+        model,
+        args=DPOConfig(**{**settings, "max_steps": 3}),
+        train_dataset=preference_dataset(),
+        processing_class=tokenizer,
+    )
     ours.train(resume_from_checkpoint=True)
     assert ours.state.global_step == 3

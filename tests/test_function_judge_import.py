@@ -51,7 +51,9 @@ def test_a_module_nowhere_to_be_found_names_pythonpath(beside_the_config):
 
 
 def test_a_module_whose_own_import_fails_names_what_it_lacks(beside_the_config):
-    (beside_the_config / "needs_a_package.py").write_text("import no_such_dependency_xyz\n\ndef judge(p, a, b):\n    return 0\n")
+    (beside_the_config / "needs_a_package.py").write_text(
+        "import no_such_dependency_xyz\n\ndef judge(p, a, b):\n    return 0\n"
+    )
     with pytest.raises(ConfigError) as info:
         import_callable("needs_a_package:judge")
     assert str(info.value) == (
@@ -73,7 +75,14 @@ def test_the_console_script_finds_the_judge_beside_it(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(repo)}  # this checkout's code; the script's own folder is no help
 
     def evaluate(reference: str) -> str:
-        command = [script, "evaluate", "--model", str(tmp_path / "no-model"), "--data", str(repo / "dpo_plugin/demo/data")]
+        command = [
+            script,
+            "evaluate",
+            "--model",
+            str(tmp_path / "no-model"),
+            "--data",
+            str(repo / "dpo_plugin/demo/data"),
+        ]
         command += ["--checks", "win_rate", "--judge", "function", "--judge-params", f'{{"function": "{reference}"}}']
         result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
         assert result.returncode == 2, result.stderr[-2000:]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from test_plugins import install_distribution
 
 import dpo_plugin
 from dpo_plugin.cli import main
@@ -15,7 +16,6 @@ from dpo_plugin.errors import ConfigError, PluginContractError, UnknownNameError
 from dpo_plugin.hosts.base import Host, TrainResult
 from dpo_plugin.plugins import get_plugin_manager, hosts
 from dpo_plugin.settings import PluginSettings
-from test_plugins import install_distribution
 
 
 class RecordingHost(Host):

@@ -127,8 +127,16 @@ def _residual_only(model):
 def _classifier(vocab_size, pad_token_id, seed=0, num_labels=1):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=num_labels, pad_token_id=pad_token_id)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=num_labels,
+        pad_token_id=pad_token_id,
+    )
     torch.manual_seed(seed)
     return LlamaForSequenceClassification(config)
 
@@ -501,10 +509,24 @@ def test_openai_key_is_never_logged_or_reported(endpoint, monkeypatch, caplog):
 
 @pytest.mark.parametrize(
     "reply, verdict",
-    [("A", 0.0), ("b", 1.0), ("**A**", 0.0), ("tie.", 0.5), ("Tie", 0.5), ("Answer: A", 0.0), ("Response B is better.", 1.0),
-     ("It's a tie.", 0.5), ("A tie", 0.5), ("(B)", 1.0), ("", None), ("I cannot decide", None),
-     ("Response A is better than response B", None), ("a", 0.0), ("A or B?", None)],
-)  # fmt: skip
+    [
+        ("A", 0.0),
+        ("b", 1.0),
+        ("**A**", 0.0),
+        ("tie.", 0.5),
+        ("Tie", 0.5),
+        ("Answer: A", 0.0),
+        ("Response B is better.", 1.0),
+        ("It's a tie.", 0.5),
+        ("A tie", 0.5),
+        ("(B)", 1.0),
+        ("", None),
+        ("I cannot decide", None),
+        ("Response A is better than response B", None),
+        ("a", 0.0),
+        ("A or B?", None),
+    ],
+)
 def test_parse_reply(reply, verdict):
     assert parse_reply(reply) == verdict
 

@@ -55,7 +55,9 @@ def test_the_fit_is_the_maximum_of_the_weighted_quasi_likelihood():
     first, second = LengthJudge(0.65, 1.5, "independent").verdicts(policy - reference, rng)
     scores = (1 - np.asarray(first) + np.asarray(second)) / 2  # win 1, loss 0, tie or disagreement ½
     x, sd = length_feature(policy, reference)
-    assert sd == pytest.approx(np.std(policy - reference, ddof=1)) and np.allclose(x, np.tanh((policy - reference) / sd))
+    assert sd == pytest.approx(np.std(policy - reference, ddof=1)) and np.allclose(
+        x, np.tanh((policy - reference) / sd)
+    )
     y, xs, w = np.append(scores, [1, 0]), np.append(x, [0, 0]), np.append(np.ones(60), [0.5, 0.5])
 
     def negative_log_likelihood(params):
@@ -77,13 +79,17 @@ def test_too_few_prompts_is_not_estimable_with_the_reason_never_a_number():
     assert v["lc_not_estimable"] == (
         f"only 20 prompts have a verdict in both orders; the length-controlled win rate needs at least {MIN_PROMPTS}"
     )
-    assert v["passed"] is False and v["reasons"] == [f"the length-controlled win rate is not estimable: {v['lc_not_estimable']}"]
+    assert v["passed"] is False and v["reasons"] == [
+        f"the length-controlled win rate is not estimable: {v['lc_not_estimable']}"
+    ]
 
 
 def test_a_constant_length_difference_is_not_estimable():
     first, second = verdicts(*[WIN] * 40)
     v = evaluation.length_controlled_verdict(first, second, [60] * 40, [20] * 40)
-    assert v["lc_win_rate"] is None and "+40 tokens longer than the reference's on every prompt" in v["lc_not_estimable"]
+    assert (
+        v["lc_win_rate"] is None and "+40 tokens longer than the reference's on every prompt" in v["lc_not_estimable"]
+    )
     assert v["passed"] is False and win_rate_verdict(first, second)["passed"] is True
 
 
@@ -147,7 +153,10 @@ def test_a_quality_judge_without_length_effect_agrees_with_raw():
         for _ in range(40):
             policy, reference = simulate_lengths(n, 0.0, rng)
             first, second = judge.verdicts(policy - reference, rng)
-            w, v = win_rate_verdict(first, second), evaluation.length_controlled_verdict(first, second, policy, reference)
+            w, v = (
+                win_rate_verdict(first, second),
+                evaluation.length_controlled_verdict(first, second, policy, reference),
+            )
             assert v["lc_low"] <= w["high"] and w["low"] <= v["lc_high"]
             assert abs(v["length_coefficient"]) < 3 * v["length_coefficient_se"]
             raw, lc = raw + w["passed"], lc + v["passed"]

@@ -253,7 +253,10 @@ LOGPS = pairs([-1.0, -2.0], [-3.0, -4.0], [-1.0, -2.0], [-3.0, -4.0])
         (lambda logps: (logps.chosen, logps.chosen, logps.rejected), "returned tuple"),
         (lambda logps: LossOutput(logps.chosen * float("nan"), logps.chosen, logps.rejected), "non-finite losses"),
         (lambda logps: LossOutput(logps.chosen / 0.0, logps.chosen, logps.rejected), "non-finite losses [-inf, -inf]"),
-        (lambda logps: LossOutput(logps.chosen, logps.chosen * float("nan"), logps.rejected), "non-finite chosen_rewards"),
+        (
+            lambda logps: LossOutput(logps.chosen, logps.chosen * float("nan"), logps.rejected),
+            "non-finite chosen_rewards",
+        ),
     ],
 )
 @pytest.mark.parametrize("via", ["spec", "bound"])
@@ -305,4 +308,3 @@ def test_calling_a_spec_directly_checks_parameters_as_the_config_does():
     # the defaults are filled in: sigmoid's β = 0.1 and the log-ratios are 0.5 and −0.5, so −log σ(0.1·1)
     expected = -math.log(1 / (1 + math.exp(-0.1)))
     assert dpo_plugin.losses()["sigmoid"](logps).losses.item() == pytest.approx(expected, rel=1e-6)
-

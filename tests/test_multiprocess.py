@@ -22,10 +22,20 @@ TINY_YAML = str(REPO / "dpo_plugin" / "testing" / "tiny.yaml")
 
 def _train(tmp_path: Path, name: str, launcher: list[str]) -> subprocess.CompletedProcess:
     args = [
-        "train", "--config", TINY_YAML, "--max_steps", "2", "--output_dir", str(tmp_path / name),
-        "--reference", "precomputed", "--reference_params", json.dumps({"cache_dir": str(tmp_path / name / "cache")}),
-        "--checks", "reward_margin",
-    ]  # fmt: skip
+        "train",
+        "--config",
+        TINY_YAML,
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / name),
+        "--reference",
+        "precomputed",
+        "--reference_params",
+        json.dumps({"cache_dir": str(tmp_path / name / "cache")}),
+        "--checks",
+        "reward_margin",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([*launcher, *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
 
@@ -42,7 +52,10 @@ def test_two_processes_train_together_and_precompute_the_same_reference_as_one(t
     assert json.loads((tmp_path / "one" / "trainer_state.json").read_text())["epoch"] == pytest.approx(0.05)
     # the main process alone reports: one metrics table, one checks table, one report
     assert two.stdout.count("Trained model saved") == 1 and two.stdout.count("Overall:") == 1
-    assert json.loads((tmp_path / "two" / "eval" / "report.json").read_text())["checks"]["reward_margin"]["metrics"]["n"] == 40
+    assert (
+        json.loads((tmp_path / "two" / "eval" / "report.json").read_text())["checks"]["reward_margin"]["metrics"]["n"]
+        == 40
+    )
 
     files_two = sorted(p.name for p in (tmp_path / "two" / "cache").iterdir())
     files_one = sorted(p.name for p in (tmp_path / "one" / "cache").iterdir())
@@ -59,14 +72,33 @@ def test_two_processes_stop_together_when_training_diverges(tmp_path):
     """Every process decides on the same step: both exit 3 naming it (no process waits forever for the other)."""
     from dpo_plugin.faults import DIVERGED_EXIT_CODE
 
-    args = ["train", "--config", TINY_YAML, "--max_steps", "3", "--learning_rate", "1e4", "--loss_type", "sigmoid",
-            "--loss_weights", "1.0", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "train",
+        "--config",
+        TINY_YAML,
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e4",
+        "--loss_type",
+        "sigmoid",
+        "--loss_weights",
+        "1.0",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "dpo_plugin", *args],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode != 0 and not (tmp_path / "out" / "model.safetensors").exists()
     # both processes stop at the same step, for the same cause (their lines may interleave)
-    assert done.stderr.count("error: Training stopped at step 2: the gradients became non-finite") == 2, done.stderr[-3000:]
+    assert done.stderr.count("error: Training stopped at step 2: the gradients became non-finite") == 2, done.stderr[
+        -3000:
+    ]
     assert f"(exitcode: {DIVERGED_EXIT_CODE})" in done.stderr

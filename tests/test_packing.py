@@ -8,15 +8,15 @@ import logging
 import pytest
 import torch
 from peft import PrefixTuningConfig
+from trainer_fixtures import config_kwargs, preference_dataset
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers.models.llama.modeling_llama import LlamaAttention
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from dpo_plugin.errors import ConfigError
-from dpo_plugin.trl import DPOConfig, DPOTrainer
 from dpo_plugin.forward.attention import ATTENTION
 from dpo_plugin.forward.packing import PLAN, SEGMENTED, Job, pack
-from trainer_fixtures import config_kwargs, preference_dataset
+from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 PAIRS = [
     {"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9], "rejected_ids": [10, 11, 12]},
@@ -52,7 +52,9 @@ def test_prefix_sharing_row_by_hand():
 
 
 def test_padding_free_row_with_truncation_and_padding():
-    batch = pack(PAIRS, max_length=4, truncation_mode="keep_start", share_prompt=False, pad_token_id=0, pad_to_multiple_of=8)
+    batch = pack(
+        PAIRS, max_length=4, truncation_mode="keep_start", share_prompt=False, pad_token_id=0, pad_to_multiple_of=8
+    )
     # truncated as TRL's collator truncates, each pair's sequences side by side: [5 6 7 8] [5 6 7 10] [20 21 22]
     # [20 21 23]; then 0-padding to 16
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 5, 6, 7, 10, 20, 21, 22, 20, 21, 23, 0, 0]]
@@ -72,13 +74,27 @@ def test_keep_end_truncation_that_cuts_the_prompt_does_not_share_it():
 
 def _qwen2(**overrides):
     torch.manual_seed(0)
-    config = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
+    config = dict(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     return Qwen2ForCausalLM(Qwen2Config(**{**config, **overrides})).eval()
 
 
 def _llama():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -96,7 +112,9 @@ def _sequence_logps(model, batch):
     if not packed:
         return (per_token * batch["completion_mask"][:, 1:]).sum(dim=1)
     targets = batch["completion_of"][0, 1:]
-    return torch.zeros(batch["tokens"].numel(), dtype=torch.float64).index_add(0, targets[targets >= 0], per_token[0][targets >= 0])
+    return torch.zeros(batch["tokens"].numel(), dtype=torch.float64).index_add(
+        0, targets[targets >= 0], per_token[0][targets >= 0]
+    )
 
 
 @pytest.mark.parametrize("model", [_qwen2, _llama], ids=["qwen2-gqa", "llama"])
@@ -106,7 +124,9 @@ def test_packed_log_probs_equal_the_padded_ones(model, share, truncation):
     max_length, mode = truncation
     model = model()
     pairs = PAIRS + [{"prompt_ids": [30, 31, 32, 33, 34], "chosen_ids": [35, 36, 37], "rejected_ids": [38, 39]}]
-    padded = _sequence_logps(model, DataCollatorForPreference(pad_token_id=0, max_length=max_length, truncation_mode=mode)(pairs))
+    padded = _sequence_logps(
+        model, DataCollatorForPreference(pad_token_id=0, max_length=max_length, truncation_mode=mode)(pairs)
+    )
     model.set_attn_implementation(ATTENTION)
     packed = _sequence_logps(model, pack(pairs, max_length=max_length, truncation_mode=mode, share_prompt=share))
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
@@ -117,7 +137,10 @@ def test_the_rejected_branch_never_sees_the_chosen_one():
     model.set_attn_implementation(ATTENTION)
     pair = {"prompt_ids": [3, 4, 5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10, 11]}
     other = {**pair, "chosen_ids": [90, 91, 92, 93, 94]}  # another chosen answer, longer
-    first, second = (_sequence_logps(model, pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True)) for p in (pair, other))
+    first, second = (
+        _sequence_logps(model, pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True))
+        for p in (pair, other)
+    )
     assert first[1] == second[1]  # the rejected answer's log-prob: bit for bit the same
     assert abs(first[0] - second[0]) > 1  # the chosen ones differ
 
@@ -128,13 +151,27 @@ def _trainer(tmp_path, model=None, **overrides):
     tokenizer = tiny_tokenizer()
     model = tiny_model(len(tokenizer)) if model is None else model
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), **overrides))
-    return DPOTrainer(model, args=args, train_dataset=preference_dataset(), eval_dataset=preference_dataset(4), processing_class=tokenizer)
+    return DPOTrainer(
+        model,
+        args=args,
+        train_dataset=preference_dataset(),
+        eval_dataset=preference_dataset(4),
+        processing_class=tokenizer,
+    )
 
 
 @pytest.mark.parametrize("packing", ["padding_free", "prefix_sharing"])
 @pytest.mark.parametrize("reference", ["copy", "precomputed"])
 def test_training_in_each_layout(packing, reference, tmp_path):
-    trainer = _trainer(tmp_path, packing=packing, reference=reference, max_steps=2, reference_params={"cache_dir": str(tmp_path / "c")} if reference == "precomputed" else None, eval_strategy="steps", eval_steps=2)
+    trainer = _trainer(
+        tmp_path,
+        packing=packing,
+        reference=reference,
+        max_steps=2,
+        reference_params={"cache_dir": str(tmp_path / "c")} if reference == "precomputed" else None,
+        eval_strategy="steps",
+        eval_steps=2,
+    )
     assert trainer.session.layout == packing and PLAN in trainer.data_collator([trainer.train_dataset[0]])
     trainer.train()
     logged = [e for e in trainer.state.log_history if "loss" in e]
@@ -182,7 +219,11 @@ def _plan_blind_model():
     [
         (_plan_blind_model, {}, "differ from the padded ones"),
         (lambda: _eager_model(), {}, "attention implementation is 'eager'"),
-        (lambda: None, {"peft_config": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2)}, "prompt-learning"),
+        (
+            lambda: None,
+            {"peft_config": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2)},
+            "prompt-learning",
+        ),
         (lambda: None, {"data_collator": DataCollatorForPreference(pad_token_id=256)}, "a data_collator was passed"),
     ],
     ids=["attention-ignores-the-plan", "eager", "prefix-tuning", "own-collator"],
@@ -198,7 +239,9 @@ def test_auto_falls_back_to_padding_and_an_explicit_mode_is_an_error(make, overr
 
         model = make() or tiny_model(len(tokenizer))
         args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), packing=packing, max_steps=1))
-        return DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer, **constructor)
+        return DPOTrainer(
+            model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer, **constructor
+        )
 
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
         trainer = build("auto")
@@ -221,14 +264,28 @@ def test_sliding_window_and_experts_are_not_packed():
     assert "sliding-window" in support(_qwen2(use_sliding_window=True, sliding_window=4, max_window_layers=1))
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
-    moe = Qwen2MoeForCausalLM(Qwen2MoeConfig(vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, num_experts=2, num_experts_per_tok=1))
+    moe = Qwen2MoeForCausalLM(
+        Qwen2MoeConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            moe_intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            num_experts=2,
+            num_experts_per_tok=1,
+        )
+    )
     assert "mixture of experts" in support(moe)
     assert support(_qwen2()) is None
 
 
 def test_trl_padding_free_means_packing_padding_free():
     assert DPOConfig(**config_kwargs(padding_free=True)).packing == "padding_free"
-    with pytest.raises(ConfigError, match="padding_free: true .* means packing: padding_free, but packing is 'prefix_sharing'"):
+    with pytest.raises(
+        ConfigError, match="padding_free: true .* means packing: padding_free, but packing is 'prefix_sharing'"
+    ):
         DPOConfig(**config_kwargs(padding_free=True, packing="prefix_sharing"))
     with pytest.raises(ConfigError, match="packing must be one of auto, none, padding_free, prefix_sharing"):
         DPOConfig(**config_kwargs(packing="zip"))
@@ -253,9 +310,12 @@ def test_a_model_that_runs_its_own_attention_is_never_packed():
 def test_compute_metrics_keeps_the_padded_layout(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
         trainer = DPOTrainer(
-            _qwen2_trainable(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1)),
-            train_dataset=preference_dataset(), processing_class=_tokenizer(), compute_metrics=lambda prediction: {},
-        )  # fmt: skip
+            _qwen2_trainable(),
+            args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1)),
+            train_dataset=preference_dataset(),
+            processing_class=_tokenizer(),
+            compute_metrics=lambda prediction: {},
+        )
     assert trainer.session.layout == "none" and "compute_metrics expects TRL's padded rows" in caplog.text
 
 

@@ -87,7 +87,7 @@ VALID = {
     "register_losses": tempered,
     "register_reference_strategies": ToyStrategy,
     "register_adapters": FullFineTuning(),
-    "register_judges": lambda **params: (lambda prompts, first, second: [0.5] * len(prompts)),
+    "register_judges": lambda **params: lambda prompts, first, second: [0.5] * len(prompts),
     "register_checks": toy_check,
 }
 INVALID = {
@@ -343,8 +343,15 @@ def test_a_broken_entry_point_plugin_fails_when_the_manager_is_built(tmp_path, m
         sys.modules.pop("typo_plugin_module", None)
 
 
-def test_an_entry_point_whose_import_raises_is_named_and_the_others_still_load(tmp_path, monkeypatch, fresh_plugin_manager):
-    install_distribution(tmp_path, PLUGIN_SOURCE + "\nraise ImportError('needs the cuda driver')\n", module="boom_module", entry_point="boom")
+def test_an_entry_point_whose_import_raises_is_named_and_the_others_still_load(
+    tmp_path, monkeypatch, fresh_plugin_manager
+):
+    install_distribution(
+        tmp_path,
+        PLUGIN_SOURCE + "\nraise ImportError('needs the cuda driver')\n",
+        module="boom_module",
+        entry_point="boom",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("DPO_PLUGIN_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("DPO_PLUGIN_BLOCK_PLUGINS", raising=False)

@@ -34,12 +34,17 @@ def run_example(name: str, replacements: dict[str, str] | None = None) -> dict:
 
 def test_training_as_in_trl(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    swaps = {'"HuggingFaceTB/SmolLM2-135M-Instruct"': repr(TINY), '"trl-lib/ultrafeedback_binarized"': repr(DEMO),
-             "max_steps=200": "max_steps=2"}  # fmt: skip
+    swaps = {
+        '"HuggingFaceTB/SmolLM2-135M-Instruct"': repr(TINY),
+        '"trl-lib/ultrafeedback_binarized"': repr(DEMO),
+        "max_steps=200": "max_steps=2",
+    }
     example = run_example("train.py", swaps)
     trainer, report = example["trainer"], example["report"]
     assert trainer.state.global_step == 2
-    assert trainer.session.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
+    assert (
+        trainer.session.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
+    )
     run = tmp_path / "runs" / "smollm2-dpo"
     assert (run / "adapter_config.json").is_file() and (run / "eval" / "report.json").is_file()
     margin = report["checks"]["reward_margin"]
@@ -65,8 +70,9 @@ def test_registering_a_loss_and_a_check_at_runtime(runtime_example, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     args.max_steps, args.logging_steps, args.max_length = 2, 1, 128
     pairs = load_dataset(DEMO)
-    trainer = DPOTrainer(make_model(), args=args, train_dataset=pairs["train"], eval_dataset=pairs["test"],
-                         processing_class=tokenizer)  # fmt: skip
+    trainer = DPOTrainer(
+        make_model(), args=args, train_dataset=pairs["train"], eval_dataset=pairs["test"], processing_class=tokenizer
+    )
     trainer.train()
     assert any("loss/squared_hinge" in entry for entry in trainer.state.log_history)
     check = trainer.check_report["checks"]["chosen_likelihood"]
@@ -90,5 +96,9 @@ def test_the_verdict_functions(capsys):
     # prompts i % 10 = 1 tie (4); the longer answer wins except where i % 7 = 0: 29 wins, 7 losses, (29 + 2)/40 = 0.775
     raw, lc = example["raw"], example["lc"]
     assert (raw["wins"], raw["ties"], raw["losses"], raw["win_rate"]) == (29, 4, 7, 0.775) and raw["passed"]
-    assert lc["passed"] is False and lc["lc_low"] < 0.5 < lc["lc_win_rate"] < raw["win_rate"] and lc["length_coefficient"] > 1
+    assert (
+        lc["passed"] is False
+        and lc["lc_low"] < 0.5 < lc["lc_win_rate"] < raw["win_rate"]
+        and lc["length_coefficient"] > 1
+    )
     assert third == f"True 0.775 False {lc['lc_win_rate']:.3f} False {lc['length_coefficient']:.2f}"

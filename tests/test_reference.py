@@ -8,12 +8,12 @@ import logging
 import pytest
 import torch
 from peft import LoraConfig
+from test_strategy_without_trainer import HalfReference
+from trainer_fixtures import config_kwargs, preference_dataset
 
 import dpo_plugin
 from dpo_plugin.errors import ConfigError, UnknownNameError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from test_strategy_without_trainer import HalfReference
-from trainer_fixtures import config_kwargs, preference_dataset
 
 LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
 
@@ -43,7 +43,9 @@ def cache_dir(tmp_path):
 def test_copy_adapter_and_precomputed_agree(make_model, tokenizer, tmp_path, cache_dir):
     copy_trainer = _trainer(make_model(), tokenizer, tmp_path, reference="copy")
     adapter_trainer = _trainer(make_model(), tokenizer, tmp_path, reference="adapter", peft_config=LoraConfig(**LORA))
-    pre_trainer = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
+    pre_trainer = _trainer(
+        make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+    )
     expected = copy_trainer.session.reference_strategy.logps(_batch(copy_trainer))
     for trainer in (adapter_trainer, pre_trainer):
         got = trainer.session.reference_strategy.logps(_batch(trainer))
@@ -56,24 +58,32 @@ def test_copy_adapter_and_precomputed_agree(make_model, tokenizer, tmp_path, cac
 
 
 def test_precomputed_reuses_its_cache(make_model, tokenizer, tmp_path, cache_dir, caplog):
-    first = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
+    first = _trainer(
+        make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+    )
     assert first.session.reference_strategy.computed_pairs > 0
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(files) == 2 and all(f.endswith(".safetensors") for f in files)  # train and eval
-    second = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
+    second = _trainer(
+        make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+    )
     assert second.session.reference_strategy.computed_pairs == 0  # the reference model was never called
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
     second.train()  # trains from the cached columns
 
 
 def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, cache_dir, caplog):
-    first = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
+    first = _trainer(
+        make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+    )
     path = first.session.reference_strategy.cache_files[0]
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # flip bits inside the last tensor's data
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
-        second = _trainer(make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
+        second = _trainer(
+            make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+        )
     assert "stale or corrupted" in caplog.text and "checksum" in caplog.text
     assert second.session.reference_strategy.computed_pairs > 0
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
@@ -84,17 +94,22 @@ def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, c
 
 
 def test_precomputed_fingerprint_follows_the_weights(make_model, tokenizer, tmp_path, cache_dir):
-    _trainer(make_model(seed=0), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
-    other = _trainer(make_model(seed=1), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir})
+    _trainer(
+        make_model(seed=0), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+    )
+    other = _trainer(
+        make_model(seed=1), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": cache_dir}
+    )
     assert other.session.reference_strategy.computed_pairs > 0
     assert len(list((tmp_path / "cache").iterdir())) == 4
 
 
 def test_precomputed_trl_flag_maps_onto_the_strategy(make_model, tokenizer, tmp_path, cache_dir):
-    trainer = _trainer(make_model(), tokenizer, tmp_path, precompute_ref_log_probs=True, reference_params={"cache_dir": cache_dir})
+    trainer = _trainer(
+        make_model(), tokenizer, tmp_path, precompute_ref_log_probs=True, reference_params={"cache_dir": cache_dir}
+    )
     assert trainer.session.reference_strategy.name == "precomputed" and trainer.ref_model is None
     assert "ref_chosen_logps" in trainer.train_dataset.column_names
-
 
 
 @pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
@@ -150,7 +165,9 @@ def test_sync_updates_the_reference_exactly_at_the_sync_steps(make_model, tokeni
 def test_path_reference_loads_a_saved_model(make_model, tokenizer, tmp_path):
     saved = make_model(seed=3)
     saved.save_pretrained(tmp_path / "sft")
-    trainer = _trainer(make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "sft")})
+    trainer = _trainer(
+        make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "sft")}
+    )
     expected = _trainer(make_model(), tokenizer, tmp_path, ref_model=copy.deepcopy(saved)).session.reference_strategy
     batch = _batch(trainer)
     for a, b in zip(trainer.session.reference_strategy.logps(batch), expected.logps(batch)):
@@ -159,12 +176,20 @@ def test_path_reference_loads_a_saved_model(make_model, tokenizer, tmp_path):
 
 def test_path_reference_bad_input(make_model, tokenizer, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        _trainer(make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "missing")})
+        _trainer(
+            make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "missing")}
+        )
     from dpo_plugin.testing.tiny import tiny_model
 
     tiny_model(100).save_pretrained(tmp_path / "other-vocab")
     with pytest.raises(ConfigError, match="vocabulary of 100 tokens"):
-        _trainer(make_model(), tokenizer, tmp_path, reference="path", reference_params={"model": str(tmp_path / "other-vocab")})
+        _trainer(
+            make_model(),
+            tokenizer,
+            tmp_path,
+            reference="path",
+            reference_params={"model": str(tmp_path / "other-vocab")},
+        )
     with pytest.raises(ConfigError, match="needs the model"):
         _trainer(make_model(), tokenizer, tmp_path, reference="path")
 
@@ -187,7 +212,9 @@ def test_strategy_bad_input(make_model, tokenizer, tmp_path):
 def test_auto_picks_adapter_with_peft_and_copy_without(make_model, tokenizer, tmp_path):
     """A run that sees part of the data (1 step of 4 of the 8 pairs) keeps the reference in memory."""
     with_peft = _trainer(make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA), max_steps=1)
-    assert with_peft.session.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
+    assert (
+        with_peft.session.reference_strategy.describe() == "auto → adapter (the policy with its PEFT adapters disabled)"
+    )
     assert with_peft.ref_model is None and with_peft.session.reference_strategy.memory_bytes() == 0
     full = _trainer(make_model(), tokenizer, tmp_path, max_steps=1)
     assert full.session.reference_strategy.describe().startswith("auto → copy")
@@ -204,12 +231,23 @@ def test_auto_picks_adapter_with_peft_and_copy_without(make_model, tokenizer, tm
         ({"max_steps": 1}, "copy"),
         ({"num_train_epochs": 0.5}, "copy"),
         ({"max_steps": 2, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 1}, "copy"),
-        ({"max_steps": 2, "checks": ["reward_margin"]}, "copy"),  # built in memory: no reference to reload for the checks
+        (
+            {"max_steps": 2, "checks": ["reward_margin"]},
+            "copy",
+        ),  # built in memory: no reference to reload for the checks
     ],
 )
-def test_auto_precomputes_when_the_run_visits_every_pair(overrides, chosen, make_model, tokenizer, tmp_path, caplog, cache_dir):
+def test_auto_precomputes_when_the_run_visits_every_pair(
+    overrides, chosen, make_model, tokenizer, tmp_path, caplog, cache_dir
+):
     with caplog.at_level(logging.INFO, logger="dpo_plugin"):
-        trainer = _trainer(make_model(), tokenizer, tmp_path, reference_params={"cache_dir": cache_dir} if chosen == "precomputed" else None, **overrides)
+        trainer = _trainer(
+            make_model(),
+            tokenizer,
+            tmp_path,
+            reference_params={"cache_dir": cache_dir} if chosen == "precomputed" else None,
+            **overrides,
+        )
     assert trainer.session.reference_strategy.delegate.name == chosen
     if chosen == "precomputed":
         assert "the run visits every training pair at least once and the reference is frozen" in caplog.text
@@ -219,10 +257,18 @@ def test_auto_precomputes_when_the_run_visits_every_pair(overrides, chosen, make
 def test_auto_precomputes_with_peft_even_with_checks(make_model, tokenizer, tmp_path, cache_dir):
     """With PEFT the checks reach the reference by disabling the adapters, so precomputing is safe."""
     trainer = _trainer(
-        make_model(), tokenizer, tmp_path, peft_config=LoraConfig(**LORA), max_steps=2, checks=["reward_margin"],
+        make_model(),
+        tokenizer,
+        tmp_path,
+        peft_config=LoraConfig(**LORA),
+        max_steps=2,
+        checks=["reward_margin"],
         reference_params={"cache_dir": cache_dir},
     )
-    assert trainer.session.reference_strategy.delegate.name == "precomputed" and trainer.session.reference_strategy.delegate.adapters_off
+    assert (
+        trainer.session.reference_strategy.delegate.name == "precomputed"
+        and trainer.session.reference_strategy.delegate.adapters_off
+    )
     trainer.train()
     assert trainer.check_report["checks"]["reward_margin"]["metrics"]["n"] == 4
 
@@ -243,7 +289,9 @@ def test_a_third_party_strategy_is_chosen_the_same_way(make_model, tokenizer, tm
 
     register_plugin(Plugin, "half-plugin")
     assert dpo_plugin.reference_strategies()["half"].plugin == "half-plugin"
-    trainer = _trainer(make_model(), tokenizer, tmp_path, reference="half", reference_params={"factor": 0.25}, max_steps=1)
+    trainer = _trainer(
+        make_model(), tokenizer, tmp_path, reference="half", reference_params={"factor": 0.25}, max_steps=1
+    )
     trainer.train()
     assert calls and trainer.session.reference_strategy.factor == 0.25
 
@@ -266,28 +314,49 @@ def test_the_cache_key_holds_the_frozen_adapter_of_an_existing_one(make_model, t
     the same base must not reuse the first one's cached log-probs."""
     expected = {}
     for seed in (1, 2):
-        adapter_ref = _trainer(_existing_adapter(make_model, seed), tokenizer, tmp_path / f"a{seed}", reference="adapter")
+        adapter_ref = _trainer(
+            _existing_adapter(make_model, seed), tokenizer, tmp_path / f"a{seed}", reference="adapter"
+        )
         expected[seed] = torch.cat(adapter_ref.session.reference_strategy.logps(_batch(adapter_ref)))
     assert (expected[1] - expected[2]).abs().max() > 1e-3  # the two adapters give different references
     for seed in (1, 2):
-        trainer = _trainer(_existing_adapter(make_model, seed), tokenizer, tmp_path / f"p{seed}", reference="precomputed", reference_params={"cache_dir": cache_dir})
+        trainer = _trainer(
+            _existing_adapter(make_model, seed),
+            tokenizer,
+            tmp_path / f"p{seed}",
+            reference="precomputed",
+            reference_params={"cache_dir": cache_dir},
+        )
         assert trainer.session.reference_strategy.computed_pairs > 0  # computed, not the other adapter's cache
-        torch.testing.assert_close(torch.cat(trainer.session.reference_strategy.logps(_batch(trainer))).float(), expected[seed].float(), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(
+            torch.cat(trainer.session.reference_strategy.logps(_batch(trainer))).float(),
+            expected[seed].float(),
+            rtol=1e-5,
+            atol=1e-4,
+        )
 
 
 def test_a_reloaded_reference_that_is_not_the_cached_one_is_refused(make_model, tokenizer, tmp_path, cache_dir):
     """The policy was changed in memory after loading: the folder it names is not the reference any more."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-
     from trainer_fixtures import preference_rows
+    from transformers import AutoModelForCausalLM
 
     folder = tmp_path / "init"
     make_model().save_pretrained(folder)
     policy = AutoModelForCausalLM.from_pretrained(folder)
     with torch.no_grad():
         next(policy.parameters()).add_(0.1)  # e.g. a LoRA merged in memory
-    trainer = _trainer(policy, tokenizer, tmp_path / "run", reference="precomputed", reference_params={"cache_dir": cache_dir}, max_steps=1)
+    trainer = _trainer(
+        policy,
+        tokenizer,
+        tmp_path / "run",
+        reference="precomputed",
+        reference_params={"cache_dir": cache_dir},
+        max_steps=1,
+    )
     trainer.train()
-    with pytest.raises(ConfigError, match="the reloaded model's weights differ from the reference the log-probs were computed from"):
+    with pytest.raises(
+        ConfigError, match="the reloaded model's weights differ from the reference the log-probs were computed from"
+    ):
         trainer.evaluate(eval_dataset=Dataset.from_list(preference_rows(12)[8:]))

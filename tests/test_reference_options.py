@@ -27,7 +27,11 @@ BF16_TOL = {"rtol": 1e-2, "atol": 0.1}  # summed log-probs of ~5–60 tokens, ar
 def _trainer(model, tokenizer, tmp_path, **overrides):
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "out"), **overrides))
     return DPOTrainer(
-        model, args=args, train_dataset=preference_dataset(), eval_dataset=preference_dataset(4), processing_class=tokenizer
+        model,
+        args=args,
+        train_dataset=preference_dataset(),
+        eval_dataset=preference_dataset(4),
+        processing_class=tokenizer,
     )
 
 
@@ -37,7 +41,9 @@ def _full_batch(trainer, split=None):
     Strategies take a padded batch whatever layout the run trains with (here packed by default).
     """
     split = trainer.train_dataset if split is None else split
-    collator = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id, max_length=trainer.args.max_length)
+    collator = DataCollatorForPreference(
+        pad_token_id=trainer.processing_class.pad_token_id, max_length=trainer.args.max_length
+    )
     return collator([split[i] for i in range(len(split))])
 
 
@@ -77,7 +83,11 @@ def test_reference_dtype(strategy, dtype, make_model, tokenizer, tmp_path, saved
     params = {"dtype": dtype} if strategy == "copy" else {"dtype": dtype, "model": str(saved_reference)}
     policy = make_model()
     # the float32 model the reference stands for, built separately
-    source = copy.deepcopy(policy) if strategy == "copy" else AutoModelForCausalLM.from_pretrained(saved_reference, dtype=torch.float32)
+    source = (
+        copy.deepcopy(policy)
+        if strategy == "copy"
+        else AutoModelForCausalLM.from_pretrained(saved_reference, dtype=torch.float32)
+    )
     trainer = _trainer(policy, tokenizer, tmp_path, reference=strategy, reference_params=params, max_steps=2)
 
     ref = trainer.ref_model
@@ -129,7 +139,9 @@ def test_path_reference_trains_against_the_saved_model(make_model, tokenizer, tm
     ref_chosen, ref_rejected = independent_logps(saved, batch)
     pol_chosen, pol_rejected = independent_logps(initial_policy, batch)
     assert (ref_chosen - pol_chosen).abs().max() > 0.1  # the saved reference is not the policy's initialisation
-    _assert_pairs_close(trainer.session.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
+    _assert_pairs_close(
+        trainer.session.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4
+    )
 
     trainer.train()
     first = trainer.state.log_history[0]
@@ -144,7 +156,9 @@ def test_path_reference_trains_against_the_saved_model(make_model, tokenizer, tm
     assert len([e for e in trainer.state.log_history if "loss" in e]) == 3
 
     # the reference stays the saved model; the policy moved
-    _assert_pairs_close(trainer.session.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4)
+    _assert_pairs_close(
+        trainer.session.reference_strategy.logps(batch), (ref_chosen, ref_rejected), rtol=1e-5, atol=1e-4
+    )
     trained = trainer.session.scorer.logps(batch)
     assert _max_diff(trained, (pol_chosen, pol_rejected)) > 1e-2
 
@@ -227,14 +241,20 @@ def test_precomputed_from_a_saved_model_then_frees_it(make_model, tokenizer, tmp
     assert any(o is saved for o in _alive_models_from(saved_reference))  # the scan sees such a model while it lives
     batch = _full_batch(trainer)
     chosen, rejected = independent_logps(saved, batch)
-    cached = torch.tensor(trainer.train_dataset["ref_chosen_logps"]), torch.tensor(trainer.train_dataset["ref_rejected_logps"])
+    cached = (
+        torch.tensor(trainer.train_dataset["ref_chosen_logps"]),
+        torch.tensor(trainer.train_dataset["ref_rejected_logps"]),
+    )
     _assert_pairs_close(cached, (chosen, rejected), rtol=1e-5, atol=1e-4)
     _assert_pairs_close(strategy.logps(batch), (chosen, rejected), rtol=1e-5, atol=1e-4)
     # not the policy's own log-probs
     assert _max_diff(cached, trainer.session.scorer.logps(batch)) > 0.1
     eval_batch = _full_batch(trainer, trainer.eval_dataset)
     _assert_pairs_close(
-        (torch.tensor(trainer.eval_dataset["ref_chosen_logps"]), torch.tensor(trainer.eval_dataset["ref_rejected_logps"])),
+        (
+            torch.tensor(trainer.eval_dataset["ref_chosen_logps"]),
+            torch.tensor(trainer.eval_dataset["ref_rejected_logps"]),
+        ),
         independent_logps(saved, eval_batch),
         rtol=1e-5,
         atol=1e-4,

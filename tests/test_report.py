@@ -17,25 +17,46 @@ from dpo_plugin.evaluation.report import write_report
 from dpo_plugin.types import CheckResult
 
 HISTORY = [
-    {"loss": 0.7 - 0.05 * s, "rewards/margins": 0.1 * s, "rewards/accuracies": 0.5 + 0.04 * s, "rewards/chosen": 0.01 * s,
-     "rewards/rejected": -0.01 * s, "logps/chosen": -50 + s, "logps/rejected": -60 - s, "logratio/chosen": 0.01 * s,
-     "logratio/rejected": -0.02 * s, "step": s}
+    {
+        "loss": 0.7 - 0.05 * s,
+        "rewards/margins": 0.1 * s,
+        "rewards/accuracies": 0.5 + 0.04 * s,
+        "rewards/chosen": 0.01 * s,
+        "rewards/rejected": -0.01 * s,
+        "logps/chosen": -50 + s,
+        "logps/rejected": -60 - s,
+        "logratio/chosen": 0.01 * s,
+        "logratio/rejected": -0.02 * s,
+        "step": s,
+    }
     for s in range(1, 6)
-] + [{"eval_loss": 0.5, "eval_rewards/margins": 0.4, "step": 5}, {"train_runtime": 3.0, "train_loss": 0.6, "step": 5}]  # fmt: skip
+] + [{"eval_loss": 0.5, "eval_rewards/margins": 0.4, "step": 5}, {"train_runtime": 3.0, "train_loss": 0.6, "step": 5}]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DPI = 110  # the plots' resolution: a figure of w × h inches is (110·w) × (110·h) pixels
 
 
 def _results(win_passed=True):
     margin = CheckResult(
-        "reward_margin", True, {"accuracy": np.float32(0.75), "n": np.int64(10), "margin_mean": math.nan}, (0.6, 0.9), 0.5,
+        "reward_margin",
+        True,
+        {"accuracy": np.float32(0.75), "n": np.int64(10), "margin_mean": math.nan},
+        (0.6, 0.9),
+        0.5,
         {"margins": [0.1, -0.2, 0.5, 0.3], "reasons": []},
-    )  # fmt: skip
+    )
     samples = [{"prompt": "a | b\nc", "reference": "ref | x", "policy": "<b>bold</b>", "verdict": "policy wins"}]
     win = CheckResult(
-        "win_rate", win_passed, {"win_rate": 0.7, "wins": 6, "ties": 2, "losses": 2, "failures": 1}, (0.52, 0.83), 0.5,
-        {"samples": samples, "judge_errors": ["HTTP 500 | bad"], "reasons": [] if win_passed else ["lower bound 0.45 <= 0.5"]},
-    )  # fmt: skip
+        "win_rate",
+        win_passed,
+        {"win_rate": 0.7, "wins": 6, "ties": 2, "losses": 2, "failures": 1},
+        (0.52, 0.83),
+        0.5,
+        {
+            "samples": samples,
+            "judge_errors": ["HTTP 500 | bad"],
+            "reasons": [] if win_passed else ["lower bound 0.45 <= 0.5"],
+        },
+    )
     return [margin, win]
 
 
@@ -82,8 +103,16 @@ def test_report_markdown(tmp_path):
 
 
 def test_evaluate_report_says_what_was_evaluated(tmp_path):
-    evaluated = {"model": "runs/lora", "base": "org/base", "reference": "org/base", "data": "pairs.jsonl",
-                 "split": "test", "judge": None, "beta": 0.1, "max_length": 128}  # fmt: skip
+    evaluated = {
+        "model": "runs/lora",
+        "base": "org/base",
+        "reference": "org/base",
+        "data": "pairs.jsonl",
+        "split": "test",
+        "judge": None,
+        "beta": 0.1,
+        "max_length": 128,
+    }
     extra = {"evaluated": evaluated, "reference": "adapter (the policy with its PEFT adapters disabled)"}
     report = write_report(_results(), tmp_path, [], extra=extra)
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["evaluated"] == evaluated == report["evaluated"]
@@ -110,7 +139,9 @@ def test_every_metric_gets_its_meaning(tmp_path):
     own = CheckResult("length_growth", True, {"ratio": 1.1, "mystery": 2}, details=explained)
     write_report([*_results(), own], tmp_path, [])
     markdown = (tmp_path / "eval" / "report.md").read_text()
-    rows = [line for line in markdown.splitlines() if line.count("|") == 4 and not line.startswith(("| metric", "|---"))]
+    rows = [
+        line for line in markdown.splitlines() if line.count("|") == 4 and not line.startswith(("| metric", "|---"))
+    ]
     assert len(rows) == 3 + 5 + 2  # reward_margin's, win_rate's and length_growth's metrics
     assert "| ratio | 1.1 | policy/reference length |" in rows and "| mystery | 2 | - |" in rows
     assert all(not row.endswith("| - |") for row in rows if "mystery" not in row)  # every built-in metric explained
@@ -159,7 +190,10 @@ def _lines_by_quantity(figure):
 
 def test_a_short_run_draws_markers_and_each_quantity_keeps_its_colour():
     # `demo --max_steps 4` logs the training quantities once (at step 4) and evaluates once
-    short = [{key: value for key, value in HISTORY[3].items()}, {"eval_loss": 0.5, "eval_rewards/chosen": 0.2, "step": 4}]
+    short = [
+        {key: value for key, value in HISTORY[3].items()},
+        {"eval_loss": 0.5, "eval_rewards/chosen": 0.2, "step": 4},
+    ]
     figure = plots.curves_figure(short)
     assert [axis.get_xlim() for axis in figure.axes] == [(3.0, 5.0)] * 6  # whole steps around the one logged step
     lines = _lines_by_quantity(figure)
@@ -169,7 +203,9 @@ def test_a_short_run_draws_markers_and_each_quantity_keeps_its_colour():
         assert {line.get_color() for line in lines[quantity]} == {colour}, quantity  # in every panel, train and eval
     assert len(lines["chosen"]) == 4 and len(lines["rejected"]) == 3  # rewards, logps, logratio (+ eval rewards)
     assert plots.OUTCOME_COLOURS["wins"] == "#2a9d8f" and plots.OUTCOME_COLOURS["losses"] == "#e76f51"
-    long = [{"loss": 1.0 / s, "rewards/chosen": 0.01 * s, "step": s} for s in range(1, 201)] + [{"eval_loss": 0.3, "step": 200}]
+    long = [{"loss": 1.0 / s, "rewards/chosen": 0.01 * s, "step": s} for s in range(1, 201)] + [
+        {"eval_loss": 0.3, "step": 200}
+    ]
     for group in _lines_by_quantity(plots.curves_figure(long)).values():
         for line in group:  # a long train series is a bare line; eval points keep their markers
             assert line.get_marker() == ("o" if line.get_label().startswith("eval_") else "None"), line.get_label()

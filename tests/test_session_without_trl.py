@@ -14,13 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from trainer_fixtures import policy_and_reference, preference_rows
 from transformers import Trainer, TrainingArguments
 
 from dpo_plugin.forward.heads import METRIC_FIELDS, WPO_FIELD, LogitsHead
 from dpo_plugin.forward.logps import ForwardSettings, forward_pairs
 from dpo_plugin.session import Connection, DPOSession
 from dpo_plugin.settings import LossRequest, PluginSettings
-from trainer_fixtures import policy_and_reference, preference_rows
 
 
 class PlainBackend:
@@ -31,10 +31,14 @@ class PlainBackend:
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
-    def padded_collator(self, pad_token_id: int, *, max_length=None, truncation_mode="keep_start", pad_to_multiple_of=None):
+    def padded_collator(
+        self, pad_token_id: int, *, max_length=None, truncation_mode="keep_start", pad_to_multiple_of=None
+    ):
         def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             sequences = [r["prompt_ids"] + r[side] for side in ("chosen_ids", "rejected_ids") for r in rows]
-            masks = [[0] * len(r["prompt_ids"]) + [1] * len(r[side]) for side in ("chosen_ids", "rejected_ids") for r in rows]
+            masks = [
+                [0] * len(r["prompt_ids"]) + [1] * len(r[side]) for side in ("chosen_ids", "rejected_ids") for r in rows
+            ]
             width = max(map(len, sequences))
             pad = [width - len(s) for s in sequences]
             return {
@@ -61,12 +65,16 @@ class PlainBackend:
 class PlainDPOTrainer(Trainer):
     """A transformers ``Trainer`` running a DPO session: the whole of a host's trainer glue."""
 
-    def __init__(self, model, ref_model, args, train_dataset, tokenizer, settings: PluginSettings, request: LossRequest):
+    def __init__(
+        self, model, ref_model, args, train_dataset, tokenizer, settings: PluginSettings, request: LossRequest
+    ):
         backend = PlainBackend(tokenizer)
         self.session = DPOSession(settings, request, backend, output_dir=args.output_dir)
         self.session.check_data(train_dataset, None)
         held = self.session.prepare_reference(
-            model, ref_model, self.session.run_facts(peft=False, base_weights_change=False, args=args, train_dataset=train_dataset)
+            model,
+            ref_model,
+            self.session.run_facts(peft=False, base_weights_change=False, args=args, train_dataset=train_dataset),
         )
         self.session.connect(self, Connection(ForwardSettings(max_length=128), lambda: held))
         super().__init__(
@@ -113,14 +121,27 @@ def test_a_session_trains_in_a_plain_transformers_trainer(tokenizer, tmp_path, p
     rows = preference_rows(4)
     beta = 0.1
     margins = [
-        (_completion_logp(policy, tokenizer, r["prompt"], r["chosen"]) - _completion_logp(reference, tokenizer, r["prompt"], r["chosen"]))
-        - (_completion_logp(policy, tokenizer, r["prompt"], r["rejected"]) - _completion_logp(reference, tokenizer, r["prompt"], r["rejected"]))
+        (
+            _completion_logp(policy, tokenizer, r["prompt"], r["chosen"])
+            - _completion_logp(reference, tokenizer, r["prompt"], r["chosen"])
+        )
+        - (
+            _completion_logp(policy, tokenizer, r["prompt"], r["rejected"])
+            - _completion_logp(reference, tokenizer, r["prompt"], r["rejected"])
+        )
         for r in rows
     ]
     expected = -F.logsigmoid(beta * torch.stack(margins)).mean().item()
     args = TrainingArguments(
-        output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3,
-        logging_steps=1, report_to="none", save_strategy="no", remove_unused_columns=False, use_cpu=True,
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+        use_cpu=True,
         disable_tqdm=True,
     )
     settings = PluginSettings(reference="path", packing=packing)
@@ -137,9 +158,9 @@ def test_a_session_trains_in_a_plain_transformers_trainer(tokenizer, tmp_path, p
 def test_the_logits_head_matches_trls_fused_head(tokenizer):
     """Every per-sequence sum the training forward uses: TRL 1.16's fused head against the logits of TRL 1.14."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
+    from trl.trainer.utils import add_fused_lm_head
 
     from dpo_plugin.hosts.trl.internals import FusedHead, prepare_pairs, strip_fused_head
-    from trl.trainer.utils import add_fused_lm_head
 
     policy, _ = policy_and_reference(len(tokenizer))
     pairs = prepare_pairs(Dataset.from_list(preference_rows(6)), tokenizer, max_length=128)

@@ -130,7 +130,9 @@ def test_missing_wheel_is_a_config_error_with_the_install_command(monkeypatch):
 def test_missing_gguf_is_a_config_error_naming_the_demo_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` raises ImportError, as when it is not installed
     folder = tmp_path / "models" / "SmolLM2-135M-Instruct"
-    with pytest.raises(ConfigError, match=r"needs the gguf package, which is not installed: pip install 'dpo-plugin\[demo\]'"):
+    with pytest.raises(
+        ConfigError, match=r"needs the gguf package, which is not installed: pip install 'dpo-plugin\[demo\]'"
+    ):
         smollm.smollm2_path(folder)
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 

@@ -6,11 +6,11 @@ The log-probabilities are checked against an independent computation from the mo
 from __future__ import annotations
 
 import torch
+from trainer_fixtures import preference_rows
 
+from dpo_plugin.forward import pair_scorer
 from dpo_plugin.reference.base import ReferenceStrategy, RunFacts
 from dpo_plugin.reference.model import CopyReference
-from dpo_plugin.forward import pair_scorer
-from trainer_fixtures import preference_rows
 
 EOS = "<|end|>"
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+from trainer_fixtures import config_kwargs
 from trl.data_utils import extract_prompt
 
 from dpo_plugin.cli import main
@@ -23,7 +24,6 @@ from dpo_plugin.errors import ConfigError
 from dpo_plugin.template_round_trip import common_prefix, render
 from dpo_plugin.testing import save_tiny
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from trainer_fixtures import config_kwargs
 
 REPEATS_SYSTEM = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -57,7 +57,9 @@ def _rows(n: int = 6, system: bool = True) -> list[dict]:
         if system and i % 2 == 0:
             prompt.insert(0, {"role": "system", "content": "Be brief."})
         answer = [{"role": "assistant", "content": f"{2 * i}."}]
-        rows.append({"prompt": prompt, "chosen": answer, "rejected": [{"role": "assistant", "content": f"{2 * i + 1}?"}]})
+        rows.append(
+            {"prompt": prompt, "chosen": answer, "rejected": [{"role": "assistant", "content": f"{2 * i + 1}?"}]}
+        )
     return rows
 
 
@@ -93,12 +95,18 @@ def test_a_template_repeating_the_system_prompt_is_an_error_naming_rows_and_toke
         "token 27 of 39: the prompt alone has '<|system|>' 'B' 'e' ' ' 'b' 'r' …, the whole conversation has "
         "'<|assistant|>' '0' '.' '<|end|>'"
     )
-    assert report.ok is False and "1 of" not in report.notes[0] and report.notes[0].startswith("Chat-template round trip: 3 of 6")
+    assert (
+        report.ok is False
+        and "1 of" not in report.notes[0]
+        and report.notes[0].startswith("Chat-template round trip: 3 of 6")
+    )
 
 
 def test_a_template_keeping_the_system_prompt_only_before_the_last_user_turn_is_caught(tokenizer):
     chat = _with_template(tokenizer, SYSTEM_BEFORE_LAST_USER)
-    finding = _findings(check_data(_rows(), extract_prompt=extract_prompt, chat_template=chat, min_pairs=1))["chat_template_round_trip"]
+    finding = _findings(check_data(_rows(), extract_prompt=extract_prompt, chat_template=chat, min_pairs=1))[
+        "chat_template_round_trip"
+    ]
     assert [e["row"] for e in finding.examples] == [0, 2, 4]
     alone = render(chat, _rows()[0]["prompt"], {}, generation_prompt=True)
     whole = render(chat, _rows()[0]["prompt"] + _rows()[0]["chosen"], {}, generation_prompt=False)
@@ -114,7 +122,10 @@ def test_plain_text_data_does_not_apply_and_no_template_is_an_error(tokenizer):
     assert "does not apply" in report.format_table() and report.to_dict()["notes"] == report.notes
     no_template = _with_template(tokenizer, None)
     finding = _findings(check_data(_rows(), extract_prompt=extract_prompt, chat_template=no_template, min_pairs=1))
-    assert finding["chat_template_round_trip"].severity == "error" and "no chat template" in finding["chat_template_round_trip"].message
+    assert (
+        finding["chat_template_round_trip"].severity == "error"
+        and "no chat template" in finding["chat_template_round_trip"].message
+    )
 
 
 def test_per_row_template_options_are_passed_on(tokenizer):
@@ -123,7 +134,9 @@ def test_per_row_template_options_are_passed_on(tokenizer):
     rows = [dict(row, chat_template_kwargs={"terse": True}) for row in _rows(2, system=False)]
     ids = render(_with_template(tokenizer, template), rows[0]["prompt"], rows[0], generation_prompt=True)
     assert tokenizer.decode(ids[:4]) == "<|system|>ter"
-    report = check_data(rows, extract_prompt=extract_prompt, chat_template=_with_template(tokenizer, template), min_pairs=1)
+    report = check_data(
+        rows, extract_prompt=extract_prompt, chat_template=_with_template(tokenizer, template), min_pairs=1
+    )
     assert report.ok and report.notes[0].startswith("Chat-template round trip: 2 of 2")
 
 
@@ -148,10 +161,19 @@ def test_training_refuses_a_template_that_differs_before_any_step(tmp_path, toke
     rows = Dataset.from_list(_rows(8))
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "run"), max_steps=1))
     with pytest.raises(ConfigError, match=r"chat_template_round_trip, 4 row\(s\)\].*Rows 0, 2, 4, …"):
-        DPOTrainer(str(Path(save_tiny(tmp_path / "m"))), args=args, train_dataset=rows,
-                   processing_class=_with_template(tokenizer, REPEATS_SYSTEM))  # fmt: skip
+        DPOTrainer(
+            str(Path(save_tiny(tmp_path / "m"))),
+            args=args,
+            train_dataset=rows,
+            processing_class=_with_template(tokenizer, REPEATS_SYSTEM),
+        )
     allowed = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "run2"), max_steps=1, allow_data_errors=True))
-    trainer = DPOTrainer(str(tmp_path / "m"), args=allowed, train_dataset=rows, processing_class=_with_template(tokenizer, REPEATS_SYSTEM))
+    trainer = DPOTrainer(
+        str(tmp_path / "m"),
+        args=allowed,
+        train_dataset=rows,
+        processing_class=_with_template(tokenizer, REPEATS_SYSTEM),
+    )
     assert "chat_template_round_trip" in {f.code for f in trainer.session.data_report.findings}
 
 

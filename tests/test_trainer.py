@@ -8,10 +8,10 @@ import pytest
 import torch
 import trl
 from datasets import Dataset
+from trainer_fixtures import config_kwargs, preference_dataset
 
 from dpo_plugin.errors import ConfigError, UnknownNameError
 from dpo_plugin.trl import DPOConfig, DPOTrainer
-from trainer_fixtures import config_kwargs, preference_dataset
 
 
 def _train(model, tokenizer, tmp_path, steps=2, **overrides):
@@ -62,9 +62,22 @@ def test_reference_copy_stays_fixed_while_policy_trains(make_model, tokenizer, t
 def test_metrics_are_logged_per_component(make_model, tokenizer, tmp_path):
     trainer = _train(make_model(), tokenizer, tmp_path, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
     logged = trainer.state.log_history[0]
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                "logps/chosen", "logps/rejected", "loss/sigmoid", "loss/sft", "logratio/chosen", "logratio/rejected",
-                "entropy", "mean_token_accuracy", "logits/chosen"):  # fmt: skip
+    for key in (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "loss/sigmoid",
+        "loss/sft",
+        "logratio/chosen",
+        "logratio/rejected",
+        "entropy",
+        "mean_token_accuracy",
+        "logits/chosen",
+    ):
         assert key in logged, key
     # the total is the weighted sum of the components (one step, logged as it happened)
     assert logged["loss"] == pytest.approx(logged["loss/sigmoid"] + 0.5 * logged["loss/sft"], rel=1e-4)
@@ -139,7 +152,10 @@ def test_bf16_on_a_machine_without_support_says_what_to_set():
 
 def test_loss_param_precedence(make_model, tokenizer, tmp_path):
     """loss_params > a DPOConfig field set explicitly > the loss's own default."""
-    assert DPOConfig(**config_kwargs(loss_type=["simpo"])).loss_mix().components[0].params == {"beta": 2.0, "gamma": 0.5}
+    assert DPOConfig(**config_kwargs(loss_type=["simpo"])).loss_mix().components[0].params == {
+        "beta": 2.0,
+        "gamma": 0.5,
+    }
     assert DPOConfig(**config_kwargs(loss_type=["simpo"], beta=0.5)).loss_mix().components[0].params["beta"] == 0.5
     mix = DPOConfig(**config_kwargs(loss_type=["simpo"], beta=0.5, loss_params={"simpo": {"beta": 3}})).loss_mix()
     assert mix.components[0].params["beta"] == 3.0
@@ -175,9 +191,12 @@ def test_logged_rewards_use_the_beta_the_loss_trains_with(tokenizer, tmp_path):
     for overrides in ({"beta": 0.5}, {"loss_params": {"sigmoid": {"beta": 0.5}}}, {"beta": 0.1}):
         args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_steps=1, **overrides))
         trainer = DPOTrainer(
-            copy.deepcopy(policy), ref_model=copy.deepcopy(reference), args=args,
-            train_dataset=preference_dataset(), processing_class=tokenizer,
-        )  # fmt: skip
+            copy.deepcopy(policy),
+            ref_model=copy.deepcopy(reference),
+            args=args,
+            train_dataset=preference_dataset(),
+            processing_class=tokenizer,
+        )
         trainer.train()
         first_logs.append(trainer.state.log_history[0])
     field_beta, param_beta, small_beta = first_logs
@@ -195,28 +214,38 @@ def test_pairs_trl_drops_or_truncates_are_logged_and_none_left_is_an_error(make_
     assert 0 < dropped < len(rows)
     with caplog.at_level(logging.WARNING, logger="dpo_plugin"):
         trainer = DPOTrainer(
-            make_model(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=limit)),
-            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        )  # fmt: skip
+            make_model(),
+            args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=limit)),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
     assert len(trainer.train_dataset) == len(rows) - dropped
     messages = [r.getMessage() for r in caplog.records]
-    assert f"TRL dropped {dropped} of {len(rows)} training pairs whose prompt alone fills max_length={limit}." in messages
+    assert (
+        f"TRL dropped {dropped} of {len(rows)} training pairs whose prompt alone fills max_length={limit}." in messages
+    )
     # kept pairs whose prompt + completion exceed the limit lose the end of their completion
     assert any(m.startswith("Data quality: Pairs longer than max_length") for m in messages)
 
     shortest = min(prompt_lengths)
-    with pytest.raises(ConfigError, match=rf"TRL dropped all 8 training pairs: each prompt alone fills max_length={shortest}"):
+    with pytest.raises(
+        ConfigError, match=rf"TRL dropped all 8 training pairs: each prompt alone fills max_length={shortest}"
+    ):
         DPOTrainer(
-            make_model(), args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=shortest)),
-            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        )  # fmt: skip
+            make_model(),
+            args=DPOConfig(**config_kwargs(output_dir=str(tmp_path), max_length=shortest)),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
 
 
 def test_a_model_reused_by_a_second_trainer_gets_a_copy_that_stays_fixed(make_model, tokenizer, tmp_path):
     """A model an earlier trainer patched with TRL's fused head: the second trainer's copy must not run the live policy."""
     model = make_model()
     _train(model, tokenizer, tmp_path / "first", steps=1, reference="copy")
-    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path / "second"), max_steps=3, learning_rate=5e-2, reference="copy"))
+    args = DPOConfig(
+        **config_kwargs(output_dir=str(tmp_path / "second"), max_steps=3, learning_rate=5e-2, reference="copy")
+    )
     trainer = DPOTrainer(model, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
     ids = torch.tensor([tokenizer("What is 2 + 2?")["input_ids"]])
     with torch.no_grad():

@@ -9,16 +9,33 @@ from __future__ import annotations
 
 import pytest
 import trl
-
-from dpo_plugin.trl import DPOConfig, DPOTrainer
 from trainer_fixtures import config_kwargs, policy_and_reference, preference_dataset
 
+from dpo_plugin.trl import DPOConfig, DPOTrainer
+
 TRL_LOSSES = [
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-]  # fmt: skip
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+]
 # TRL refuses exo_pair without label smoothing; robust and aot are checked with smoothing on.
-LOSS_SETTINGS = {"exo_pair": {"label_smoothing": 1e-3}, "robust": {"label_smoothing": 0.1}, "aot": {"label_smoothing": 0.1}}
+LOSS_SETTINGS = {
+    "exo_pair": {"label_smoothing": 1e-3},
+    "robust": {"label_smoothing": 0.1},
+    "aot": {"label_smoothing": 0.1},
+}
 
 
 PACKING = ["none", "padding_free", "prefix_sharing"]
@@ -57,7 +74,9 @@ def trl_results(tmp_path_factory):
     def get(tokenizer, **settings):
         key = repr(sorted(settings.items()))
         if key not in cache:
-            cache[key] = _loss_and_grads(trl.DPOTrainer, trl.DPOConfig, tokenizer, tmp_path_factory.mktemp("trl"), **settings)
+            cache[key] = _loss_and_grads(
+                trl.DPOTrainer, trl.DPOConfig, tokenizer, tmp_path_factory.mktemp("trl"), **settings
+            )
         return cache[key]
 
     return get
@@ -84,7 +103,17 @@ def test_each_trl_loss_matches(loss_type, packing, tokenizer, tmp_path, trl_resu
         {"loss_type": ["sigmoid", "ipo"], "truncation_mode": "keep_end", "max_length": 40},
         {"loss_type": ["sigmoid_norm"], "max_length": None},
     ],
-    ids=["mix-of-three", "forward_kl", "js_divergence", "alpha_divergence", "ld_alpha", "wpo", "beta", "keep_end", "no-max-length"],
+    ids=[
+        "mix-of-three",
+        "forward_kl",
+        "js_divergence",
+        "alpha_divergence",
+        "ld_alpha",
+        "wpo",
+        "beta",
+        "keep_end",
+        "no-max-length",
+    ],
 )
 @pytest.mark.parametrize("packing", PACKING)
 def test_trl_features_match(settings, packing, tokenizer, tmp_path, trl_results):

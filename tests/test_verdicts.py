@@ -15,11 +15,25 @@ from dpo_plugin.evaluation.verdicts import MIN_PAIRS, prompt_outcome
 
 @pytest.mark.parametrize(
     "first, second, outcome",
-    [(0, 1, "win"), (1, 0, "loss"), (0.5, 0.5, "tie"), (0, 0, "disagreement"), (1, 1, "disagreement"),
-     (0.5, 1, "disagreement"), (0, 0.5, "disagreement"), (None, 1, "failure"), (0, None, "failure"),
-     (math.nan, 1, "failure"), (True, 1, "failure"), (0, False, "failure"), (2, 1, "failure"), ("0", "1", "failure"),
-     (np.float64(0.0), np.int64(1), "win"), (np.float32(0.5), 0.5, "tie")],
-)  # fmt: skip
+    [
+        (0, 1, "win"),
+        (1, 0, "loss"),
+        (0.5, 0.5, "tie"),
+        (0, 0, "disagreement"),
+        (1, 1, "disagreement"),
+        (0.5, 1, "disagreement"),
+        (0, 0.5, "disagreement"),
+        (None, 1, "failure"),
+        (0, None, "failure"),
+        (math.nan, 1, "failure"),
+        (True, 1, "failure"),
+        (0, False, "failure"),
+        (2, 1, "failure"),
+        ("0", "1", "failure"),
+        (np.float64(0.0), np.int64(1), "win"),
+        (np.float32(0.5), 0.5, "tie"),
+    ],
+)
 def test_prompt_outcome(first, second, outcome):
     assert prompt_outcome(first, second) == outcome
 

@@ -25,10 +25,16 @@ def context(tokenizer, tmp_path):
 
     def make(judge):
         return EvalContext(
-            policy=policy, tokenizer=tokenizer, prompts=PROMPTS, score_pairs=lambda which: None,
-            reference_model=lambda: contextlib.nullcontext(reference), reference_note="a model saying B",
-            beta=0.1, output_dir=tmp_path, judge=judge,
-        )  # fmt: skip
+            policy=policy,
+            tokenizer=tokenizer,
+            prompts=PROMPTS,
+            score_pairs=lambda which: None,
+            reference_model=lambda: contextlib.nullcontext(reference),
+            reference_note="a model saying B",
+            beta=0.1,
+            output_dir=tmp_path,
+            judge=judge,
+        )
 
     return make
 

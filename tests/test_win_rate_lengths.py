@@ -44,10 +44,16 @@ def prefers_longer(prompts, first, second):
 def context(tokenizer, tmp_path):
     policy, reference = says_until_eos(tokenizer, "A", 0.1), says_until_eos(tokenizer, "B", 0.3)
     return EvalContext(
-        policy=policy, tokenizer=tokenizer, prompts=PROMPTS, score_pairs=lambda which: None,
-        reference_model=lambda: contextlib.nullcontext(reference), reference_note="a model saying B",
-        beta=0.1, output_dir=tmp_path, judge=prefers_longer,
-    )  # fmt: skip
+        policy=policy,
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        score_pairs=lambda which: None,
+        reference_model=lambda: contextlib.nullcontext(reference),
+        reference_note="a model saying B",
+        beta=0.1,
+        output_dir=tmp_path,
+        judge=prefers_longer,
+    )
 
 
 def test_a_length_only_judge_passes_raw_but_not_length_controlled(context, tmp_path):
@@ -56,21 +62,34 @@ def test_a_length_only_judge_passes_raw_but_not_length_controlled(context, tmp_p
     assert m["mean_length_policy"] > 2 * m["mean_length_reference"] > 0
     assert result.passed and m["win_rate"] > 0.7 and d["headline"] == "win_rate"
     assert m["lc_passed"] is False and m["confounded"] is True and m["lc_win_rate"] is None
-    assert any(w.startswith("length and preference are confounded: the length difference alone predicts") for w in d["warnings"])
+    assert any(
+        w.startswith("length and preference are confounded: the length difference alone predicts")
+        for w in d["warnings"]
+    )
     # the check's LC metrics are exactly the public function's on the same verdicts and lengths
     scores, differences = d["prompt_scores"], d["length_differences"]
     assert len(scores) == len(differences) == 40 and all(s in (0.0, 0.5, 1.0) for s in scores)
     assert differences == [p - r for p, r in zip(d["policy_lengths"], d["reference_lengths"])]
-    assert sum(d["policy_lengths"]) / 40 == m["mean_length_policy"] and sum(d["reference_lengths"]) / 40 == m["mean_length_reference"]
+    assert (
+        sum(d["policy_lengths"]) / 40 == m["mean_length_policy"]
+        and sum(d["reference_lengths"]) / 40 == m["mean_length_reference"]
+    )
     assert all((s == 1.0) == (x > 0) and (s == 0.0) == (x < 0) for s, x in zip(scores, differences))
     strict = win_rate(context, **SETTINGS, length_controlled=True)
     assert strict.passed is False and strict.details["headline"] == "lc_win_rate" and strict.interval is None
-    assert strict.details["reasons"][0].startswith("the length-controlled win rate is not estimable: the length difference")
+    assert strict.details["reasons"][0].startswith(
+        "the length-controlled win rate is not estimable: the length difference"
+    )
     report = write_report([strict], tmp_path, [])
-    assert "length_preference.png" in report["files"] and (tmp_path / "eval" / "length_preference.png").stat().st_size > 0
+    assert (
+        "length_preference.png" in report["files"] and (tmp_path / "eval" / "length_preference.png").stat().st_size > 0
+    )
     text = (tmp_path / "eval" / "report.md").read_text()
     assert "| lc_win_rate | - |" in text and "| mean_length_policy |" in text and "lc_win_rate = -" in text
-    assert json.loads((tmp_path / "eval" / "report.json").read_text())["checks"]["win_rate"]["metrics"]["lc_win_rate"] is None
+    assert (
+        json.loads((tmp_path / "eval" / "report.json").read_text())["checks"]["win_rate"]["metrics"]["lc_win_rate"]
+        is None
+    )
 
 
 def test_the_check_decides_with_exactly_the_public_function(context, tmp_path):

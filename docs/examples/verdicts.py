@@ -21,4 +21,11 @@ policy_first = [0.5 if p == 120 else 0 if won else 1 for p, won in zip(policy_le
 policy_second = [0.5 if p == 120 else 1 if won else 0 for p, won in zip(policy_lengths, longer_wins)]
 raw = win_rate_verdict(policy_first, policy_second)
 lc = length_controlled_verdict(policy_first, policy_second, policy_lengths, reference_lengths)
-print(raw["passed"], raw["win_rate"], lc["passed"], round(lc["lc_win_rate"], 3), lc["confounded"], round(lc["length_coefficient"], 2))
+print(
+    raw["passed"],
+    raw["win_rate"],
+    lc["passed"],
+    round(lc["lc_win_rate"], 3),
+    lc["confounded"],
+    round(lc["length_coefficient"], 2),
+)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
+from ..hookspecs import Register, hookimpl
 from .lora import DoRA, LoRA, OLoRA, PiSSA, RsLoRA
 from .qlora import QLoRA
 from .recipe import FullFineTuning

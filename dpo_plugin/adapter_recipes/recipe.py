@@ -122,7 +122,9 @@ def adapter_from_model_config(model_args: Any) -> tuple[str, dict[str, Any]] | N
     if model_args.load_in_4bit and model_args.bnb_4bit_quant_type != "nf4":
         quant_type = model_args.bnb_4bit_quant_type
         raise ConfigError(f"ModelConfig bnb_4bit_quant_type={quant_type!r}: adapter qlora quantizes to nf4 only.")
-    params: dict[str, Any] = {key: getattr(model_args, field) for field, key in list(MODEL_CONFIG_ADAPTER_KEYS.items())[:3]}
+    params: dict[str, Any] = {
+        key: getattr(model_args, field) for field, key in list(MODEL_CONFIG_ADAPTER_KEYS.items())[:3]
+    }
     targets = model_args.lora_target_modules
     if targets:
         # ModelConfig turns a one-element list into its element; a plain module name is meant as a list entry.

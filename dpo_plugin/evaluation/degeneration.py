@@ -41,7 +41,8 @@ def repetition_rate(ids: Sequence[int], n: int = NGRAM) -> float:
 def answer_measures(generations: Generations, max_new_tokens: int, n: int = NGRAM) -> dict[str, np.ndarray]:
     """Per answer: ``unfinished`` (1 when it hit ``max_new_tokens`` without EOS) and ``repetition`` (:func:`repetition_rate`)."""
     unfinished = [
-        float(not done and len(ids) >= max_new_tokens) for ids, done in zip(generations.completion_ids, generations.finished)
+        float(not done and len(ids) >= max_new_tokens)
+        for ids, done in zip(generations.completion_ids, generations.finished)
     ]
     repetition = [
         repetition_rate(ids[:length], n) for ids, length in zip(generations.completion_ids, generations.lengths)
@@ -88,7 +89,9 @@ def degeneration_verdict(
     for measure in MEASURES:
         ours, theirs = (np.asarray(side[measure], dtype=float) for side in (policy, reference))
         if ours.shape != theirs.shape or ours.ndim != 1:
-            raise ValueError(f"{measure}: need one value per prompt for each side, got {ours.shape} and {theirs.shape}.")
+            raise ValueError(
+                f"{measure}: need one value per prompt for each side, got {ours.shape} and {theirs.shape}."
+            )
         compared = _compare(ours, theirs, confidence, seed)
         out["n"] = int(ours.size)
         out |= {f"{measure}_{key}": value for key, value in compared.items()}

@@ -99,7 +99,12 @@ def generate(
 
 
 def cached_generate(
-    cache: dict[Any, Generations], which: str, model: Any, tokenizer: Any, prompts: Sequence[Any], settings: dict[str, Any]
+    cache: dict[Any, Generations],
+    which: str,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    settings: dict[str, Any],
 ) -> Generations:
     """:func:`generate` once per ``which`` model, prompts and settings: a second check asking for the same reuses them."""
     key = (which, len(prompts), repr(prompts[:1]), tuple(sorted(settings.items())))

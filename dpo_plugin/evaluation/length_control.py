@@ -71,7 +71,11 @@ def length_feature(policy_lengths: Sequence[float], reference_lengths: Sequence[
     policy, reference = (np.asarray(v, dtype=float) for v in (policy_lengths, reference_lengths))
     if policy.shape != reference.shape or policy.ndim != 1:
         raise ValueError(f"Need one length per prompt for each side; got shapes {policy.shape} and {reference.shape}.")
-    if not (np.all(np.isfinite(policy)) and np.all(np.isfinite(reference))) or np.any(policy < 0) or np.any(reference < 0):
+    if (
+        not (np.all(np.isfinite(policy)) and np.all(np.isfinite(reference)))
+        or np.any(policy < 0)
+        or np.any(reference < 0)
+    ):
         raise ValueError("Answer lengths must be finite numbers >= 0 (token counts).")
     delta = policy - reference
     sd = float(delta.std(ddof=1)) if delta.size > 1 else 0.0
@@ -204,7 +208,11 @@ def length_controlled_verdict(
     policy, reference = np.asarray(policy_lengths, dtype=float), np.asarray(reference_lengths, dtype=float)
     scores, usable = _scores(cells, failures_as_losses=False)
     failures = int(np.sum(~usable))
-    out: dict[str, Any] = {"lc_n": int(scores.size), "failures": failures, "failure_rate": failures / len(cells) if cells else math.nan}
+    out: dict[str, Any] = {
+        "lc_n": int(scores.size),
+        "failures": failures,
+        "failure_rate": failures / len(cells) if cells else math.nan,
+    }
     out |= _length_summary(policy, reference, sd)
     out["lc_not_estimable"] = _not_estimable(scores.size, (policy - reference)[usable])
     out |= _fits(cells, x, usable, scores, confidence) if out["lc_not_estimable"] is None else _empty_fits()
@@ -215,17 +223,24 @@ def length_controlled_verdict(
     return out
 
 
-def _fits(cells: Sequence[int], x: np.ndarray, usable: np.ndarray, scores: np.ndarray, confidence: float) -> dict[str, Any]:
+def _fits(
+    cells: Sequence[int], x: np.ndarray, usable: np.ndarray, scores: np.ndarray, confidence: float
+) -> dict[str, Any]:
     """The LC model fitted on the usable prompts, and (when the judge failed somewhere) with failures as losses."""
     fit = fit_length_model(scores, x[usable], confidence)
     conservative = fit if usable.all() else fit_length_model(_scores(cells, failures_as_losses=True)[0], x, confidence)
     return {
-        "lc_win_rate": fit.win_rate, "lc_low": fit.low, "lc_high": fit.high,
-        "length_coefficient": fit.coefficient, "length_coefficient_se": fit.coefficient_se,
-        "se_inflation": fit.se_inflation, "length_separates": fit.separated or conservative.separated,
+        "lc_win_rate": fit.win_rate,
+        "lc_low": fit.low,
+        "lc_high": fit.high,
+        "length_coefficient": fit.coefficient,
+        "length_coefficient_se": fit.coefficient_se,
+        "se_inflation": fit.se_inflation,
+        "length_separates": fit.separated or conservative.separated,
         "confounded": fit.confounded or conservative.confounded,
-        "conservative_lc_win_rate": conservative.win_rate, "conservative_lc_low": conservative.low,
-    }  # fmt: skip
+        "conservative_lc_win_rate": conservative.win_rate,
+        "conservative_lc_low": conservative.low,
+    }
 
 
 def _empty_fits(confounded: bool = False) -> dict[str, Any]:

@@ -16,7 +16,7 @@ METRIC_HELP: dict[str, dict[str, str]] = {
         "ties": "prompts where both orders tie (½ each)",
         "disagreements": "prompts where the two orders differ (½ each): position inconsistency, not a real tie",
         "failures": "prompts with a failed or invalid verdict in either order (never a win)",
-        "invalid_verdicts": "values that were not 0, 0.5, 1 or None (True, \"1\", 2, …); examples in judge_errors",
+        "invalid_verdicts": 'values that were not 0, 0.5, 1 or None (True, "1", 2, …); examples in judge_errors',
         "win_rate": "(wins + ½·(ties + disagreements)) / n, failures left out",
         "low": "lower end of the win rate's tie-aware 95% interval (the check's interval)",
         "high": "upper end of the win rate's tie-aware 95% interval",

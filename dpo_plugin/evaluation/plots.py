@@ -206,5 +206,12 @@ def _fitted_curve(axis: Any, x: Any, metrics: Mapping[str, Any]) -> None:
         axis.plot(grid, curve, color=COLOURS["chosen"], label=f"fitted: φ = {phi:.2f}")
     low, high = metrics.get("lc_low"), metrics.get("lc_high")
     if _is_number(low) and _is_number(high):
-        axis.errorbar([0], [lc], yerr=[[lc - low], [high - lc]], fmt="o", color=COLOURS["rejected"], capsize=6,
-                      label=f"length-controlled {lc:.3f} [{low:.3f}, {high:.3f}]")  # fmt: skip
+        axis.errorbar(
+            [0],
+            [lc],
+            yerr=[[lc - low], [high - lc]],
+            fmt="o",
+            color=COLOURS["rejected"],
+            capsize=6,
+            label=f"length-controlled {lc:.3f} [{low:.3f}, {high:.3f}]",
+        )

@@ -129,7 +129,9 @@ def _check_sections(r: CheckResult) -> list[str]:
     if samples:
         lines += ["", f"### {cell(r.name)}: side-by-side samples", ""]
         lines += ["| " + " | ".join(SAMPLE_COLUMNS) + " |", "|---|---|---|---|"]
-        lines += ["| " + " | ".join(cell(sample.get(column, "")) for column in SAMPLE_COLUMNS) + " |" for sample in samples]
+        lines += [
+            "| " + " | ".join(cell(sample.get(column, "")) for column in SAMPLE_COLUMNS) + " |" for sample in samples
+        ]
     return lines
 
 
@@ -174,7 +176,9 @@ def _plots(results: Sequence[CheckResult], log_history: Sequence[Mapping[str, An
     with_lengths = [r for r in results if r.details.get("length_differences") and r.details.get("prompt_scores")]
     for r in with_lengths:
         path = folder / _plot_file("length_preference", r.name, [o.name for o in with_lengths])
-        written.append(plots.length_preference(r.details["length_differences"], r.details["prompt_scores"], r.metrics, path))
+        written.append(
+            plots.length_preference(r.details["length_differences"], r.details["prompt_scores"], r.metrics, path)
+        )
     return [path.name for path in written if path is not None]
 
 

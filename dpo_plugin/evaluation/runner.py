@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..faults import nonfinite_tensors
 from ..errors import ConfigError
+from ..faults import nonfinite_tensors
 from ..plugins import checks as check_registry
 from ..plugins import get_plugin_manager, judges
 from ..types import CheckResult
@@ -39,7 +39,9 @@ def build_judge(name: str | None, params: Mapping[str, Any] | None) -> Any:
     return factory(**params)
 
 
-def validate_check_params(names: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None, judge: str | None) -> None:
+def validate_check_params(
+    names: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None, judge: str | None
+) -> None:
     """Fail before any model loads on unknown check options or a judge-less check that needs one."""
     registry = check_registry()
     for name in names:
@@ -53,7 +55,9 @@ def validate_check_params(names: Sequence[str], params: Mapping[str, Mapping[str
         accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         unknown = set(given) - set(accepted)
         if unknown:
-            raise ConfigError(f"Check {name!r} does not take {sorted(unknown)}; it takes: {', '.join(accepted) or 'nothing'}.")
+            raise ConfigError(
+                f"Check {name!r} does not take {sorted(unknown)}; it takes: {', '.join(accepted) or 'nothing'}."
+            )
         if spec.settings is not None:
             spec.settings(**given)
 
@@ -168,7 +172,9 @@ def run_checks(
     if context is not None:
         broken = nonfinite_tensors(context.policy.named_parameters())
         if broken:
-            missing = f"the policy's weights are not finite ({len(broken)} tensors, e.g. {broken[0]}): training diverged"
+            missing = (
+                f"the policy's weights are not finite ({len(broken)} tensors, e.g. {broken[0]}): training diverged"
+            )
             context = None
     results = []
     for name in names:

@@ -158,8 +158,8 @@ def _scoring(
 
 def _checks_plan(checks: list[str], params: dict[str, Any] | None, judge: str | None, judge_params: Any) -> Any:
     """Check the names and settings of the checks and build the judge (None without one), before anything loads."""
-    from .runner import build_judge, validate_check_params
     from ..plugins import checks as check_registry
+    from .runner import build_judge, validate_check_params
 
     for name in checks:
         check_registry()[name]

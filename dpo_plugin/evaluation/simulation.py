@@ -150,7 +150,12 @@ class LengthJudge:
 
 
 def simulate_lengths(
-    n: int, mean_difference: float, rng: np.random.Generator, *, sd_difference: float = 40.0, reference_mean: float = 150.0
+    n: int,
+    mean_difference: float,
+    rng: np.random.Generator,
+    *,
+    sd_difference: float = 40.0,
+    reference_mean: float = 150.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token lengths of n answer pairs: the reference's ~ N(``reference_mean``, 40), the policy's longer by ~ N(``mean_difference``, ``sd_difference``), each ≥ 1."""
     reference = np.maximum(np.round(rng.normal(reference_mean, 40.0, n)), 1.0)

@@ -143,11 +143,17 @@ def decide_win_rate(
         "significant": conservative_p < (1 - confidence) / 2,
     }
     return {
-        "win_rate": win_rate, "low": low, "high": high, "p_value": sign_test(wins, losses),
-        "conservative_win_rate": conservative, "conservative_low": conservative_low,
-        "conservative_high": conservative_high, "conservative_p_value": conservative_p,
-        **conditions, "passed": np.logical_and.reduce(list(conditions.values())),
-    }  # fmt: skip
+        "win_rate": win_rate,
+        "low": low,
+        "high": high,
+        "p_value": sign_test(wins, losses),
+        "conservative_win_rate": conservative,
+        "conservative_low": conservative_low,
+        "conservative_high": conservative_high,
+        "conservative_p_value": conservative_p,
+        **conditions,
+        "passed": np.logical_and.reduce(list(conditions.values())),
+    }
 
 
 def _check_settings(threshold: float, confidence: float, **rates: float) -> None:
@@ -305,12 +311,17 @@ def margin_verdict(
     low, high = wilson_interval(correct, n, confidence)
     margin_low, margin_high = mean_interval(kept, confidence, seed=seed)
     out: dict[str, Any] = {
-        "n": n, "nonfinite": int((~finite).sum()),
-        "accuracy": correct / n if n else math.nan, "low": low, "high": high,
+        "n": n,
+        "nonfinite": int((~finite).sum()),
+        "accuracy": correct / n if n else math.nan,
+        "low": low,
+        "high": high,
         "accuracy_p_value": float(stats.binomtest(correct, n, threshold, alternative="greater").pvalue) if n else 1.0,
-        "margin_mean": float(kept.mean()) if n else math.nan, "margin_low": float(margin_low), "margin_high": float(margin_high),
+        "margin_mean": float(kept.mean()) if n else math.nan,
+        "margin_low": float(margin_low),
+        "margin_high": float(margin_high),
         "chosen_reward_mean": float(chosen[finite].mean()) if n else math.nan,
         "rejected_reward_mean": float(rejected[finite].mean()) if n else math.nan,
-    }  # fmt: skip
+    }
     reasons = _margin_reasons(out, margins.size, threshold, max_nonfinite_rate, confidence)
     return {"passed": not reasons, **out, "reasons": reasons}

@@ -160,7 +160,9 @@ def forward_pairs(
     logps = plain
     if ld_alpha is not None:
         logps = layout.reduce(log_probs * ~layout.tail) + ld_alpha * layout.reduce(log_probs * layout.tail)
-    stats = SequenceStats(logps, None if ld_alpha is None else plain, layout.tokens, layout.predicted, layout.input_tokens)
+    stats = SequenceStats(
+        logps, None if ld_alpha is None else plain, layout.tokens, layout.predicted, layout.input_tokens
+    )
     stats.aux_loss = getattr(outputs, "aux_loss", None) if fields else None  # the training forward's
     _metric_sums(stats, outputs, layout, log_probs, fields)
     return stats

@@ -62,7 +62,9 @@ class SegmentPlan:
         key = (index, str(device))
         if key not in self._masks:
             queries, keys = job.end - job.start, sum(b - a for a, b in job.ranges)
-            self._masks[key] = torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)[None, None]
+            self._masks[key] = torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)[
+                None, None
+            ]
         return self._masks[key]
 
 
@@ -91,7 +93,9 @@ class PackedCollator:
         )
 
 
-def _truncate(prompt: list[int], completion: list[int], max_length: int | None, mode: str) -> tuple[list[int], list[int]]:
+def _truncate(
+    prompt: list[int], completion: list[int], max_length: int | None, mode: str
+) -> tuple[list[int], list[int]]:
     """``(prompt part, completion part)`` of ``prompt + completion`` truncated as TRL's collator truncates it."""
     if max_length is None or len(prompt) + len(completion) <= max_length:
         return prompt, completion
@@ -170,7 +174,10 @@ def pack(
         if share_prompt and chosen_prompt == rejected_prompt and chosen_prompt:
             _add_shared(row, chosen_prompt, chosen, rejected, i, count + i)
         else:
-            for sequence, (part, completion) in ((i, (chosen_prompt, chosen)), (count + i, (rejected_prompt, rejected))):
+            for sequence, (part, completion) in (
+                (i, (chosen_prompt, chosen)),
+                (count + i, (rejected_prompt, rejected)),
+            ):
                 row.add(part, 0)
                 row.add(completion, len(part), sequence)
                 row.segment()

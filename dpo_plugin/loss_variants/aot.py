@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
+from ..hookspecs import Register, hookimpl
 from ..types import LossOutput, PairLogps
 from .scores import smoothed_logistic, with_dpo_rewards
 

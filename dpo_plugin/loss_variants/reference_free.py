@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
+from ..hookspecs import Register, hookimpl
 from ..types import LossOutput, PairLogps
 from .scores import length_normalised, smoothed_logistic
 

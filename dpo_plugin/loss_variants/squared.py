@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
+from ..hookspecs import Register, hookimpl
 from ..types import LossOutput, PairLogps
 from .scores import f_divergence_scores, length_normalised, score_difference, with_dpo_rewards
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any, ContextManager
 
 from ..errors import ConfigError
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
+from ..hookspecs import Register, hookimpl
 from .base import ReferenceStrategy, RunFacts
 
 

@@ -161,13 +161,17 @@ class ReferenceStrategy:
 
         source = source or self.scorer.initial_source
         if source is None:
-            self._unavailable = "the initial model cannot be reloaded (built in memory); set reference_params: {model: ...}"
+            self._unavailable = (
+                "the initial model cannot be reloaded (built in memory); set reference_params: {model: ...}"
+            )
             yield None
             return
         try:
             model = self.scorer.place(load_reference_model(source, policy=self.scorer.policy, dtype=dtype))
         except Exception as error:  # noqa: BLE001 -- offline hub, missing or incompatible model: the checks skip
-            self._unavailable = f"the reference model {source!r} for the checks could not be loaded: {type(error).__name__}: {error}"
+            self._unavailable = (
+                f"the reference model {source!r} for the checks could not be loaded: {type(error).__name__}: {error}"
+            )
             logger.warning("%s", self._unavailable)
             yield None
             return

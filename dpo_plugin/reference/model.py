@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
+from ..hookspecs import Register, hookimpl
 from .base import ReferenceStrategy, RunFacts, parameter_bytes
 
 logger = logging.getLogger(__name__)
@@ -115,7 +114,12 @@ class PathReference(ModelReference):
     name = "path"
 
     def __init__(
-        self, *, model: Any = None, dtype: str | None = None, revision: str | None = None, trust_remote_code: bool = False
+        self,
+        *,
+        model: Any = None,
+        dtype: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
     ):
         super().__init__()
         _torch_dtype(dtype)

@@ -31,7 +31,9 @@ class NoReference(ReferenceStrategy):
         return super().prepare(policy, run, ref_model=ref_model)
 
     def logps(self, batch: Any) -> tuple[Tensor, Tensor]:
-        raise ConfigError("reference: none has no reference log-probabilities; the chosen losses must be reference-free.")
+        raise ConfigError(
+            "reference: none has no reference log-probabilities; the chosen losses must be reference-free."
+        )
 
     def generation_model(self) -> ContextManager[Any]:
         return self.initial_model(self.source)

@@ -20,9 +20,8 @@ import numpy as np
 
 from ..cache import cache_root
 from ..errors import ConfigError
-from ..hookspecs import hookimpl
-from ..hookspecs import Register
 from ..forward.interface import PairScores
+from ..hookspecs import Register, hookimpl
 from .base import ReferenceStrategy, RunFacts, release_memory
 from .model import frozen_copy, load_reference_model
 
@@ -176,7 +175,9 @@ class PrecomputedReference(ReferenceStrategy):
 
     def score(self, dataset: Any, split: str = "eval") -> PairScores:
         """The reference log-probs of a split: computed once, kept, and cached on disk under their fingerprint."""
-        fingerprint = hashlib.blake2b((self._weights + self.scorer.fingerprint(dataset)).encode(), digest_size=16).hexdigest()
+        fingerprint = hashlib.blake2b(
+            (self._weights + self.scorer.fingerprint(dataset)).encode(), digest_size=16
+        ).hexdigest()
         if fingerprint in self._scores:
             return self._scores[fingerprint]
         path = self.cache_dir / f"{fingerprint}.safetensors"
@@ -212,7 +213,11 @@ class PrecomputedReference(ReferenceStrategy):
     def _score_with(self, model: Any, dataset: Any, split: str) -> PairScores:
         self.computed_pairs += len(dataset)
         return self.scorer.score(
-            dataset, model, adapters_off=self.adapters_off, desc=f"Reference log-probs ({split})", batch_size=self.batch_size
+            dataset,
+            model,
+            adapters_off=self.adapters_off,
+            desc=f"Reference log-probs ({split})",
+            batch_size=self.batch_size,
         )
 
     def logps(self, batch: Any) -> tuple[Any, Any]:

@@ -9,7 +9,9 @@ def squared_hinge(logps: dpo_plugin.PairLogps, *, beta: float = 0.1, margin: flo
     """Squared hinge: ``max(0, margin − β·Δ)²``, Δ the log-ratio difference of DPO."""
     chosen, rejected = logps.logratios()
     losses = torch.relu(margin - beta * (chosen - rejected)) ** 2
-    return dpo_plugin.LossOutput(losses, beta * chosen.detach(), beta * rejected.detach(), {"active": (losses > 0).float().mean()})
+    return dpo_plugin.LossOutput(
+        losses, beta * chosen.detach(), beta * rejected.detach(), {"active": (losses > 0).float().mean()}
+    )
 
 
 @dpo_plugin.hookimpl

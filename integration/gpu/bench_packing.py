@@ -29,8 +29,22 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("This benchmark needs a CUDA GPU (benchmarks/bench_packing.py runs the CPU preset).")
-    command = [sys.executable, "bench_packing.py", "--preset", "qwen2.5-0.5b", "--reps", str(args.reps),
-               "--steps", str(args.steps), "--warmup", "2", "--pairs", "64", "--json", str(Path(args.json).resolve())]  # fmt: skip
+    command = [
+        sys.executable,
+        "bench_packing.py",
+        "--preset",
+        "qwen2.5-0.5b",
+        "--reps",
+        str(args.reps),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        "2",
+        "--pairs",
+        "64",
+        "--json",
+        str(Path(args.json).resolve()),
+    ]
     raise SystemExit(subprocess.run(command, cwd=REPO / "benchmarks").returncode)
 
 

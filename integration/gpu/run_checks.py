@@ -33,16 +33,32 @@ def main() -> None:
         raise SystemExit("This check needs a CUDA GPU.")
     start = time.perf_counter()
     request = parse_train_args(
-        ["--config", str(CONFIG), "--model_name_or_path", args.model, "--output_dir", args.output_dir,
-         "--bf16", "true", "--max_steps", str(args.steps), "--per_device_train_batch_size", "8"]
-    )  # fmt: skip
+        [
+            "--config",
+            str(CONFIG),
+            "--model_name_or_path",
+            args.model,
+            "--output_dir",
+            args.output_dir,
+            "--bf16",
+            "true",
+            "--max_steps",
+            str(args.steps),
+            "--per_device_train_batch_size",
+            "8",
+        ]
+    )
     result = run_training(request)
     seconds = time.perf_counter() - start
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  transformers {transformers.__version__}  trl {trl.__version__}  python {platform.python_version()}")
+    print(
+        f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  transformers {transformers.__version__}  trl {trl.__version__}  python {platform.python_version()}"
+    )
     print(f"wall time: {seconds:.1f} s for {args.steps} steps + checks (bf16)")
     for name, check in result.report["checks"].items():
         metrics = {k: v for k, v in check["metrics"].items() if isinstance(v, (int, float))}
-        print(f"{name:14s} {'passed' if check['passed'] else 'FAILED'}  interval {check['interval']}  {json.dumps(metrics)}")
+        print(
+            f"{name:14s} {'passed' if check['passed'] else 'FAILED'}  interval {check['interval']}  {json.dumps(metrics)}"
+        )
     print("overall:", "PASSED" if result.report["passed"] else "NOT PASSED")
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ...hookspecs import hookimpl
-from ...hookspecs import Register
+from ...hookspecs import Register, hookimpl
 from .degeneration import DegenerationSettings, degeneration
 from .reward_margin import RewardMarginSettings, reward_margin
 from .win_rate import WinRateSettings, win_rate

@@ -51,7 +51,9 @@ class DegenerationSettings:
             raise ConfigError("degeneration: the max_*_increase limits must lie in [0, 1] and confidence in (0, 1).")
 
 
-def _samples(prompts: list[Any], texts: tuple[list[str], list[str]], measures: dict[str, Any], count: int, ngram: int) -> list[dict[str, Any]]:
+def _samples(
+    prompts: list[Any], texts: tuple[list[str], list[str]], measures: dict[str, Any], count: int, ngram: int
+) -> list[dict[str, Any]]:
     """The policy's ``count`` most degenerate answers beside the reference's: unfinished first, then by repetition."""
     order = sorted(range(len(prompts)), key=lambda i: (-measures["unfinished"][i], -measures["repetition"][i]))
     kept = [i for i in order[:count] if measures["unfinished"][i] or measures["repetition"][i]]
@@ -60,7 +62,10 @@ def _samples(prompts: list[Any], texts: tuple[list[str], list[str]], measures: d
         repeats = f"repeats {measures['repetition'][i]:.0%} of its {ngram}-grams"
         return f"unfinished, {repeats}" if measures["unfinished"][i] else repeats
 
-    return [{"prompt": prompt_text(prompts[i]), "reference": texts[1][i], "policy": texts[0][i], "verdict": verdict(i)} for i in kept]
+    return [
+        {"prompt": prompt_text(prompts[i]), "reference": texts[1][i], "policy": texts[0][i], "verdict": verdict(i)}
+        for i in kept
+    ]
 
 
 def degeneration(ctx: EvalContext, **params: object) -> CheckResult:
@@ -80,12 +85,18 @@ def degeneration(ctx: EvalContext, **params: object) -> CheckResult:
         reference = cached_generate(ctx.generations, "reference", model, ctx.tokenizer, prompts, settings)
     measures = [answer_measures(g, s.max_new_tokens, s.ngram) for g in (policy, reference)]
     verdict = degeneration_verdict(
-        *measures, max_unfinished_increase=s.max_unfinished_increase, max_repetition_increase=s.max_repetition_increase,
-        confidence=s.confidence, seed=ctx.seed,
-    )  # fmt: skip
+        *measures,
+        max_unfinished_increase=s.max_unfinished_increase,
+        max_repetition_increase=s.max_repetition_increase,
+        confidence=s.confidence,
+        seed=ctx.seed,
+    )
     logger.info(
         "degeneration: unfinished %.3f (policy) vs %.3f, repetition %.3f vs %.3f over %d prompts",
-        *(verdict[key] for key in ("unfinished_policy", "unfinished_reference", "repetition_policy", "repetition_reference", "n")),
+        *(
+            verdict[key]
+            for key in ("unfinished_policy", "unfinished_reference", "repetition_policy", "repetition_reference", "n")
+        ),
     )
     return CheckResult(
         "degeneration",

@@ -103,9 +103,16 @@ def _gather(ctx: EvalContext, s: WinRateSettings, prompts: list[Any], settings: 
     first = ctx.judge(prompts, policy.texts, reference.texts)
     second = ctx.judge(prompts, reference.texts, policy.texts)
     return Judged(
-        prompts, policy.texts, reference.texts, list(first), list(second), list(errors[errors_before:]), logratio,
-        policy, reference,
-    )  # fmt: skip
+        prompts,
+        policy.texts,
+        reference.texts,
+        list(first),
+        list(second),
+        list(errors[errors_before:]),
+        logratio,
+        policy,
+        reference,
+    )
 
 
 def judge_name(judge: Any) -> str:
@@ -131,10 +138,22 @@ def _warnings(verdict: dict[str, Any], judge: str, confidence: float) -> list[st
 
 #: The length-controlled verdict's keys reported among the check's metrics (its counts repeat the raw verdict's).
 LC_METRICS = (
-    "lc_win_rate", "lc_low", "lc_high", "conservative_lc_win_rate", "conservative_lc_low", "length_coefficient",
-    "length_coefficient_se", "se_inflation", "confounded", "lc_n", "mean_length_policy", "mean_length_reference",
-    "mean_length_difference", "length_difference_sd", "policy_longer_share",
-)  # fmt: skip
+    "lc_win_rate",
+    "lc_low",
+    "lc_high",
+    "conservative_lc_win_rate",
+    "conservative_lc_low",
+    "length_coefficient",
+    "length_coefficient_se",
+    "se_inflation",
+    "confounded",
+    "lc_n",
+    "mean_length_policy",
+    "mean_length_reference",
+    "mean_length_difference",
+    "length_difference_sd",
+    "policy_longer_share",
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +170,9 @@ def _verdicts(s: WinRateSettings, judged: Judged) -> Verdicts:
     decision = {"threshold": s.threshold, "max_failure_rate": s.max_failure_rate, "confidence": s.confidence}
     policy, reference = judged.policy_generations, judged.reference_generations
     raw = win_rate_verdict(judged.policy_first, judged.policy_second, **decision)
-    lc = length_controlled_verdict(judged.policy_first, judged.policy_second, policy.lengths, reference.lengths, **decision)
+    lc = length_controlled_verdict(
+        judged.policy_first, judged.policy_second, policy.lengths, reference.lengths, **decision
+    )
     measures = [answer_measures(g, s.max_new_tokens) for g in (policy, reference)]
     return Verdicts(raw, lc, degeneration_verdict(*measures, confidence=s.confidence))
 
@@ -191,7 +212,9 @@ def _metrics(s: WinRateSettings, judged: Judged, v: Verdicts, empty: dict[str, i
     metrics["kl_estimate" if s.do_sample else "logratio_greedy"] = judged.logratio
     metrics |= {key: v.lc[key] for key in LC_METRICS} | {"lc_passed": v.lc["passed"]}
     sides = ("policy", "reference")
-    return metrics | {f"{m}_{side}": v.degeneration[f"{m}_{side}"] for m in ("unfinished", "repetition") for side in sides}
+    return metrics | {
+        f"{m}_{side}": v.degeneration[f"{m}_{side}"] for m in ("unfinished", "repetition") for side in sides
+    }
 
 
 def _per_prompt(judged: Judged) -> dict[str, list[Any]]:
@@ -201,9 +224,11 @@ def _per_prompt(judged: Judged) -> dict[str, list[Any]]:
     scores = [names.get(prompt_outcome(a, b), 0.5) for a, b in zip(judged.policy_first, judged.policy_second)]
     policy, reference = judged.policy_generations.lengths, judged.reference_generations.lengths
     return {
-        "policy_lengths": list(policy), "reference_lengths": list(reference),
-        "length_differences": [p - r for p, r in zip(policy, reference)], "prompt_scores": scores,
-    }  # fmt: skip
+        "policy_lengths": list(policy),
+        "reference_lengths": list(reference),
+        "length_differences": [p - r for p, r in zip(policy, reference)],
+        "prompt_scores": scores,
+    }
 
 
 def _result(ctx: EvalContext, s: WinRateSettings, judged: Judged, v: Verdicts) -> CheckResult:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ...hookspecs import hookimpl
-from ...hookspecs import Register
+from ...hookspecs import Register, hookimpl
 from .function import FunctionJudge
 from .llm import LLMJudge
 from .openai import OpenAIJudge

@@ -68,7 +68,9 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
 
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         if processes > 1 and not self.use_cpu and not torch.accelerator.is_available():
-            logger.info("%d processes on a machine without a GPU: use_cpu=True, so they train together (gloo).", processes)
+            logger.info(
+                "%d processes on a machine without a GPU: use_cpu=True, so they train together (gloo).", processes
+            )
             self.use_cpu = True
 
     def _map_trl_padding_free(self) -> None:
@@ -107,7 +109,9 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                     "Set only one of them."
                 )
             if self.precompute_ref_log_probs:
-                raise ConfigError("sync_ref_model and precompute_ref_log_probs exclude each other: a synced reference changes.")
+                raise ConfigError(
+                    "sync_ref_model and precompute_ref_log_probs exclude each other: a synced reference changes."
+                )
             params = dict(self.reference_params or {})
             for key, trl_field in (("sync_steps", "ref_model_sync_steps"), ("alpha", "ref_model_mixup_alpha")):
                 value = getattr(self, trl_field)

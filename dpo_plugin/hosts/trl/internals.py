@@ -159,7 +159,12 @@ class TrlBackend:
 
 
 def prepare_pairs(
-    dataset: Any, tokenizer: Any, *, max_length: int | None = None, truncation_mode: str = "keep_start", name: str = "eval"
+    dataset: Any,
+    tokenizer: Any,
+    *,
+    max_length: int | None = None,
+    truncation_mode: str = "keep_start",
+    name: str = "eval",
 ) -> Any:
     """A preference split tokenised exactly as TRL's ``DPOTrainer`` does (``prompt_ids``, ``chosen_ids``, …).
 
@@ -187,7 +192,9 @@ def loss_request(args: Any, explicit: frozenset[str]) -> LossRequest:
     return LossRequest(tuple(args.loss_type), weights, values, TRL_DEFAULTS, args.beta, bool(args.use_weighting))
 
 
-def load_policy(model_id: str, args: Any, pre_load: Callable[[dict[str, Any]], dict[str, Any]], quantization_config: Any) -> Any:
+def load_policy(
+    model_id: str, args: Any, pre_load: Callable[[dict[str, Any]], dict[str, Any]], quantization_config: Any
+) -> Any:
     """Load the policy as TRL's ``DPOTrainer.__init__`` would, after the adapter recipe's ``pre_load`` (e.g. QLoRA)."""
     kwargs = dict(args.model_init_kwargs or {})
     if quantization_config is not None:
@@ -257,7 +264,9 @@ class SessionHooks:
 
     session: DPOSession
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         training = self.model.training  # type: ignore[attr-defined]
         loss = self.session.compute_loss(model, inputs, training=training, router_coef=router_coef(self))
         return (loss, logits_outputs(model, inputs)) if return_outputs else loss
@@ -300,7 +309,9 @@ class SessionHooks:
         """Run the configured checks now on the current policy and return their report."""
         return self.session.run_checks()
 
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         """TRL's ``evaluate``; a dataset given here under a precomputing reference gets its reference log-probs first.
 
         TRL refuses that case after training under full fine-tuning (its reference is gone); ours
@@ -313,7 +324,9 @@ class SessionHooks:
         named = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         prepared = {
             name: self._precompute_ref_logps(
-                self._prepare_dataset(split, self.processing_class, self.args, name), name, 0  # type: ignore[attr-defined]
+                self._prepare_dataset(split, self.processing_class, self.args, name),
+                name,
+                0,  # type: ignore[attr-defined]
             )
             for name, split in named.items()
         }

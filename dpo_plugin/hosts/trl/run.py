@@ -61,7 +61,9 @@ def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
 
         dataset = get_dataset(request.mixture)
     else:
-        dataset = load_preference_data(script.dataset_name, config=script.dataset_config, streaming=script.dataset_streaming)
+        dataset = load_preference_data(
+            script.dataset_name, config=script.dataset_config, streaming=script.dataset_streaming
+        )
     return train_eval_splits(dataset, script.dataset_train_split, script.dataset_test_split)
 
 

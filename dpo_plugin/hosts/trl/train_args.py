@@ -245,5 +245,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     if not model.model_name_or_path:
         raise ConfigError(f"{both}: model_name_or_path is required (a hub id or a local model folder).")
     if not script.dataset_name and not mixture.datasets:
-        raise ConfigError(f"{both}: dataset_name (a hub name or a local json/jsonl/parquet file or folder) is required.")
+        raise ConfigError(
+            f"{both}: dataset_name (a hub name or a local json/jsonl/parquet file or folder) is required."
+        )
     return TrainRequest(script, config, model, mixture, frozenset(explicit))

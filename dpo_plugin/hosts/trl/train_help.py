@@ -120,9 +120,14 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def train_help(*, full: bool = False) -> str:
     """The text of ``dpo-plugin train --help`` (``full``: ``--help-all``, TRL's parser with every key)."""
     width = shutil.get_terminal_size().columns - 2  # as argparse wraps
-    kwargs = {"prog": "dpo-plugin train", "usage": USAGE, "epilog": _epilog(width, full=full), "add_help": False,
-              "description": textwrap.fill(DESCRIPTION, width=width),
-              "formatter_class": _formatter}  # fmt: skip
+    kwargs = {
+        "prog": "dpo-plugin train",
+        "usage": USAGE,
+        "epilog": _epilog(width, full=full),
+        "add_help": False,
+        "description": textwrap.fill(DESCRIPTION, width=width),
+        "formatter_class": _formatter,
+    }
     if full:
         from trl import TrlParser
 

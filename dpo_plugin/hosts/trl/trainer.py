@@ -101,7 +101,9 @@ class DPOTrainer(SessionHooks, trl.DPOTrainer):
         peft = peft_config is not None or is_peft_model(model)
         run = session.run_facts(peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset)
         trl_ref_model = session.prepare_reference(model, ref_model, run)
-        blocked = packing_obstacle(args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics)
+        blocked = packing_obstacle(
+            args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics
+        )
         connection = Connection(forward_settings(args), lambda: held_reference(self), blocked, args.pad_to_multiple_of)
         session.connect(self, connection)
         precompute = session.reference_strategy.precomputes or (trl_ref_model is None and not peft)
