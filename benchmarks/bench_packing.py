@@ -211,7 +211,8 @@ def _real_tokens(batches: dict) -> int:
 def _print(result: dict, names: list[str]) -> None:
     tokens = result["real_tokens_per_step"]
     print(
-        f"device: {result['device']}; preset {result['preset']}; {tokens} real tokens per step (8 pairs); versions {result['versions']}"
+        f"device: {result['device']}; preset {result['preset']}; {tokens} real tokens per step (8 pairs); "
+        f"versions {result['versions']}"
     )
     bases = list(result["ratios_to"])
     header = "".join(f"{'× ' + base + ' (IQR)':>26s}" for base in bases)

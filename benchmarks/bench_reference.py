@@ -68,7 +68,8 @@ def main() -> None:
         print(
             f"  {name:12s} median step {result['median_step_s'][name] * 1000:8.2f} ms  "
             f"(×{result['ratio_median'][name]:.3f} of copy, IQR {low:.3f}–{high:.3f})  "
-            f"peak alone {result['peak_alone_mib'][name]:8.1f} MiB  reference held {result['reference_mib'][name]:7.1f} MiB"
+            f"peak alone {result['peak_alone_mib'][name]:8.1f} MiB  "
+            f"reference held {result['reference_mib'][name]:7.1f} MiB"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -132,7 +132,8 @@ def main() -> None:
         )
     low, high = result["ratio_iqr"]["dpo_plugin"]
     print(
-        f"  ratio dpo_plugin/trl: median {result['ratio_median']['dpo_plugin']:.3f} (IQR {low:.3f}–{high:.3f}) over {args.reps} interleaved repetitions"
+        f"  ratio dpo_plugin/trl: median {result['ratio_median']['dpo_plugin']:.3f} (IQR {low:.3f}–{high:.3f}) "
+        f"over {args.reps} interleaved repetitions"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -68,7 +68,8 @@ def coverage_rows(ns: Sequence[int], replications: int) -> list[str]:
 
 
 def length_only_rows(ns: Sequence[int], replications: int) -> list[str]:
-    """A judge that prefers the longer answer and nothing else (true LC 0.5): pass rates of raw and LC, and LC's median."""
+    """A judge that prefers the longer answer and nothing else (true LC 0.5): pass rates of raw and LC,
+    and LC's median."""
     rows = [
         "| judge | φ | μ (tokens) | n | raw passes | LC passes | LC median (estimated runs) | confounded |",
         "|---|---|---|---|---|---|---|---|",
@@ -87,7 +88,8 @@ def length_only_rows(ns: Sequence[int], replications: int) -> list[str]:
         label = "always the longer" if math.isinf(phi) else f"{phi:g}"
         rows.append(
             f"| {kind} | {label} | {mu:g} | {n} | {raw / replications:.3f} | **{lc / replications:.3f}** | "
-            f"{f'{np.median(estimates):.3f} ({len(estimates)})' if estimates else 'not estimable'} | {flagged / replications:.3f} |"
+            f"{f'{np.median(estimates):.3f} ({len(estimates)})' if estimates else 'not estimable'} | "
+            f"{flagged / replications:.3f} |"
         )
     return rows
 
@@ -95,7 +97,10 @@ def length_only_rows(ns: Sequence[int], replications: int) -> list[str]:
 def quality_only_rows(ns: Sequence[int], replications: int) -> list[str]:
     """A judge with a quality preference and no length effect: raw and LC pass rates, their intervals' agreement."""
     rows = [
-        "| judge | true score | μ (tokens) | n | raw passes | LC passes | power lost | intervals overlap | mean |LC − raw| | confounded |",
+        (
+            "| judge | true score | μ (tokens) | n | raw passes | LC passes | power lost | intervals overlap | "
+            "mean |LC − raw| | confounded |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rng = np.random.default_rng(1884)
@@ -110,7 +115,8 @@ def quality_only_rows(ns: Sequence[int], replications: int) -> list[str]:
             gaps += [] if v["lc_win_rate"] is None else [abs(v["lc_win_rate"] - w["win_rate"])]
         rows.append(
             f"| {kind} | {lc_true} | {mu:g} | {n} | {raw / replications:.3f} | {lc / replications:.3f} | "
-            f"{(raw - lc) / replications:+.3f} | {overlap / replications:.3f} | {np.mean(gaps):.3f} | {flagged / replications:.3f} |"
+            f"{(raw - lc) / replications:+.3f} | {overlap / replications:.3f} | {np.mean(gaps):.3f} | "
+            f"{flagged / replications:.3f} |"
         )
     return rows
 

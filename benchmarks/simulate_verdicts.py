@@ -91,7 +91,8 @@ def coverage_rows(ns: Sequence[int], interval: Interval = score_interval) -> lis
 
 
 def false_pass_rows(ns: Sequence[int], threshold: float = 0.5, decide: Decide = new_decision) -> list[str]:
-    """Per judge at a true score equal to the threshold: the largest exact pass rate over n, where, and how many n exceed 2.5%."""
+    """Per judge at a true score equal to the threshold: the largest exact pass rate over n, where,
+    and how many n exceed 2.5%."""
     rows = ["| judge | ties | max false-pass | at n | n with > 2.5% |", "|---|---|---|---|---|"]
     rates = {}
     for n in ns:

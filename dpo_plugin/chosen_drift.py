@@ -41,7 +41,8 @@ def drift_message(logratio: float, margin: float, losses: Sequence[str] = (), wh
 
 
 class ChosenDriftWatch:
-    """Watches logged metrics for the chosen log-prob drift (see the module); :meth:`observe` returns its warning once."""
+    """Watches logged metrics for the chosen log-prob drift (see the module);
+    :meth:`observe` returns its warning once."""
 
     def __init__(self, losses: Sequence[str] = (), bound: float = DEFAULT_BOUND):
         if not bound > 0:
@@ -51,7 +52,8 @@ class ChosenDriftWatch:
         self.warning: str | None = None
 
     def observe(self, logs: Mapping[str, Any], step: int | None = None) -> str | None:
-        """Feed one training log (``logratio/chosen``, ``rewards/margins``); the warning text the first time it shows."""
+        """Feed one training log (``logratio/chosen``, ``rewards/margins``);
+        the warning text the first time it shows."""
         logratio, margin = logs.get(LOGRATIO), logs.get(MARGIN)
         if self.warning is not None or not isinstance(logratio, (int, float)) or not isinstance(margin, (int, float)):
             return None
@@ -67,7 +69,8 @@ class ChosenDriftWatch:
 def chosen_drift_in(
     log_history: Sequence[Mapping[str, Any]], losses: Sequence[str] = (), bound: float = DEFAULT_BOUND
 ) -> str | None:
-    """The warning a :class:`ChosenDriftWatch` gave (or would have given) over a run's training log history; None if none."""
+    """The warning a :class:`ChosenDriftWatch` gave (or would have given) over a run's training log history;
+    None if none."""
     watch = ChosenDriftWatch(losses, bound)
     for entry in log_history:
         warning = watch.observe(entry, entry.get("step"))

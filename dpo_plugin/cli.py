@@ -27,7 +27,8 @@ TABLE_WIDTH = 100
 
 
 def _fit(widths: list[int], limit: int) -> list[int]:
-    """Column widths whose table (two spaces between columns) fits ``limit``: the widest shrink first, to 10 at least."""
+    """Column widths whose table (two spaces between columns) fits ``limit``: the widest shrink first,
+    to 10 at least."""
     widths = list(widths)
     while sum(widths) + 2 * (len(widths) - 1) > limit and max(widths) > 10:
         widths[widths.index(max(widths))] -= 1
@@ -44,7 +45,8 @@ def _row_lines(row: Sequence[str], widths: Sequence[int]) -> list[str]:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int | None = None) -> str:
-    """A plain-text table; with ``width``, the widest columns wrap so that it fits (a blank line between wrapped rows)."""
+    """A plain-text table; with ``width``, the widest columns wrap so that it fits
+    (a blank line between wrapped rows)."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     if width is not None:

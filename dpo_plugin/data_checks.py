@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 def token_lengths(
     pairs: Sequence[Pair], tokenizer: Any, backend: ForwardBackend | None = None
 ) -> tuple[list[int], list[int], list[int]]:
-    """Token counts of prompt, chosen and rejected per pair, tokenised by the host's trainer (default: the default host's).
+    """Token counts of prompt, chosen and rejected per pair, tokenised by the host's trainer (default:
+    the default host's).
 
     Conversational pairs go through the chat template (the prompt with the generation prompt);
     plain-text completions get the EOS token appended; the completion starts where the tokenised

@@ -527,7 +527,8 @@ def token_findings(
 
 
 def _template_sample(pairs: Sequence[Pair]) -> list[Pair]:
-    """The first :data:`TEMPLATE_SAMPLE_PER_SHAPE` conversational pairs of each shape (what a chat template branches on)."""
+    """The first :data:`TEMPLATE_SAMPLE_PER_SHAPE` conversational pairs of each shape
+    (what a chat template branches on)."""
     taken: Counter[str] = Counter()
     sample = []
     for pair in pairs:

@@ -90,7 +90,10 @@ class StepGuard:
             )
             return
         if settings.nonfinite == "skip":
-            what += f", for the {self.skipped_in_a_row + 1}th step in a row (max_skipped_steps={settings.max_skipped_steps})"
+            what += (
+                f", for the {self.skipped_in_a_row + 1}th step in a row "
+                f"(max_skipped_steps={settings.max_skipped_steps})"
+            )
         self.fail(self.trainer.state.global_step + 1, what)
 
     def _what(self, norm: torch.Tensor) -> str:

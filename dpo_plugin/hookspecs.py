@@ -27,7 +27,8 @@ The built-ins are registered through these same hooks (``dpo_plugin.plugins.DEFA
 each kind in its own package: losses in ``dpo_plugin/loss_variants/``, reference strategies in
 ``dpo_plugin/reference/`` (the lifecycle in ``base.py``), adapter recipes in
 ``dpo_plugin/adapter_recipes/``, judges in ``dpo_plugin/evaluation/judges/``, checks in
-``dpo_plugin/evaluation/checks/``, hosts in ``dpo_plugin/hosts/`` (the contract in ``base.py``). What a registration must be is checked when it is registered
+``dpo_plugin/evaluation/checks/``, hosts in ``dpo_plugin/hosts/`` (the contract in ``base.py``).
+What a registration must be is checked when it is registered
 (``dpo_plugin/registry.py``, losses: ``dpo_plugin/loss_spec.py``).
 """
 

@@ -62,7 +62,8 @@ class LossMix:
         return [c.weight for c in self.components]
 
     def reward_beta(self, default: float) -> float:
-        """β of the implicit rewards ``β·(log π − log π_ref)``: the first reference-based loss's own β, else ``default``."""
+        """β of the implicit rewards ``β·(log π − log π_ref)``: the first reference-based loss's own β,
+        else ``default``."""
         return self._reward_beta if self._reward_beta is not None else default
 
     def fresh(self) -> LossMix:
@@ -72,7 +73,8 @@ class LossMix:
     def __call__(
         self, logps: PairLogps, pair_weights: Tensor | None = None, *, check_finite: bool = True
     ) -> tuple[Tensor, list[LossOutput]]:
-        """The weighted loss and each component's output; ``check_finite=False`` leaves non-finite values to the caller."""
+        """The weighted loss and each component's output;
+        ``check_finite=False`` leaves non-finite values to the caller."""
         total: Tensor | float = 0.0
         outputs = []
         for component in self.components:

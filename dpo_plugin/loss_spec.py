@@ -111,7 +111,8 @@ class LossSpec(Spec):
                 value = default
             else:
                 raise ConfigError(
-                    f"Loss {self.name!r} needs parameter {key!r}: set it under loss_params: {{{self.name}: {{{key}: ...}}}}."
+                    f"Loss {self.name!r} needs parameter {key!r}: "
+                    f"set it under loss_params: {{{self.name}: {{{key}: ...}}}}."
                 )
             value = _coerce(self.name, key, value, default)
             rule = _PARAM_RULES.get(key)

@@ -94,7 +94,8 @@ def _load_file(path: Path, *, config: str | None, streaming: bool) -> Any:
 def _load_checked(
     files: list[tuple[Path, str]], load: Callable[[], Any], failure: Callable[[Exception], str], *, streaming: bool
 ) -> Any:
-    """``load()`` the local data ``files`` (path, builder) after checking each, with one-line errors naming file and line.
+    """``load()`` the local data ``files`` (path, builder) after checking each,
+    with one-line errors naming file and line.
 
     JSON files are read record by record first (not when streaming: then only when datasets fails): datasets
     types the column of one odd row as JSON, and casts such rows to JSON strings where it inferred the column's
@@ -168,7 +169,8 @@ def _check_data_file(path: Path, builder: str) -> None:
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, record)`` per record of a JSON array (``object N``) or JSON Lines file (``line N``; blank lines skipped).
+    """``(where, record)`` per record of a JSON array (``object N``) or JSON Lines file (``line N``;
+    blank lines skipped).
 
     Invalid JSON is a ConfigError naming the line and column. A file that is one JSON object over several
     lines (columns of values, which datasets reads with pandas) has no records here.
@@ -208,7 +210,8 @@ def _is_one_object(path: Path) -> bool:
 
 
 def _check_json_file(path: Path) -> None:
-    """Every record of a JSON (Lines) file is an object whose pair columns hold the first row's format (TRL's reading)."""
+    """Every record of a JSON (Lines) file is an object whose pair columns hold the first row's format
+    (TRL's reading)."""
     first: dict[str, tuple[str, str | None]] = {}  # column → (where, format) of its first value
     for where, record in _json_records(path):
         if not isinstance(record, dict):
@@ -334,7 +337,8 @@ def is_json_feature(feature: Any) -> bool:
 
 
 def feature_format(feature: Any) -> str | None:
-    """The same for an Arrow column type: a string, or a list of structs with a ``role`` field (None for JSON columns)."""
+    """The same for an Arrow column type: a string, or a list of structs with a ``role`` field
+    (None for JSON columns)."""
     from datasets import LargeList, List, Value
 
     if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):

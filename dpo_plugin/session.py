@@ -144,7 +144,8 @@ class DPOSession:
         )
 
     def adapter_config(self, model: Any, peft_config: Any) -> tuple[Any, bool]:
-        """The peft config to wrap ``model`` with (the recipe's, or the one passed), and whether it rewrites base weights."""
+        """The peft config to wrap ``model`` with (the recipe's, or the one passed),
+        and whether it rewrites base weights."""
         adapter = self.settings.adapter
         if peft_config is not None and adapter != "none":
             raise ConfigError(
@@ -171,7 +172,8 @@ class DPOSession:
         )
 
     def prepare_reference(self, policy: Any, ref_model: Any, run: RunFacts) -> Any:
-        """The reference strategy prepared: what it returns is the reference model the host's trainer holds (or None)."""
+        """The reference strategy prepared: what it returns is the reference model the host's trainer holds
+        (or None)."""
         held = self.reference_strategy.prepare(policy, run, ref_model=ref_model)
         free = [c.name for c in self.loss_mix.components if not c.spec.needs_reference]
         if self.loss_mix.needs_reference and free:
@@ -199,7 +201,8 @@ class DPOSession:
 
     @functools.cached_property
     def scorer(self) -> Scorer:
-        """The run's :class:`~dpo_plugin.forward.interface.PairScorer`: strategies and checks reach the models through it."""
+        """The run's :class:`~dpo_plugin.forward.interface.PairScorer`:
+        strategies and checks reach the models through it."""
         trainer, connection = self.trainer, self._connection
         assert connection is not None
         policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -302,7 +305,8 @@ class DPOSession:
 
     # -- each step ---------------------------------------------------------------------------------
     def compute_loss(self, model: Any, batch: Mapping[str, Any], *, training: bool, router_coef: float | None) -> Any:
-        """The step's loss: log-probs → reference → ``PairLogps`` → the loss mix (+ the router's aux loss); metrics kept.
+        """The step's loss: log-probs → reference → ``PairLogps`` → the loss mix (+ the router's aux loss);
+        metrics kept.
 
         ``router_coef``: the mixture-of-experts load-balancing coefficient when the host adds that loss.
         """
@@ -385,7 +389,8 @@ class DPOSession:
             self._check_output(resuming=False)
 
     def after_save(self, output_dir: str | None, internal: bool) -> None:
-        """A PEFT model's extras: PiSSA/OLoRA converted to plain LoRA, ``merge_adapter``'s merged model; the manifest."""
+        """A PEFT model's extras: PiSSA/OLoRA converted to plain LoRA, ``merge_adapter``'s merged model;
+        the manifest."""
         from accelerate.utils import is_peft_model
 
         trainer = self.trainer

@@ -1,4 +1,5 @@
-"""The chat-template round trip: a prompt rendered alone, as the model sees it when answering, must start the whole conversation.
+"""The chat-template round trip: a prompt rendered alone, as the model sees it when answering,
+must start the whole conversation.
 
 TRL 1.16 tokenises a conversational pair twice: the prompt alone with the generation prompt (what
 the model is given at inference) and the whole conversation, prompt + completion; the completion
@@ -21,7 +22,8 @@ SHOWN_TOKENS = 6
 
 
 def render(tokenizer: Any, messages: list[Any], extra: Mapping[str, Any], *, generation_prompt: bool) -> list[int]:
-    """The token ids of ``messages`` through the tokenizer's chat template, as TRL 1.16's ``DPOTrainer`` renders them."""
+    """The token ids of ``messages`` through the tokenizer's chat template,
+    as TRL 1.16's ``DPOTrainer`` renders them."""
     tools = extra.get("tools")
     tools = json.loads(tools) if isinstance(tools, str) else tools
     options = extra.get("chat_template_kwargs") or {}

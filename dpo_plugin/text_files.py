@@ -11,7 +11,8 @@ CHUNK_BYTES = 1 << 20
 
 
 def _not_utf8(path: Path, error: UnicodeDecodeError, first_line: int) -> ConfigError:
-    """The error for bytes that are not UTF-8, at the line of ``error.start`` (``error.object`` starts at ``first_line``)."""
+    """The error for bytes that are not UTF-8, at the line of ``error.start``
+    (``error.object`` starts at ``first_line``)."""
     line = first_line + error.object[: error.start].count(b"\n")
     return ConfigError(
         f"{path}, line {line}: byte 0x{error.object[error.start]:02x} is not UTF-8 text. Save the file as UTF-8 "

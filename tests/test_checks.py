@@ -45,7 +45,8 @@ def _trainer(tmp_path, eval_dataset=EVAL, model=TINY, **overrides):
 
 
 def test_checks_at_step_zero_have_known_outcomes(tmp_path):
-    """Before training the policy is the reference: every margin is 0 (no pair is a win) and a position-biased judge's two orders disagree."""
+    """Before training the policy is the reference: every margin is 0 (no pair is a win)
+    and a position-biased judge's two orders disagree."""
     report = _trainer(tmp_path).run_checks()
     margin = report["checks"]["reward_margin"]
     assert margin["metrics"]["n"] == 12 and margin["metrics"]["accuracy"] == 0.0

@@ -92,7 +92,9 @@ def test_plugins_json_lists_the_builtin_losses_with_their_plugins(plugins_json):
     assert plugins_json["hosts"]["trl"] == {
         "name": "trl",
         "plugin": "dpo_plugin.hosts.trl.host",
-        "description": "TRL's ``DPOTrainer`` (``from dpo_plugin.trl import DPOConfig, DPOTrainer``; ``dpo-plugin train``).",
+        "description": (
+            "TRL's ``DPOTrainer`` (``from dpo_plugin.trl import DPOConfig, DPOTrainer``; ``dpo-plugin train``)."
+        ),
         "trl_versions": ">=1.16,<1.17",
     }
     kinds = {"plugins", "losses", "reference_strategies", "adapters", "judges", "checks", "hosts"}

@@ -289,7 +289,8 @@ def test_an_unquoted_no_gets_the_hint_to_quote_it(tmp_path, key):
     path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\n{key}: no\n")
     message = _refused("--config", str(path))
     assert message.startswith(f"{key} in {path} must be ") and message.endswith(
-        f"got False (bool). YAML reads an unquoted yes, no, on or off as a boolean: quote the word you meant ({key}: 'no')."
+        "got False (bool). YAML reads an unquoted yes, no, on or off as a boolean: "
+        f"quote the word you meant ({key}: 'no')."
     )
     path.write_text(f"model_name_or_path: {MODEL}\ndataset_name: {DATA}\nbf16: false\noutput_dir: o\n{key}: 'no'\n")
     assert str(getattr(parse_train_args(["--config", str(path)]).config, key)) in (

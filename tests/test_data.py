@@ -255,7 +255,10 @@ def test_wrong_column_types():
 
 
 PAIR = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
-FIX_LINE = 'Fix or remove the line: each line of a JSON Lines file is one object, such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'
+FIX_LINE = (
+    "Fix or remove the line: each line of a JSON Lines file is one object, "
+    'such as {"prompt": "…", "chosen": "…", "rejected": "…"}.'
+)
 ONE_FORMAT = (
     'Write every row\'s {0} in one format: text (a JSON string), or a list of {{"role": …, "content": …}} messages.'
 )
@@ -405,7 +408,8 @@ def test_the_train_command_names_the_bad_line_before_any_model_loads(tmp_path):
     data.write_text(f'{PAIR}\n{{"prompt": "p", "chosen": 3, "rejected": "r"}}\n')
     config = tmp_path / "run.yaml"
     config.write_text(
-        f"model_name_or_path: {tmp_path / 'no-such-model'}\ndataset_name: {data}\noutput_dir: {tmp_path / 'out'}\nbf16: false\n"
+        f"model_name_or_path: {tmp_path / 'no-such-model'}\ndataset_name: {data}\n"
+        f"output_dir: {tmp_path / 'out'}\nbf16: false\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(

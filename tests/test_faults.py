@@ -320,7 +320,10 @@ def test_resume_true_skips_a_checkpoint_cut_short_while_saving(tmp_path, caplog)
     assert "checkpoint-2 is incomplete (model.safetensors is cut short or corrupted" in caplog.text
     with pytest.raises(
         ConfigError,
-        match=r"Cannot resume from .*checkpoint-2: model.safetensors is cut short .* The newest intact one is .*checkpoint-1",
+        match=(
+            r"Cannot resume from .*checkpoint-2: model.safetensors is cut short .* "
+            r"The newest intact one is .*checkpoint-1"
+        ),
     ):
         resume_checkpoint(str(out / "checkpoint-2"), out)
     assert resume_checkpoint(None, out) is None and resume_checkpoint("false", out) is None

@@ -1,4 +1,5 @@
-"""Hosts are plugins: ``register_hosts``, the ``trl`` host, choosing a host from the YAML or ``--host``, a broken host."""
+"""Hosts are plugins: ``register_hosts``, the ``trl`` host, choosing a host from the YAML or ``--host``,
+a broken host."""
 
 from __future__ import annotations
 

@@ -216,7 +216,8 @@ def test_reward_model_judge_configuration_errors(tmp_path, tokenizer):
 
 
 def _favour(model, tokenizer, question_end_id, weights):
-    """lm_head rows for a residual-only model: token t gets logit weights[t]·|h|² after ``question_end_id``, others 0."""
+    """lm_head rows for a residual-only model: token t gets logit weights[t]·|h|² after ``question_end_id``,
+    others 0."""
     with torch.no_grad():
         hidden = model.model.norm(model.model.embed_tokens.weight[question_end_id].unsqueeze(0)).squeeze(0)
         model.lm_head.weight.zero_()

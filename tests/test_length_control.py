@@ -1,4 +1,5 @@
-"""The length-controlled win rate: values worked out independently, bad input, and simulated judges whose truth is known.
+"""The length-controlled win rate: values worked out independently, bad input,
+and simulated judges whose truth is known.
 
 The simulated judges are :class:`dpo_plugin.evaluation.simulation.LengthJudge`: a judge that prefers the longer answer
 and nothing else (true LC 0.5) with the policy answering longer, and a judge with a quality preference and no length
@@ -104,7 +105,8 @@ def test_bad_lengths_are_refused():
 
 
 def test_failures_count_as_losses_and_garbage_verdicts_are_failures():
-    """A judge that fails on (or returns garbage for) some prompts: the decision counts them as losses, as the raw one does."""
+    """A judge that fails on (or returns garbage for) some prompts: the decision counts them as losses,
+    as the raw one does."""
     rng = np.random.default_rng(11)
     policy, reference = simulate_lengths(80, 0.0, rng)
     first, second = LengthJudge(0.75, 0.0, "consistent").verdicts(policy - reference, rng)

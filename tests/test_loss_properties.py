@@ -188,7 +188,10 @@ def test_label_smoothing_range(name, value, ok):
 
 
 def test_unknown_parameters_list_the_accepted_ones():
-    message = r"'simpo' \(plugin 'dpo_plugin.loss_variants.reference_free'\) does not take \['tau'\]; it takes: beta=2.0, gamma=0.5"
+    message = (
+        r"'simpo' \(plugin 'dpo_plugin.loss_variants.reference_free'\) does not take \['tau'\]; "
+        r"it takes: beta=2.0, gamma=0.5"
+    )
     with pytest.raises(ConfigError, match=message):
         dpo_plugin.losses()["simpo"].resolve_params({"tau": 1})
     with pytest.raises(ConfigError, match="does not take .*; it takes: no parameters"):

@@ -30,7 +30,7 @@ RT = (5, 2, 8)
 PAIRS = list(zip(C, R, RC, RR, CT, RT))
 U_W = [c - rc for c, _, rc, _, _, _ in PAIRS]
 U_L = [r - rr for _, r, _, rr, _, _ in PAIRS]
-D = [w - l for w, l in zip(U_W, U_L)]
+D = [w - u_l for w, u_l in zip(U_W, U_L)]
 B = 0.1  # every loss's default β except SimPO's
 
 
@@ -121,7 +121,7 @@ FLOAT32_STEPS = {"exo_pair", "alpha_divergence"}
 def test_f_divergence_losses(name, kind):
     params, formula = F_DIVERGENCE_LOSSES[name]
     score = F_SCORES[kind]
-    expected = [formula(score(w), score(l), ct, rt) for w, l, ct, rt in zip(U_W, U_L, CT, RT)]
+    expected = [formula(score(w), score(u_l), ct, rt) for w, u_l, ct, rt in zip(U_W, U_L, CT, RT)]
     out = dpo_plugin.losses()[name](make_logps(), f_divergence_type=kind, f_alpha_divergence_coef=0.3, **params)
     assert_values(out.losses, expected, rtol=1e-6 if {name, kind} & FLOAT32_STEPS else 1e-12)
 
@@ -172,7 +172,7 @@ def aot_deltas() -> list[float]:
 
 def aot_unpaired_deltas() -> list[float]:
     """TRL aot_unpaired: sort(u_w) − sort(u_l)."""
-    return [w - l for w, l in zip(sorted(U_W), sorted(U_L))]
+    return [w - u_l for w, u_l in zip(sorted(U_W), sorted(U_L))]
 
 
 def orpo_expected(beta: float) -> list[float]:
@@ -199,20 +199,20 @@ EXPECTED = {
     # Azar et al. 2023, Eq. 17 on summed log-probs: (Δ − 1/(2β))²
     "ipo_paper": ({}, [(d - 1 / (2 * B)) ** 2 for d in D]),
     # TRL sppo_hard (Wu et al. 2024, Eq. 4.7 with P ∈ {0, 1}): (u_w − 1/(2β))² + (u_l + 1/(2β))²
-    "sppo_hard": ({}, [(w - 0.5 / B) ** 2 + (l + 0.5 / B) ** 2 for w, l in zip(U_W, U_L)]),
+    "sppo_hard": ({}, [(w - 0.5 / B) ** 2 + (u_l + 0.5 / B) ** 2 for w, u_l in zip(U_W, U_L)]),
     # Xiao et al. 2024 (Cal-DPO): −log σ(u_w − u_l) + ½[(u_w − 1/(2β))² + (u_l + 1/(2β))²]
     "cal_dpo": (
         {},
-        [-logsig(w - l) + 0.5 * ((w - 1 / (2 * B)) ** 2 + (l + 1 / (2 * B)) ** 2) for w, l in zip(U_W, U_L)],
+        [-logsig(w - u_l) + 0.5 * ((w - 1 / (2 * B)) ** 2 + (u_l + 1 / (2 * B)) ** 2) for w, u_l in zip(U_W, U_L)],
     ),
     # TRL nca_pair: −log σ(βu_w) − ½ log σ(−βu_w) − ½ log σ(−βu_l)
-    "nca_pair": ({}, [-logsig(B * w) - 0.5 * logsig(-B * w) - 0.5 * logsig(-B * l) for w, l in zip(U_W, U_L)]),
+    "nca_pair": ({}, [-logsig(B * w) - 0.5 * logsig(-B * w) - 0.5 * logsig(-B * u_l) for w, u_l in zip(U_W, U_L)]),
     # TRL bco_pair: −log σ(βu_w) − log σ(−βu_l)
-    "bco_pair": ({}, [-logsig(B * w) - logsig(-B * l) for w, l in zip(U_W, U_L)]),
+    "bco_pair": ({}, [-logsig(B * w) - logsig(-B * u_l) for w, u_l in zip(U_W, U_L)]),
     # TRL apo_zero (D'Oosterlinck et al. 2024, Eq. 7): 1 − σ(βu_w) + σ(βu_l)
-    "apo_zero": ({}, [1 - sig(B * w) + sig(B * l) for w, l in zip(U_W, U_L)]),
+    "apo_zero": ({}, [1 - sig(B * w) + sig(B * u_l) for w, u_l in zip(U_W, U_L)]),
     # TRL apo_down (Eq. 8): σ(βu_w) + 1 − σ(β(u_w − u_l))
-    "apo_down": ({}, [sig(B * w) + 1 - sig(B * (w - l)) for w, l in zip(U_W, U_L)]),
+    "apo_down": ({}, [sig(B * w) + 1 - sig(B * (w - u_l)) for w, u_l in zip(U_W, U_L)]),
     # TRL aot / aot_unpaired (Melnyk et al. 2024): smoothed logistic loss of the sorted differences
     "aot": ({"label_smoothing": 0.1}, [-0.9 * logsig(B * x) - 0.1 * logsig(-B * x) for x in aot_deltas()]),
     "aot_unpaired": ({}, [-logsig(B * x) for x in aot_unpaired_deltas()]),
@@ -282,11 +282,12 @@ REFERENCE_BASED = [
 
 @pytest.mark.parametrize("name", REFERENCE_BASED)
 def test_rewards_are_beta_times_the_log_ratios(name):
-    """TRL: ``rewards/chosen`` = β·(c − rc), ``rewards/rejected`` = β·(r − rr), with the run's β (not β-DPO's batch β)."""
+    """TRL: ``rewards/chosen`` = β·(c − rc), ``rewards/rejected`` = β·(r − rr), with the run's β
+    (not β-DPO's batch β)."""
     params = {"rho": 0.0} if name == "beta_dpo" else {}
     out = dpo_plugin.losses()[name](make_logps(), beta=0.3, **params)
     assert_values(out.chosen_rewards, [0.3 * w for w in U_W])
-    assert_values(out.rejected_rewards, [0.3 * l for l in U_L])
+    assert_values(out.rejected_rewards, [0.3 * u_l for u_l in U_L])
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The plugin system: every hook, duplicates, misspelled hooks, unknown names, entry points and the environment filters."""
+"""The plugin system: every hook, duplicates, misspelled hooks, unknown names,
+entry points and the environment filters."""
 
 from __future__ import annotations
 
@@ -242,7 +243,8 @@ def register_judges(register):
 
 
 def install_distribution(root, source=PLUGIN_SOURCE, module="env_plugin_module", entry_point="env_plugin"):
-    """Write a real installed distribution (dist-info with METADATA and entry_points.txt) plus its module into ``root``."""
+    """Write a real installed distribution (dist-info with METADATA and entry_points.txt)
+    plus its module into ``root``."""
     sys.modules.pop(module, None)
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / "dpo_env_dist-1.2.3.dist-info"
@@ -330,7 +332,8 @@ def test_a_broken_entry_point_plugin_fails_when_the_manager_is_built(tmp_path, m
             "The plugin 'typo_plugin' (entry point typo_plugin = typo_plugin_module, from dpo-env-dist 1.2.3) failed "
             "to load: PluginValidationError: plugin 'typo_plugin' implements unknown hook 'register_judge'. Did you "
             "mean 'register_judges'? The hooks are: register_losses, register_reference_strategies, register_adapters, "
-            "register_judges, register_checks, register_hosts, post_train. Fix or uninstall it (pip uninstall dpo-env-dist), or skip "
+            "register_judges, register_checks, register_hosts, post_train. "
+            "Fix or uninstall it (pip uninstall dpo-env-dist), or skip "
             "it with DPO_PLUGIN_BLOCK_PLUGINS=typo_plugin."
         )
         pm = get_plugin_manager(allow_broken=True)

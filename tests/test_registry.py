@@ -1,4 +1,5 @@
-"""The typed registries: a read-only mapping name → spec, and what `Spec`, `LossSpec` and `CheckSpec` read and refuse."""
+"""The typed registries: a read-only mapping name → spec, and what `Spec`,
+`LossSpec` and `CheckSpec` read and refuse."""
 
 from __future__ import annotations
 

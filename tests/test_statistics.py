@@ -64,8 +64,8 @@ def test_sign_test_by_hand_and_scipy():
     wins, losses = np.meshgrid(np.arange(0, 25), np.arange(0, 25))
     for alternative in ("two-sided", "greater"):
         expected = [
-            stats.binomtest(w, w + l, 0.5, alternative=alternative).pvalue if w + l else 1.0
-            for w, l in zip(wins.ravel(), losses.ravel())
+            stats.binomtest(w, w + lost, 0.5, alternative=alternative).pvalue if w + lost else 1.0
+            for w, lost in zip(wins.ravel(), losses.ravel())
         ]
         assert sign_test(wins.ravel(), losses.ravel(), alternative) == pytest.approx(expected, rel=1e-10)
     with pytest.raises(ValueError):

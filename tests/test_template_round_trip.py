@@ -27,7 +27,8 @@ from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 REPEATS_SYSTEM = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}{% if messages[0]['role'] == 'system' %}<|system|>{{ messages[0]['content'] }}<|end|>"
+    "{% if add_generation_prompt %}"
+    "{% if messages[0]['role'] == 'system' %}<|system|>{{ messages[0]['content'] }}<|end|>"
     "{% endif %}<|assistant|>{% endif %}"
 )
 SYSTEM_BEFORE_LAST_USER = (
@@ -89,7 +90,8 @@ def test_a_template_repeating_the_system_prompt_is_an_error_naming_rows_and_toke
     report = check_data(_rows(), extract_prompt=extract_prompt, chat_template=chat, min_pairs=1)
     finding = _findings(report)["chat_template_round_trip"]
     assert (finding.severity, finding.count, [e["row"] for e in finding.examples]) == ("error", 3, [0, 2, 4])
-    # row 0 alone: <|system|> B e ␠ b r i e f . <|end|> <|user|> W h a t … ? <|end|> = 1 + 9 + 1 + 1 + 14 + 1 = 27 tokens,
+    # row 0 alone: <|system|> B e ␠ b r i e f . <|end|> <|user|> W h a t … ? <|end|>
+    # = 1 + 9 + 1 + 1 + 14 + 1 = 27 tokens,
     # then the repeated <|system|> where the conversation has <|assistant|>
     assert finding.examples[0]["excerpt"] == (
         "token 27 of 39: the prompt alone has '<|system|>' 'B' 'e' ' ' 'b' 'r' …, the whole conversation has "

@@ -240,7 +240,8 @@ def test_pairs_trl_drops_or_truncates_are_logged_and_none_left_is_an_error(make_
 
 
 def test_a_model_reused_by_a_second_trainer_gets_a_copy_that_stays_fixed(make_model, tokenizer, tmp_path):
-    """A model an earlier trainer patched with TRL's fused head: the second trainer's copy must not run the live policy."""
+    """A model an earlier trainer patched with TRL's fused head:
+    the second trainer's copy must not run the live policy."""
     model = make_model()
     _train(model, tokenizer, tmp_path / "first", steps=1, reference="copy")
     args = DPOConfig(

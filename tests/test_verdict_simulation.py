@@ -31,7 +31,8 @@ Z = 1.959963984540054
 
 
 def _judges(scores):
-    """(kind, tie) → (cell probabilities, true scores) at the reachable ``scores``, for every judge kind and tie level."""
+    """(kind, tie) → (cell probabilities, true scores) at the reachable ``scores``,
+    for every judge kind and tie level."""
     ties = {"position": (0.0, 0.3)}
     return {(kind, tie): judge_cells(kind, tie, scores) for kind in KINDS for tie in ties.get(kind, (0.0, 0.3, 0.87))}
 

@@ -6,14 +6,15 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 from ..forward.interface import PairScores
 
 
 @dataclass
 class EvalContext:
-    """Everything a check may use; built by :func:`~dpo_plugin.evaluation.runner.build_context` after training or by ``dpo-plugin evaluate``.
+    """Everything a check may use; built by :func:`~dpo_plugin.evaluation.runner.build_context` after training or by
+    ``dpo-plugin evaluate``.
 
     ``score_pairs(which)`` scores the held-out pairs under ``"policy"`` or ``"reference"`` (None when
     the run has no reference); ``reference_model()`` is a context manager yielding the reference
@@ -26,7 +27,7 @@ class EvalContext:
     tokenizer: Any
     prompts: list[Any]
     score_pairs: Callable[[str], PairScores | None]
-    reference_model: Callable[[], ContextManager[Any]]
+    reference_model: Callable[[], contextlib.AbstractContextManager[Any]]
     reference_note: str
     beta: float
     output_dir: Path
@@ -34,7 +35,8 @@ class EvalContext:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     no_pairs_note: str | None = None
-    #: Generations the checks made, reused by a later check asking for the same ones (see ``generation.cached_generate``).
+    #: Generations the checks made, reused by a later check asking for the same ones
+    #: (see ``generation.cached_generate``).
     generations: dict[Any, Any] = field(default_factory=dict)
 
     def no_pairs_reason(self) -> str:
@@ -42,5 +44,5 @@ class EvalContext:
         return f"no usable held-out pairs: {self.no_pairs_note or 'the eval split is empty'}"
 
     @staticmethod
-    def no_reference() -> ContextManager[None]:
+    def no_reference() -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext(None)

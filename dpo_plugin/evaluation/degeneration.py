@@ -39,7 +39,8 @@ def repetition_rate(ids: Sequence[int], n: int = NGRAM) -> float:
 
 
 def answer_measures(generations: Generations, max_new_tokens: int, n: int = NGRAM) -> dict[str, np.ndarray]:
-    """Per answer: ``unfinished`` (1 when it hit ``max_new_tokens`` without EOS) and ``repetition`` (:func:`repetition_rate`)."""
+    """Per answer: ``unfinished`` (1 when it hit ``max_new_tokens`` without EOS) and ``repetition``
+    (:func:`repetition_rate`)."""
     unfinished = [
         float(not done and len(ids) >= max_new_tokens)
         for ids, done in zip(generations.completion_ids, generations.finished)
@@ -74,7 +75,8 @@ def degeneration_verdict(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The ``degeneration`` decision from per-answer measures (:func:`answer_measures`) of both sides on the same prompts.
+    """The ``degeneration`` decision from per-answer measures (:func:`answer_measures`)
+    of both sides on the same prompts.
 
     Returns ``n``, per measure ``<measure>_policy``, ``<measure>_reference`` (means), ``<measure>_difference``
     (mean of policy − reference) with ``<measure>_low``, ``<measure>_high``; ``passed`` and ``reasons``.

@@ -106,7 +106,8 @@ def cached_generate(
     prompts: Sequence[Any],
     settings: dict[str, Any],
 ) -> Generations:
-    """:func:`generate` once per ``which`` model, prompts and settings: a second check asking for the same reuses them."""
+    """:func:`generate` once per ``which`` model, prompts and settings:
+    a second check asking for the same reuses them."""
     key = (which, len(prompts), repr(prompts[:1]), tuple(sorted(settings.items())))
     if key not in cache:
         cache[key] = generate(model, tokenizer, prompts, desc=f"Generating ({which})", **settings)

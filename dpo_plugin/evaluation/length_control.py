@@ -1,4 +1,5 @@
-"""The length-controlled (LC) win rate: the win rate the policy would have if its answers were as long as the reference's.
+"""The length-controlled (LC) win rate: the win rate the policy would have if its answers were as long as the
+reference's.
 
 Judges prefer longer answers, and DPO teaches the policy to answer longer, so a raw win rate can be
 length alone. AlpacaEval 2 controls for it (Dubois et al. 2024, "Length-Controlled AlpacaEval",
@@ -137,7 +138,10 @@ SEPARATES = (
 def _not_estimable(n: int, delta: np.ndarray) -> str | None:
     """Why the LC win rate cannot be estimated from these prompts (None when it can)."""
     if n < MIN_PROMPTS:
-        return f"only {n} prompts have a verdict in both orders; the length-controlled win rate needs at least {MIN_PROMPTS}"
+        return (
+            f"only {n} prompts have a verdict in both orders; "
+            f"the length-controlled win rate needs at least {MIN_PROMPTS}"
+        )
     if delta.size and np.all(delta == delta[0]) and delta[0] != 0:
         return (
             f"the policy's answers are {delta[0]:+g} tokens longer than the reference's on every prompt, so no prompt "

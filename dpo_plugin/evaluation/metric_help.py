@@ -36,14 +36,18 @@ METRIC_HELP: dict[str, dict[str, str]] = {
         "logratio_greedy": "mean per-token log π/π_ref on the policy's greedy completions (not a KL estimate)",
         "lc_win_rate": "length-controlled win rate σ(θ): the fit of score on θ + φ·tanh(Δ/sd) predicted at Δ = 0 "
         "(AlpacaEval 2); null when not estimable",
-        "lc_low": "lower end of its 95% interval (sandwich standard error of θ); what length_controlled: true decides on",
+        "lc_low": "lower end of its 95% interval (sandwich standard error of θ); "
+        "what length_controlled: true decides on",
         "lc_high": "upper end of the length-controlled win rate's 95% interval",
         "conservative_lc_win_rate": "the length-controlled win rate with judge failures counted as losses",
         "conservative_lc_low": "lower end of its interval; must exceed threshold when length_controlled: true",
-        "length_coefficient": "φ: the judge's preference per unit of tanh(Δ/sd) in log-odds (> 0: it favours the longer answer)",
+        "length_coefficient": "φ: the judge's preference per unit of tanh(Δ/sd) in log-odds "
+        "(> 0: it favours the longer answer)",
         "length_coefficient_se": "standard error of φ (sandwich)",
-        "se_inflation": "θ's standard error with the length term over without it; above 2: length and preference confounded",
-        "confounded": "length and preference cannot be told apart (se_inflation > 2, or the length alone predicts the verdicts): "
+        "se_inflation": "θ's standard error with the length term over without it; "
+        "above 2: length and preference confounded",
+        "confounded": "length and preference cannot be told apart "
+        "(se_inflation > 2, or the length alone predicts the verdicts): "
         "the LC estimate is unstable and cannot pass",
         "lc_n": "prompts in the length-controlled fit (verdicts in both orders); it needs at least 30",
         "lc_passed": "whether the length-controlled verdict passes (decides the check with length_controlled: true)",
@@ -90,6 +94,7 @@ METRIC_HELP: dict[str, dict[str, str]] = {
 
 
 def explain(check: str, metric: str, details: Mapping[str, Any] | None = None) -> str:
-    """The one-line meaning of ``metric`` of ``check`` (the check's own ``details["metric_help"]`` first); "" if none."""
+    """The one-line meaning of ``metric`` of ``check`` (the check's own ``details["metric_help"]`` first);
+    "" if none."""
     own = (details or {}).get("metric_help") or {}
     return str(own.get(metric) or METRIC_HELP.get(check, {}).get(metric, ""))

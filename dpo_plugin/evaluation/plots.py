@@ -113,7 +113,8 @@ def training_curves(log_history: Sequence[Mapping[str, Any]], path: Path) -> Pat
 def win_rate_bars(
     name: str, metrics: Mapping[str, Any], interval: Sequence[float] | None, threshold: float | None, path: Path
 ) -> Path:
-    """Per-prompt wins, ties, disagreements, losses and judge failures; beside them the win rate with its interval and threshold."""
+    """Per-prompt wins, ties, disagreements, losses and judge failures;
+    beside them the win rate with its interval and threshold."""
     plt = _pyplot()
     figure, (counts, rate) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 1]})
     counts.bar(

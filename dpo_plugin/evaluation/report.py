@@ -78,7 +78,8 @@ def _status(result: CheckResult) -> str:
 
 
 def headline(name: str, metrics: Mapping[str, Any], details: Mapping[str, Any]) -> str:
-    """``"<metric> = <value>"`` for a check's headline metric (``details["headline"]``, the built-in's, or its own name)."""
+    """``"<metric> = <value>"`` for a check's headline metric (``details["headline"]``, the built-in's,
+    or its own name)."""
     metric = details.get("headline") or HEADLINE.get(name) or name
     return f"{metric} = {_number(metrics[metric])}" if metric in metrics else "-"
 
@@ -103,7 +104,8 @@ def _value(value: Any) -> str:
 
 
 def _evaluated(extra: Mapping[str, Any]) -> list[str]:
-    """The "What was evaluated" section: ``extra["evaluated"]`` (from ``dpo-plugin evaluate``), then the other entries."""
+    """The "What was evaluated" section: ``extra["evaluated"]`` (from ``dpo-plugin evaluate``),
+    then the other entries."""
     evaluated = extra.get("evaluated")
     rows = [(EVALUATED_LABELS.get(k, k), v) for k, v in evaluated.items()] if isinstance(evaluated, Mapping) else []
     rows += [(EXTRA_LABELS.get(k, k), v) for k, v in extra.items() if k != "evaluated"]
@@ -145,7 +147,8 @@ def _markdown(
         notes = [*r.details.get("reasons", []), *(f"warning: {w}" for w in r.details.get("warnings", []))]
         note = r.skipped if r.skipped is not None else "; ".join(map(str, notes))
         lines.append(
-            f"| {cell(r.name)} | {_status(r)} | {cell(headline(r.name, r.metrics, r.details))} | {_interval(r)} | {_number(r.threshold)} | {cell(note)} |"
+            f"| {cell(r.name)} | {_status(r)} | {cell(headline(r.name, r.metrics, r.details))} | {_interval(r)} | "
+            f"{_number(r.threshold)} | {cell(note)} |"
         )
     if not results:
         lines.append("| (no checks ran) | FAILED | - | - | - | - |")

@@ -141,7 +141,8 @@ def _run_one(name: str, check: Any, context: EvalContext, params: Mapping[str, A
 
 
 def check_metrics(results: Sequence[CheckResult]) -> dict[str, float]:
-    """The numeric metrics of the results as ``checks/<check>/<metric>`` (and ``…/passed``), for the trainer's loggers."""
+    """The numeric metrics of the results as ``checks/<check>/<metric>`` (and ``…/passed``),
+    for the trainer's loggers."""
     metrics = {
         f"checks/{r.name}/{key}": float(value)
         for r in results

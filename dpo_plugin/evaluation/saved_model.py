@@ -24,7 +24,8 @@ class SavedPolicy:
 
 
 def load_saved_policy(source: str, *, base: str | None = None, bf16: bool = False) -> SavedPolicy:
-    """A model folder, a PEFT adapter folder (on its base: ``base``, else the one in ``adapter_config.json``), or a hub id.
+    """A model folder, a PEFT adapter folder (on its base: ``base``, else the one in ``adapter_config.json``),
+    or a hub id.
 
     The tokenizer comes from the folder when it has one (training saves it there), else from the base.
     Anything that cannot be loaded is a ConfigError saying what and how to fix it.

@@ -69,7 +69,8 @@ def expected_score(cells: np.ndarray) -> float:
 
 
 def prefer_for_score(kind: Kind, score: float, tie: float = 0.0, **options: float) -> float:
-    """The ``prefer`` at which a judge of ``kind`` (and ``tie``, options) has expected score ``score`` (Brent's root)."""
+    """The ``prefer`` at which a judge of ``kind`` (and ``tie``, options) has expected score ``score``
+    (Brent's root)."""
 
     def gap(prefer: float) -> float:
         return expected_score(cell_probabilities(kind, prefer, tie, **options)) - score
@@ -93,7 +94,8 @@ def outcomes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def outcome_probabilities(n: int, cells: np.ndarray) -> np.ndarray:
-    """P(each of the :func:`outcomes` of n prompts) for judges without failures: ``cells`` ``[..., CELLS]`` → ``[G, ...]``.
+    """P(each of the :func:`outcomes` of n prompts) for judges without failures:
+    ``cells`` ``[..., CELLS]`` → ``[G, ...]``.
 
     (wins, halves, losses) ~ Multinomial(n; P(win), P(tie or disagreement), P(loss)): halves are ties
     and disagreements, which the decision does not tell apart. Sums over these give exact pass rates
@@ -157,7 +159,8 @@ def simulate_lengths(
     sd_difference: float = 40.0,
     reference_mean: float = 150.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token lengths of n answer pairs: the reference's ~ N(``reference_mean``, 40), the policy's longer by ~ N(``mean_difference``, ``sd_difference``), each ≥ 1."""
+    """Token lengths of n answer pairs: the reference's ~ N(``reference_mean``, 40),
+    the policy's longer by ~ N(``mean_difference``, ``sd_difference``), each ≥ 1."""
     reference = np.maximum(np.round(rng.normal(reference_mean, 40.0, n)), 1.0)
     policy = np.maximum(reference + np.round(rng.normal(mean_difference, sd_difference, n)), 1.0)
     return policy, reference

@@ -1,4 +1,5 @@
-"""Confidence intervals and tests for the checks (numpy/scipy): Wilson, the sign test, the tie-aware score interval, the mean.
+"""Confidence intervals and tests for the checks (numpy/scipy): Wilson, the sign test, the tie-aware score interval,
+the mean.
 
 Every function but :func:`wilson_interval` works elementwise on arrays (the last axis holding the
 sample for :func:`mean_interval`), so a simulation runs the checks' exact arithmetic on many

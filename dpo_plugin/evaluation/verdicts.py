@@ -69,7 +69,8 @@ def _cell(first: Any, second: Any) -> tuple[int, list[str]]:
 
 
 def prompt_outcome(policy_first: Any, policy_second: Any) -> Outcome:
-    """One prompt's outcome from its two verdicts: "win", "loss", "tie", "disagreement" or "failure" (see the module)."""
+    """One prompt's outcome from its two verdicts: "win", "loss", "tie", "disagreement" or "failure"
+    (see the module)."""
     cell, _ = _cell(policy_first, policy_second)
     return {WIN_CELL: "win", LOSS_CELL: "loss", TIE_CELL: "tie", FAILURE_CELL: "failure"}.get(cell, "disagreement")  # type: ignore[return-value]
 
@@ -213,7 +214,8 @@ def win_rate_verdict(
     max_failure_rate: float = 0.1,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """The ``win_rate`` check's decision from a judge's verdicts in both orders (see the module and :func:`decide_win_rate`).
+    """The ``win_rate`` check's decision from a judge's verdicts in both orders
+    (see the module and :func:`decide_win_rate`).
 
     Returns ``passed``, ``reasons``, the counts ``n`` (usable prompts), ``wins``, ``ties``,
     ``disagreements``, ``losses``, ``failures``, ``invalid_verdicts`` (values that were not verdicts,
@@ -272,7 +274,8 @@ def _margin_reasons(
         reasons.append(f"the accuracy interval's lower bound {d['low']:.3f} does not exceed {threshold}")
     if not d["accuracy_p_value"] < (1 - confidence) / 2:
         reasons.append(
-            f"the binomial test of the accuracy above {threshold} is not significant (one-sided p = {d['accuracy_p_value']:.3g})"
+            f"the binomial test of the accuracy above {threshold} is not significant "
+            f"(one-sided p = {d['accuracy_p_value']:.3g})"
         )
     if not d["margin_low"] > 0:
         reasons.append(f"the margin interval's lower bound {d['margin_low']:.3f} is not above 0")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -15,7 +16,7 @@ class Engine:
     """Where and how scoring forwards run: device, precision, and the processes sharing the work."""
 
     device: torch.device
-    autocast: Callable[[], ContextManager[Any]]
+    autocast: Callable[[], AbstractContextManager[Any]]
     shard: Callable[[Any], Iterable[Any]]  # a DataLoader → this process's batches, on the device
     gather: Callable[[Tensor], Tensor]  # a tensor of this process's rows → every process's, in dataset order
     unwrap: Callable[[Any], Any]
@@ -38,7 +39,7 @@ class Engine:
         """One process on ``device`` (default: CUDA when available), bf16 autocast if asked."""
         where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-        def autocast() -> ContextManager[Any]:
+        def autocast() -> AbstractContextManager[Any]:
             return torch.autocast(where.type, dtype=torch.bfloat16, enabled=bf16)
 
         return cls(where, autocast, _on_device(where), _same, _same)

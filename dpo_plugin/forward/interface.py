@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ContextManager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ class PairScorer(ABC):
         """The precomputed reference log-probabilities a batch carries, or None when it carries none."""
 
     @abstractmethod
-    def adapters_off(self) -> ContextManager[Any]:
+    def adapters_off(self) -> AbstractContextManager[Any]:
         """A context manager yielding the unwrapped policy with its adapters disabled (see :meth:`logps`)."""
 
     @property

@@ -32,7 +32,8 @@ def _on(device: torch.device, batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def layout_matches(scorer: Scorer, packed: PackedCollator, padded_collator: Callable[..., Collator]) -> float:
-    """The largest gap, in nats per token, between packed and padded log-probs of :data:`PROBE_PAIRS` under the policy."""
+    """The largest gap, in nats per token, between packed and padded log-probs of :data:`PROBE_PAIRS`
+    under the policy."""
     vocab = scorer.policy.config.get_text_config().vocab_size
     pairs = [{key: [i % vocab for i in ids] for key, ids in pair.items()} for pair in PROBE_PAIRS]
     padded = padded_collator(0)(pairs)
@@ -50,7 +51,8 @@ def choose_layout(
     blocked: str | None = None,
     pad_to_multiple_of: int | None = None,
 ) -> str:
-    """Install the batch layout ``requested`` (``auto``: prefix sharing where the model takes it, on a CPU) on the scorer.
+    """Install the batch layout ``requested`` (``auto``: prefix sharing where the model takes it, on a CPU)
+    on the scorer.
 
     ``padded_collator(pad_token_id)`` makes the host's padded collator; ``blocked`` is a reason the run
     cannot take a packed layout (e.g. a custom data collator). A packed layout is checked once against

@@ -66,7 +66,8 @@ class SequenceStats:
         return PairLogps(chosen, rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens, *plain)
 
     def metric_sums(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(entropy, mean_logits, top1)`` per sequence, from a forward that asked for :data:`~.heads.METRIC_FIELDS`."""
+        """``(entropy, mean_logits, top1)`` per sequence,
+        from a forward that asked for :data:`~.heads.METRIC_FIELDS`."""
         if self.entropy is None or self.mean_logits is None or self.top1 is None:
             raise ValueError("metric sums need a forward that computed the metric fields (METRIC_FIELDS)")
         return self.entropy, self.mean_logits, self.top1

@@ -36,7 +36,8 @@ PACKED_KEYS = frozenset({PLAN, "packed_labels", "completion_of", "ld_tail", "tok
 
 @dataclass(frozen=True)
 class Job:
-    """One segment's attention: queries ``[start, end)`` of the row over the keys ``ranges`` (the last one ends at ``end``)."""
+    """One segment's attention: queries ``[start, end)`` of the row over the keys ``ranges``
+    (the last one ends at ``end``)."""
 
     start: int
     end: int
@@ -193,7 +194,8 @@ def pack(
 
 
 def _add_shared(row: _Row, prompt: list[int], chosen: list[int], rejected: list[int], first: int, second: int) -> None:
-    """``[prompt, chosen]`` as one causal segment, then ``[p', rejected]`` over the prompt (less its last token) and itself."""
+    """``[prompt, chosen]`` as one causal segment, then ``[p', rejected]`` over the prompt (less its last token)
+    and itself."""
     start = len(row.ids)
     row.add(prompt, 0)
     row.add(chosen, len(prompt), first)

@@ -20,7 +20,7 @@ def aot(logps: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) ->
     arXiv:2406.05882.
 
     TRL ``aot``; the sorts run across the batch.
-    """
+    """  # noqa: E501
     if not logps.has_reference:
         logps.logratios()  # raises the error that says how to get reference log-probs
     policy, _ = torch.sort(logps.chosen - logps.rejected, dim=0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from ..errors import ConfigError
 from ..hookspecs import Register, hookimpl
@@ -10,7 +11,7 @@ from .base import ReferenceStrategy, RunFacts
 
 
 class AdapterReference(ReferenceStrategy):
-    """PEFT adapters disabled on the policy (no copy); when training an existing adapter, a frozen copy of it ("ref")."""
+    """PEFT adapters disabled on the policy (no copy); when training an existing adapter, a frozen copy of it ("ref")."""  # noqa: E501
 
     name = "adapter"
 
@@ -35,7 +36,7 @@ class AdapterReference(ReferenceStrategy):
     def score(self, dataset: Any) -> Any:
         return self.scorer.score(dataset, adapters_off=True, desc="Scoring (reference)")
 
-    def generation_model(self) -> ContextManager[Any]:
+    def generation_model(self) -> AbstractContextManager[Any]:
         return self.scorer.adapters_off()
 
     def memory_bytes(self) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from ..hookspecs import Register, hookimpl
 from .base import ReferenceStrategy, RunFacts
@@ -91,7 +92,7 @@ class AutoReference(ReferenceStrategy):
     def on_step_end(self, state: Any) -> None:
         self.chosen.on_step_end(state)
 
-    def generation_model(self) -> ContextManager[Any]:
+    def generation_model(self) -> AbstractContextManager[Any]:
         return self.chosen.generation_model()
 
     def memory_bytes(self) -> int:

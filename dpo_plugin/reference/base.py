@@ -27,8 +27,8 @@ import gc
 import inspect
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -48,7 +48,9 @@ class RunFacts:
     rewrites the base weights (PiSSA, OLoRA), so disabling it no longer gives the initial model;
     ``needs_reference``: some chosen loss needs reference log-probs; ``checks``: post-training checks
     will compare against the reference (keep what they need); ``full_pass``: the run's optimizer
-    steps visit every training pair at least once.
+    steps visit every training pair at least once; ``initial_copy``: a copy of the initial policy the
+    host already loaded (Axolotl loads one when training without an adapter) — a strategy that needs
+    a frozen copy takes it instead of copying, and one that needs none lets it go.
     """
 
     peft: bool = False
@@ -56,6 +58,7 @@ class RunFacts:
     needs_reference: bool = True
     checks: bool = False
     full_pass: bool = False
+    initial_copy: Any = field(default=None, compare=False, repr=False)
 
 
 class ReferenceStrategy:
@@ -131,7 +134,7 @@ class ReferenceStrategy:
     def on_step_end(self, state: Any) -> None:
         """After every optimizer step."""
 
-    def generation_model(self) -> ContextManager[Any]:
+    def generation_model(self) -> contextlib.AbstractContextManager[Any]:
         """A context manager yielding the reference model the checks generate from and score with (None: none)."""
         return contextlib.nullcontext(None)
 

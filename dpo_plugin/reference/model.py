@@ -27,13 +27,14 @@ def _torch_dtype(dtype: str | None) -> Any:
     return resolved
 
 
-def frozen_copy(model: Any, dtype: str | None = None) -> Any:
-    """A frozen, eval-mode deep copy of ``model`` (optionally cast to ``dtype``).
+def frozen_copy(model: Any, dtype: str | None = None, *, initial_copy: Any = None) -> Any:
+    """A frozen, eval-mode deep copy of ``model`` (optionally cast to ``dtype``); ``initial_copy`` instead when the
+    host already loaded one (:class:`~.base.RunFacts`).
 
     Strategies copy in ``prepare``, before the trainer patches the policy (the trainer hands them a
     plain model), so the copy runs its own weights.
     """
-    clone = copy.deepcopy(model)
+    clone = copy.deepcopy(model) if initial_copy is None else initial_copy
     target = _torch_dtype(dtype)
     if target is not None:
         clone.to(target)
@@ -68,7 +69,7 @@ class CopyReference(ModelReference):
 
     def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
         super().prepare(policy, run, ref_model=ref_model)
-        return frozen_copy(policy, self.dtype)
+        return frozen_copy(policy, self.dtype, initial_copy=run.initial_copy)
 
     def describe(self) -> str:
         return f"copy (frozen in-memory copy of the initial policy{', ' + self.dtype if self.dtype else ''})"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..hookspecs import Register, hookimpl
@@ -35,7 +36,7 @@ class NoReference(ReferenceStrategy):
             "reference: none has no reference log-probabilities; the chosen losses must be reference-free."
         )
 
-    def generation_model(self) -> ContextManager[Any]:
+    def generation_model(self) -> AbstractContextManager[Any]:
         return self.initial_model(self.source)
 
     def describe(self) -> str:

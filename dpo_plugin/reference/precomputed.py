@@ -136,7 +136,7 @@ class PrecomputedReference(ReferenceStrategy):
             self.source = load_reference_model(self.source_path, policy=policy, dtype=self.dtype)
             self.source_name = self.source_path
         elif run.peft and run.base_weights_change:
-            self.source = frozen_copy(policy, self.dtype)
+            self.source = frozen_copy(policy, self.dtype, initial_copy=run.initial_copy)
         else:
             self.adapters_off = run.peft
         return None
@@ -194,7 +194,8 @@ class PrecomputedReference(ReferenceStrategy):
         return scores
 
     def _compute(self, dataset: Any, split: str) -> PairScores:
-        """Score a split: with the reference if it is still here, else the policy (adapters off, or untrained), else reloaded."""
+        """Score a split: with the reference if it is still here, else the policy (adapters off, or untrained),
+        else reloaded."""
         if self.source is not None or self.adapters_off or not (self.policy_moved or self.source_freed):
             return self._score_with(self.source, dataset, split)
         reloadable = self.source_path or self.scorer.initial_source
@@ -234,7 +235,8 @@ class PrecomputedReference(ReferenceStrategy):
 
     @contextlib.contextmanager
     def generation_model(self) -> Iterator[Any]:
-        """The model the cache was computed from: the PEFT policy with adapters off, or reloaded (model or initial path)."""
+        """The model the cache was computed from: the PEFT policy with adapters off, or reloaded
+        (model or initial path)."""
         if self.adapters_off:
             with self.scorer.adapters_off() as model:
                 yield model

@@ -51,13 +51,15 @@ def main() -> None:
     result = run_training(request)
     seconds = time.perf_counter() - start
     print(
-        f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  transformers {transformers.__version__}  trl {trl.__version__}  python {platform.python_version()}"
+        f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+        f"transformers {transformers.__version__}  trl {trl.__version__}  python {platform.python_version()}"
     )
     print(f"wall time: {seconds:.1f} s for {args.steps} steps + checks (bf16)")
     for name, check in result.report["checks"].items():
         metrics = {k: v for k, v in check["metrics"].items() if isinstance(v, (int, float))}
         print(
-            f"{name:14s} {'passed' if check['passed'] else 'FAILED'}  interval {check['interval']}  {json.dumps(metrics)}"
+            f"{name:14s} {'passed' if check['passed'] else 'FAILED'}  interval {check['interval']}  "
+            f"{json.dumps(metrics)}"
         )
     print("overall:", "PASSED" if result.report["passed"] else "NOT PASSED")
 

@@ -1,4 +1,5 @@
-"""The ``degeneration`` check: do the policy's answers end and avoid repeating themselves as often as the reference's?"""
+"""The ``degeneration`` check: do the policy's answers end and avoid repeating themselves as often as the
+reference's?"""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ GENERATION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "batch
 @dataclass(frozen=True)
 class DegenerationSettings:
     """Generation as in ``win_rate`` (``max_new_tokens`` … ``max_prompts``); ``ngram`` of the repetition rate (4);
-    ``max_unfinished_increase`` / ``max_repetition_increase``: how much worse than the reference the policy may be (0.1);
+    ``max_unfinished_increase`` / ``max_repetition_increase``:
+    how much worse than the reference the policy may be (0.1);
     ``confidence`` of the intervals (0.95); ``samples``: the worst answers shown (5)."""
 
     max_new_tokens: int = 64

@@ -60,7 +60,8 @@ class WinRateSettings:
             raise ConfigError(f"win_rate: length_controlled must be true or false, got {self.length_controlled!r}.")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ConfigError(
-                f"win_rate: max_new_tokens={self.max_new_tokens!r} generates empty completions; it must be an integer >= 1."
+                f"win_rate: max_new_tokens={self.max_new_tokens!r} generates empty completions; "
+                "it must be an integer >= 1."
             )
         if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
             raise ConfigError("win_rate: sampling needs temperature > 0 and 0 < top_p <= 1.")
@@ -88,7 +89,8 @@ class Judged:
 
 
 def _gather(ctx: EvalContext, s: WinRateSettings, prompts: list[Any], settings: dict[str, Any]) -> Judged | None:
-    """Generate from both models, score the log-ratio on the policy's completions, judge both orders; None without a reference."""
+    """Generate from both models, score the log-ratio on the policy's completions, judge both orders;
+    None without a reference."""
     policy = cached_generate(ctx.generations, "policy", ctx.policy, ctx.tokenizer, prompts, settings)
     policy_logps = completion_logps(ctx.policy, policy.prompt_ids, policy.completion_ids, batch_size=s.batch_size)
     with ctx.reference_model() as model:
@@ -131,7 +133,8 @@ def _warnings(verdict: dict[str, Any], judge: str, confidence: float) -> list[st
     if verdict["position_bias_p_value"] < 1 - confidence:
         found.append(
             f"judge {judge} is position-biased: {verdict['position_bias']:.0%} of its picks are the answer shown first "
-            f"(p = {verdict['position_bias_p_value']:.2g}); judging both orders cancels the bias but pulls the win rate toward 0.5"
+            f"(p = {verdict['position_bias_p_value']:.2g}); judging both orders cancels the bias "
+            "but pulls the win rate toward 0.5"
         )
     return found
 
@@ -166,7 +169,8 @@ class Verdicts:
 
 
 def _verdicts(s: WinRateSettings, judged: Judged) -> Verdicts:
-    """Every verdict of the check, from exactly the public functions (:func:`win_rate_verdict`, :func:`length_controlled_verdict`)."""
+    """Every verdict of the check, from exactly the public functions (:func:`win_rate_verdict`,
+    :func:`length_controlled_verdict`)."""
     decision = {"threshold": s.threshold, "max_failure_rate": s.max_failure_rate, "confidence": s.confidence}
     policy, reference = judged.policy_generations, judged.reference_generations
     raw = win_rate_verdict(judged.policy_first, judged.policy_second, **decision)
@@ -190,7 +194,8 @@ def _length_warnings(s: WinRateSettings, v: Verdicts) -> list[str]:
             else f"controlling for length inflates the win rate's standard error {lc['se_inflation']:.1f}×"
         )
         return [
-            f"length and preference are confounded: {why} (the policy answered longer on {lc['policy_longer_share']:.0%} "
+            f"length and preference are confounded: {why} "
+            f"(the policy answered longer on {lc['policy_longer_share']:.0%} "
             f"of prompts, {lc['mean_length_difference']:+.1f} tokens on average); the length-controlled estimate "
             + ("does not exist" if lc["length_separates"] else "is unstable and cannot pass")
         ]
@@ -281,7 +286,8 @@ def _log_summary(v: Verdicts) -> None:
     if v.lc["lc_win_rate"] is not None:
         logger.info(
             "win_rate: length-controlled %(lc_win_rate).3f [%(lc_low).3f, %(lc_high).3f], length coefficient "
-            "%(length_coefficient).2f; mean answer length %(mean_length_policy).1f (policy) vs %(mean_length_reference).1f",
+            "%(length_coefficient).2f; mean answer length %(mean_length_policy).1f (policy) "
+            "vs %(mean_length_reference).1f",
             v.lc,
         )
 

@@ -83,7 +83,8 @@ def positive_int(name: str, value: Any) -> int:
 
 
 def check_template(template: Any) -> str:
-    """A comparison template with ``{prompt}``, ``{first}`` and ``{second}`` (and no other fields), else a ConfigError."""
+    """A comparison template with ``{prompt}``, ``{first}`` and ``{second}`` (and no other fields),
+    else a ConfigError."""
     if not isinstance(template, str) or not all(f"{{{field}}}" in template for field in ("prompt", "first", "second")):
         raise ConfigError("judge_params.template must be a string containing {prompt}, {first} and {second}.")
     try:
@@ -121,7 +122,8 @@ class Judge:
     def __call__(self, prompts: Sequence[Any], first: Sequence[str], second: Sequence[str]) -> list[float | None]:
         if not len(prompts) == len(first) == len(second):
             raise ValueError(
-                f"A judge compares pairs: got {len(prompts)} prompts, {len(first)} first and {len(second)} second answers."
+                f"A judge compares pairs: got {len(prompts)} prompts, {len(first)} first "
+                f"and {len(second)} second answers."
             )
         return self.judge_batch(list(prompts), list(first), list(second))
 
@@ -141,7 +143,8 @@ class Judge:
     def compare(
         self, first_scores: Sequence[float], second_scores: Sequence[float], tie_margin: float
     ) -> list[float | None]:
-        """Verdicts from per-pair scores (higher is better, see :func:`compare_scores`); non-finite scores are failures."""
+        """Verdicts from per-pair scores (higher is better, see :func:`compare_scores`);
+        non-finite scores are failures."""
         verdicts = [compare_scores(a, b, tie_margin) for a, b in zip(first_scores, second_scores)]
         for index, result in enumerate(verdicts):
             if result is None:

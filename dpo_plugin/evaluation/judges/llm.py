@@ -17,7 +17,8 @@ from .models import load_judge_model, right_padded
 
 
 def label_token_ids(tokenizer: Any, label: str) -> list[int]:
-    """The ids of the single-token encodings of ``label`` and ``" " + label`` (one or both; they differ by tokenizer)."""
+    """The ids of the single-token encodings of ``label`` and ``" " + label`` (one or both;
+    they differ by tokenizer)."""
     ids = []
     for text in (label, " " + label):
         encoded = tokenizer.encode(text, add_special_tokens=False)

@@ -1,4 +1,5 @@
-"""``DPOConfig``: TRL's config with every TRL field, plus the plugin fields (:class:`~dpo_plugin.settings.PluginSettings`).
+"""``DPOConfig``: TRL's config with every TRL field, plus the plugin fields
+(:class:`~dpo_plugin.settings.PluginSettings`).
 
 TRL's own fields that say the same as a plugin field map onto it: ``precompute_ref_log_probs: true``
 means ``reference: precomputed``, ``sync_ref_model: true`` means ``reference: sync`` (with
@@ -77,7 +78,8 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
         if self.padding_free:
             if self.packing not in ("auto", "padding_free"):
                 raise ConfigError(
-                    f"padding_free: true (TRL) means packing: padding_free, but packing is {self.packing!r}. Set only one."
+                    f"padding_free: true (TRL) means packing: padding_free, but packing is {self.packing!r}. "
+                    "Set only one."
                 )
             self.packing = "padding_free"
 
@@ -98,7 +100,8 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 )
             if self.reference not in ("auto", "precomputed"):
                 raise ConfigError(
-                    f"precompute_ref_batch_size is set, but reference is {self.reference!r}, which precomputes nothing; "
+                    f"precompute_ref_batch_size is set, but reference is {self.reference!r}, "
+                    "which precomputes nothing; "
                     "remove it or use reference: precomputed."
                 )
             self.reference_params = params

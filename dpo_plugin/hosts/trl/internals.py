@@ -295,7 +295,8 @@ class SessionHooks:
         return output
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """TRL's save, of finite weights only; PiSSA/OLoRA converted to plain LoRA; ``merge_adapter``: a merged model too."""
+        """TRL's save, of finite weights only; PiSSA/OLoRA converted to plain LoRA; ``merge_adapter``: a merged
+        model too."""
         self.session.before_save(self.model)  # type: ignore[attr-defined]
         super().save_model(output_dir, _internal_call)  # type: ignore[misc]
         self.session.after_save(output_dir, _internal_call)

@@ -45,7 +45,8 @@ def _apply_model_config_adapter(request: TrainRequest) -> None:
     for field_name, key in MODEL_CONFIG_ADAPTER_KEYS.items():
         if field_name in request.explicit and key in own and own[key] != params.get(key):
             raise ConfigError(
-                f"ModelConfig's {field_name}={params.get(key)!r} contradicts adapter_params.{key}={own[key]!r}; set only one."
+                f"ModelConfig's {field_name}={params.get(key)!r} contradicts adapter_params.{key}={own[key]!r}; "
+                "set only one."
             )
     config.adapter = name
     config.adapter_params = {**params, **own}

@@ -71,7 +71,8 @@ def _dataclass_types() -> tuple[type, ...]:
 
 
 def _matches(value: Any, annotation: Any) -> bool:
-    """Whether a YAML value fits a dataclass field's annotation (strings are also accepted where argparse converts them)."""
+    """Whether a YAML value fits a dataclass field's annotation
+    (strings are also accepted where argparse converts them)."""
     if annotation is Any or annotation is typing.Any:
         return True
     origin = typing.get_origin(annotation)
@@ -151,7 +152,8 @@ def check_yaml(values: dict[str, Any], source: str) -> None:
                 else ""
             )
             raise ConfigError(
-                f"{key} in {source} must be {shown} ({cls.__name__} field), got {value!r} ({type(value).__name__}).{quote}"
+                f"{key} in {source} must be {shown} ({cls.__name__} field), "
+                f"got {value!r} ({type(value).__name__}).{quote}"
             )
 
 

@@ -8,6 +8,7 @@ never reloads one from disk); each step goes through the session (:class:`~.inte
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -69,6 +70,72 @@ def packing_obstacle(
     return next((reason for reason, present in obstacles.items() if present), None)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a TRL-based trainer hands TRL's ``__init__``, prepared by its session before it runs.
+
+    ``model``: the policy (loaded when given by name); ``ref_model``: the reference TRL holds (None for
+    strategies that need none in TRL's hands); ``peft_config``: the adapter to wrap the policy with;
+    ``precompute``: show TRL ``precompute_ref_log_probs`` (so it neither reloads nor keeps a reference).
+    """
+
+    model: Any
+    ref_model: Any
+    peft_config: Any
+    base_weights_change: bool
+    precompute: bool
+    loaded_here: bool
+
+
+def plan_run(
+    trainer: Any,
+    args: Any,
+    model: Any,
+    datasets: tuple[Any, Any],
+    *,
+    ref_model: Any = None,
+    peft_config: Any = None,
+    quantization_config: Any = None,
+    data_collator: Any = None,
+    processing_class: Any = None,
+    compute_metrics: Any = None,
+    initial_copy: Any = None,
+) -> RunPlan:
+    """Before TRL's ``__init__``: the data checked, the policy loaded, the adapter and the reference prepared,
+    the session connected to ``trainer`` (``trainer.session``). ``datasets``: the raw train and eval splits;
+    ``initial_copy``: a copy of the initial policy the host already loaded (see ``RunFacts``)."""
+    session: DPOSession = trainer.session
+    train_dataset, eval_dataset = datasets
+    session.check_data(train_dataset, eval_dataset)
+    loaded_here = isinstance(model, str)
+    if isinstance(model, str):
+        model = load_policy(model, args, session.pre_load, quantization_config)
+    else:
+        strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
+    peft_config, rewrites = session.adapter_config(model, peft_config)
+    peft = peft_config is not None or is_peft_model(model)
+    run = session.run_facts(peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset)
+    held = session.prepare_reference(model, ref_model, dataclasses.replace(run, initial_copy=initial_copy))
+    obstacle = packing_obstacle(
+        args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics
+    )
+    connection = Connection(forward_settings(args), lambda: held_reference(trainer), obstacle, args.pad_to_multiple_of)
+    session.connect(trainer, connection)
+    precompute = session.reference_strategy.precomputes or (held is None and not peft)
+    return RunPlan(model, held, peft_config, rewrites, precompute, loaded_here)
+
+
+def finish_run(trainer: Any, plan: RunPlan) -> None:
+    """After TRL's ``__init__``: TRL told the run's loss mix and reference, the session attached."""
+    tell_trl(trainer, trainer.session)
+    trainer.session.attach(base_weights_change=plan.base_weights_change)
+
+
+def new_session(args: Any, explicit: frozenset[str]) -> DPOSession:
+    """The session of a run configured by a TRL ``DPOConfig`` that is also the run's :class:`PluginSettings`."""
+    return DPOSession(args, loss_request(args, explicit), TrlBackend(), output_dir=args.output_dir)
+
+
 class DPOTrainer(SessionHooks, trl.DPOTrainer):
     """Drop-in for TRL's ``DPOTrainer``: same constructor; losses, reference and adapter come from the registries."""
 
@@ -88,29 +155,23 @@ class DPOTrainer(SessionHooks, trl.DPOTrainer):
         peft_config: Any = None,
     ):
         args = plugin_config(args, model)
-        backend = TrlBackend()
-        session = DPOSession(args, loss_request(args, args.explicit_fields), backend, output_dir=args.output_dir)
-        self.session = session
-        session.check_data(train_dataset, eval_dataset)
-        loaded_here = isinstance(model, str)
-        if isinstance(model, str):
-            model = load_policy(model, args, session.pre_load, quantization_config)
-        else:
-            strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
-        peft_config, rewrites = session.adapter_config(model, peft_config)
-        peft = peft_config is not None or is_peft_model(model)
-        run = session.run_facts(peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset)
-        trl_ref_model = session.prepare_reference(model, ref_model, run)
-        blocked = packing_obstacle(
-            args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics
+        self.session = new_session(args, args.explicit_fields)
+        plan = plan_run(
+            self,
+            args,
+            model,
+            (train_dataset, eval_dataset),
+            ref_model=ref_model,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            data_collator=data_collator,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
         )
-        connection = Connection(forward_settings(args), lambda: held_reference(self), blocked, args.pad_to_multiple_of)
-        session.connect(self, connection)
-        precompute = session.reference_strategy.precomputes or (trl_ref_model is None and not peft)
-        with trl_init_view(args, precompute=precompute, loaded_here=loaded_here):
+        with trl_init_view(args, precompute=plan.precompute, loaded_here=plan.loaded_here):
             super().__init__(
-                model,
-                ref_model=trl_ref_model,
+                plan.model,
+                ref_model=plan.ref_model,
                 args=args,
                 data_collator=data_collator,
                 train_dataset=train_dataset,
@@ -119,7 +180,6 @@ class DPOTrainer(SessionHooks, trl.DPOTrainer):
                 compute_metrics=compute_metrics,
                 callbacks=callbacks,
                 optimizers=optimizers,
-                peft_config=peft_config,
+                peft_config=plan.peft_config,
             )
-        tell_trl(self, session)
-        session.attach(base_weights_change=rewrites)
+        finish_run(self, plan)

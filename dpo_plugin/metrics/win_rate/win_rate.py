@@ -53,7 +53,9 @@ class WinRate(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation="Agresti & Coull 1998, Approximate is better than exact for interval estimation of binomial proportions",
+            citation=(
+                "Agresti & Coull 1998, Approximate is better than exact for interval estimation of binomial proportions"
+            ),
             inputs_description=_KWARGS,
             features=datasets.Features(
                 {"policy_first": datasets.Value("string"), "policy_second": datasets.Value("string")}
