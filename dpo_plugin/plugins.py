@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dpo_plugin.evaluation.judges.builtin",
     "dpo_plugin.evaluation.checks.builtin",
     "dpo_plugin.hosts.trl.host",
+    "dpo_plugin.hosts.axolotl.host",
 )
 
 

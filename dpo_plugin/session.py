@@ -43,7 +43,7 @@ from .forward.logps import ForwardSettings, forward_pairs
 from .forward.scorer import Scorer
 from .guard import PreemptionCallback, StepGuard
 from .loss_mix import LossMix
-from .output_folder import check_output_dir, record
+from .output_folder import check_output_dir, entries, record
 from .plugins import adapters, reference_strategies
 from .reference.base import ReferenceStrategy, RunFacts
 from .settings import LossRequest, PluginSettings
@@ -116,6 +116,7 @@ class DPOSession:
         self.settings, self.request, self.backend, self.output_dir = settings, request, backend, output_dir
         # whether train() resumes is known only there: here a run's own entries are not the user's
         self.user_entries = check_output_dir(output_dir, resuming=True, reuse=settings.reuse_output_dir, strict=False)
+        self.present_at_start = entries(output_dir)
         self.output_checked = False
         self.loss_mix: LossMix = settings.resolve_loss_mix(request).fresh()
         self.judge = build_judge(settings.judge, settings.options("judge_params"))
@@ -374,7 +375,10 @@ class DPOSession:
     def _check_output(self, resuming: bool) -> None:
         """Before the first write into output_dir: refuse it if the run would overwrite or delete the user's files."""
         reuse = self.settings.reuse_output_dir
-        self.user_entries |= check_output_dir(self.output_dir, resuming=resuming, reuse=reuse, strict=False)
+        run_wrote = entries(self.output_dir) - self.present_at_start  # e.g. the host's tokenizer and config
+        self.user_entries |= check_output_dir(
+            self.output_dir, resuming=resuming, reuse=reuse, strict=False, run_wrote=run_wrote
+        )
         self.output_checked = True
 
     def record_outputs(self, planned: Any = ()) -> None:

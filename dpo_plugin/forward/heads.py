@@ -58,31 +58,36 @@ class LogitsOutputs:
 
 
 class LogitsHead:
-    """The per-token fields from the model's full ``[B, T, V]`` logits (in float32).
+    """The per-token fields from the model's full ``[B, T, V]`` logits, computed as TRL 1.14 computes them.
 
-    ``log_probs = log_softmax(z)[y]``, ``entropy = −Σ_v p_v log p_v``, ``mean_logits = mean_v z_v``,
-    ``is_top1 = [argmax z = y]``, ``log_sum_sq_probs = log Σ_v p_v²``, at every position whose next
-    label is not ``-100`` (0 elsewhere).
+    ``log_probs = z_y − logsumexp(z)`` (``log_softmax(z)[y]`` in half precision), ``entropy = −Σ_v p_v log p_v``,
+    ``mean_logits = mean_v z_v``, ``is_top1 = [argmax z = y]``, ``log_sum_sq_probs = logsumexp(2z) − 2·logsumexp(z)
+    = log Σ_v p_v²``, at every position whose next label is not ``-100`` (0 elsewhere).
     """
 
     def __call__(self, model: Any, model_kwargs: dict[str, Any], fields: Sequence[str] = ()) -> LogitsOutputs:
         kwargs = dict(model_kwargs)
         labels = kwargs.pop("labels")[:, 1:]
         outputs = model(**kwargs)
-        logits = outputs.logits[:, :-1].float()
+        logits = outputs.logits[:, :-1]
         scored = labels != -100
         targets = labels.clamp(min=0).unsqueeze(-1)
-        log_softmax = torch.log_softmax(logits, dim=-1)
-        result = LogitsOutputs(log_softmax.gather(-1, targets).squeeze(-1) * scored)
-        result.aux_loss = getattr(outputs, "aux_loss", None)
+        if logits.dtype in (torch.float32, torch.float64):
+            log_probs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        else:  # logsumexp loses precision in half precision
+            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets).squeeze(-1)
+        result = LogitsOutputs(log_probs.masked_fill(~scored, 0.0), aux_loss=getattr(outputs, "aux_loss", None))
         if "entropy" in fields:
-            result.entropy = -(log_softmax.exp() * log_softmax).sum(-1) * scored
+            log_softmax = torch.log_softmax(logits.detach(), dim=-1)
+            result.entropy = (-(log_softmax.exp() * log_softmax).sum(-1)).masked_fill(~scored, 0.0)
         if "mean_logits" in fields:
-            result.mean_logits = logits.mean(-1) * scored
+            result.mean_logits = logits.detach().mean(-1).masked_fill(~scored, 0.0)
         if "is_top1" in fields:
             result.is_top1 = (logits.argmax(-1) == labels) & scored
         if WPO_FIELD in fields:
-            result.log_sum_sq_probs = torch.logsumexp(2 * log_softmax, dim=-1) * scored
+            with torch.no_grad():
+                log_sum_sq = torch.logsumexp(2.0 * logits, dim=-1) - 2.0 * torch.logsumexp(logits, dim=-1)
+            result.log_sum_sq_probs = log_sum_sq.masked_fill(~scored, 0.0)
         return result
 
     def ensure(self, model: Any) -> Any:

@@ -17,7 +17,7 @@ from ..base import Host, TrainResult
 class TrlHost(Host):
     """TRL's ``DPOTrainer`` (``from dpo_plugin.trl import DPOConfig, DPOTrainer``; ``dpo-plugin train``)."""
 
-    trl_versions = ">=1.16,<1.17"
+    trl_versions = ">=1.14.1,<1.17"
 
     def backend(self) -> ForwardBackend:
         from .internals import TrlBackend
