@@ -16,7 +16,6 @@ from dpo_plugin.cli import main
 from dpo_plugin.errors import ConfigError, PluginContractError, UnknownNameError
 from dpo_plugin.hosts.base import Host, TrainResult
 from dpo_plugin.plugins import get_plugin_manager, hosts
-from dpo_plugin.settings import PluginSettings
 
 
 class RecordingHost(Host):
@@ -28,12 +27,6 @@ class RecordingHost(Host):
         self.calls: list[list[str]] = []
 
     def backend(self):  # pragma: no cover - not used by these tests
-        raise NotImplementedError
-
-    def settings(self, config):  # pragma: no cover
-        return PluginSettings(**config)
-
-    def trainer_class(self):  # pragma: no cover
         raise NotImplementedError
 
     def train(self, argv: Sequence[str]) -> TrainResult:

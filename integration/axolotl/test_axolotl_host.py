@@ -113,10 +113,15 @@ def plugin_off(assets) -> list[float]:
     return losses(values)
 
 
-def test_plugin_on_gives_axolotls_own_losses(assets, plugin_off):
-    """Same YAML, plugin off and on (dpo_loss_type: [sigmoid], packing: none): the same loss at every step."""
+@pytest.fixture(scope="module")
+def plugin_on(assets) -> tuple[dict, subprocess.CompletedProcess]:
     values = config(assets, "on", dpo_loss_type=["sigmoid"], packing="none")
-    result = train(assets, values)
+    return values, train(assets, values)
+
+
+def test_plugin_on_gives_axolotls_own_losses(plugin_on, plugin_off):
+    """Same YAML, plugin off and on (dpo_loss_type: [sigmoid], packing: none): the same loss at every step."""
+    values, result = plugin_on
     assert_same(losses(values), plugin_off)
     assert "reference: auto → precomputed" in result.stdout + result.stderr
     assert logged(values, "logratio/chosen"), "the session's own metrics are logged"
@@ -205,11 +210,11 @@ import torch.nn.functional as F
 CALLS = {"n": 0}
 
 def nan_at_three(logps, *, beta: float = 0.1):
-    """Sigmoid DPO that goes NaN on its third call (the first is the config's dry run)."""
+    """Sigmoid DPO that goes NaN on its second training call (the config's dry runs have no gradient)."""
     chosen, rejected = logps.logratios()
     losses = -F.logsigmoid(beta * (chosen - rejected))
-    CALLS["n"] += 1
-    return dpo_plugin.LossOutput(losses * float("nan") if CALLS["n"] == 3 else losses, chosen, rejected)
+    CALLS["n"] += chosen.requires_grad
+    return dpo_plugin.LossOutput(losses * float("nan") if CALLS["n"] == 2 else losses, chosen, rejected)
 
 @dpo_plugin.hookimpl
 def register_losses(register):
@@ -264,9 +269,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_75(assets):
         ({"rl": "orpo"}, f"{PLUGIN} serves rl: dpo (or ipo), but this config has rl: orpo"),
         ({"refrence": "copy"}, "Unknown key 'refrence' in the Axolotl config. Did you mean 'reference'?"),
         ({"reference": "copyy"}, "Unknown reference strategy 'copyy'. Did you mean 'copy'?"),
+        ({"dpo_loss_type": ["sigmoidd"]}, "Unknown loss 'sigmoidd'. Did you mean 'sigmoid'?"),
+        ({"dpo_label_smoothing": 0.3}, "label_smoothing=0.3 is set, but none of the chosen losses ['sigmoid'] uses it"),
         ({"trainer_cls": "my.Trainer"}, "trainer_cls: my.Trainer is set, but dpo_plugin.hosts.axolotl.DPOPlugin"),
     ],
-    ids=["rl", "misspelled-key", "unknown-strategy", "trainer_cls"],
+    ids=["rl", "misspelled-key", "unknown-strategy", "unknown-loss", "unused-loss-field", "trainer_cls"],
 )
 def test_bad_configs_are_one_line_errors_before_any_model_loads(assets, overrides, message):
     values = config(assets, "bad", **overrides)
@@ -279,13 +286,45 @@ def test_bad_configs_are_one_line_errors_before_any_model_loads(assets, override
 
 def test_a_plugin_key_without_the_plugin_is_named(assets):
     """Installed beside Axolotl the plugin loads in every run (an axolotl.plugins entry point) and says so."""
-    values = config(assets, "unnamed", plugin=False, reference="copy")
+    values = config(assets, "unnamed", plugin=False, reference="copy", num_epochs=1)
+    result = train(assets, values)
+    assert (
+        f"reference: dpo-plugin keys, but plugins: does not name {PLUGIN}, so they do nothing; add it under plugins:."
+        in result.stdout + result.stderr
+    )
+
+
+def test_a_file_of_the_users_is_refused_before_axolotl_writes_anything(assets):
+    """Axolotl saves the tokenizer into output_dir before training: the plugin refuses the folder before that."""
+    values = config(assets, "users-folder")
+    folder = Path(values["output_dir"])
+    folder.mkdir(parents=True)
+    (folder / "tokenizer.json").write_text("mine")
     result = train(assets, values, check=False)
     assert result.returncode != 0
-    assert (
-        f"error: reference is a dpo-plugin key, but plugins: does not name {PLUGIN}: add it under plugins: "
-        "(or remove the keys)." in result.stderr
+    assert "holds tokenizer.json, which this run did not write" in result.stderr
+    assert (folder / "tokenizer.json").read_text() == "mine" and sorted(p.name for p in folder.iterdir()) == [
+        "tokenizer.json"
+    ]
+
+
+def test_axolotls_own_files_are_the_runs(plugin_on):
+    """The debug log and the tokenizer and config Axolotl writes before training are in the run's manifest."""
+    manifest = json.loads((Path(plugin_on[0]["output_dir"]) / "dpo_plugin_run.json").read_text())
+    assert {"debug.log", "config.json", "tokenizer.json", "model.safetensors"} <= set(manifest["written"])
+
+
+def test_the_loss_fields_set_in_axolotl_count_as_set():
+    """rl_beta: 0.1 with simpo is β = 0.1, as beta: 0.1 is under the TRL host (SimPO's own default is 2.0)."""
+    from dpo_plugin.hosts.axolotl.keys import loss_request
+    from dpo_plugin.settings import PluginSettings
+
+    mix = PluginSettings(reference="none").resolve_loss_mix(
+        loss_request({"rl": "dpo", "rl_beta": 0.1, "dpo_loss_type": ["simpo"]})
     )
+    assert mix.components[0].params["beta"] == 0.1
+    unset = PluginSettings(reference="none").resolve_loss_mix(loss_request({"rl": "dpo", "dpo_loss_type": ["simpo"]}))
+    assert unset.components[0].params["beta"] == 2.0
 
 
 def test_the_trl_host_and_the_axolotl_host_give_the_same_run(assets):

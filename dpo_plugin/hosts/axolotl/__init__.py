@@ -13,6 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 PLUGIN_PATH = "dpo_plugin.hosts.axolotl.DPOPlugin"
+#: The names Axolotl may know the plugin by (``module:Class`` is normalised to ``module.Class``).
+PLUGIN_NAMES = {PLUGIN_PATH, "dpo_plugin.hosts.axolotl.plugin.DPOPlugin"}
+
+
+def names_the_plugin(plugins: Any) -> bool:
+    """Whether an Axolotl ``plugins:`` list names this package's plugin."""
+    return any(str(name).replace(":", ".") in PLUGIN_NAMES for name in plugins or ())
 
 
 def __getattr__(name: str) -> Any:

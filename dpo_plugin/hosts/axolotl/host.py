@@ -15,7 +15,6 @@ from typing import Any
 from ...errors import ConfigError
 from ...forward.backend import ForwardBackend
 from ...hookspecs import Register, hookimpl
-from ...settings import PluginSettings
 from ..base import Host, TrainResult
 
 INSTALL = "pip install axolotl==0.21.0 (Python >= 3.12), then this package beside it"
@@ -35,17 +34,6 @@ class AxolotlHost(Host):
         from ..trl.internals import TrlBackend
 
         return TrlBackend()
-
-    def settings(self, config: Any) -> PluginSettings:
-        from .keys import settings_from
-
-        return settings_from(config)
-
-    def trainer_class(self) -> type:
-        _require_axolotl()
-        from .trainer import AxolotlDPOPluginTrainer
-
-        return AxolotlDPOPluginTrainer
 
     def train(self, argv: Sequence[str]) -> TrainResult:
         _require_axolotl()

@@ -13,7 +13,7 @@ import yaml
 
 from ...errors import ConfigError
 from ..base import TrainResult
-from . import PLUGIN_PATH
+from . import PLUGIN_PATH, names_the_plugin
 from .host import output_dir_of
 
 
@@ -37,7 +37,7 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict[str, Any]]:
 def with_plugin(config: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """The overrides, with the plugin added to the YAML's ``plugins:`` when it is not there."""
     plugins = overrides.get("plugins", (yaml.safe_load(config.read_text()) or {}).get("plugins")) or []
-    if not any(str(name).replace(":", ".").startswith("dpo_plugin.hosts.axolotl") for name in plugins):
+    if not names_the_plugin(plugins):
         overrides = {**overrides, "plugins": [*plugins, PLUGIN_PATH]}
     return overrides
 

@@ -6,11 +6,9 @@ Nothing here imports TRL at module level: ``dpo-plugin plugins`` lists the host 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ...forward.backend import ForwardBackend
 from ...hookspecs import Register, hookimpl
-from ...settings import PluginSettings
 from ..base import Host, TrainResult
 
 
@@ -24,21 +22,10 @@ class TrlHost(Host):
 
         return TrlBackend()
 
-    def settings(self, config: Any) -> PluginSettings:
-        from .trainer import plugin_config
-
-        return plugin_config(config, None)
-
-    def trainer_class(self) -> type:
-        from .trainer import DPOTrainer
-
-        return DPOTrainer
-
     def train(self, argv: Sequence[str]) -> TrainResult:
         from .run import run_training
         from .train_args import parse_train_args
 
-        self.check_versions()
         return run_training(parse_train_args(list(argv)))
 
     def train_help(self, full: bool = False) -> str:

@@ -325,9 +325,9 @@ class SessionHooks:
         named = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         prepared = {
             name: self._precompute_ref_logps(
-                self._prepare_dataset(split, self.processing_class, self.args, name),
+                self._prepare_dataset(split, self.processing_class, self.args, name),  # type: ignore[attr-defined]
                 name,
-                0,  # type: ignore[attr-defined]
+                0,
             )
             for name, split in named.items()
         }
