@@ -33,7 +33,9 @@ EXCERPT_WIDTH = 60
 
 MISSING = "Missing or empty prompt, chosen or rejected: TRL cannot train on these rows."
 WRONG_TYPE = "Wrong value type: every row needs text, or lists of {role, content} messages, like the first row."
-MALFORMED = "Malformed message: each message must be a mapping with 'role' and 'content'."
+MALFORMED = (
+    "Malformed message: each message must be a mapping with 'role' and 'content' (or, calling tools, 'tool_calls')."
+)
 UNKNOWN_ROLE = f"Unknown message role (known roles: {', '.join(ROLES)})."
 EMPTY_CONTENT = "Empty message content."
 NOT_ASSISTANT = "Chosen or rejected does not end with an assistant message (the turn DPO trains on)."
@@ -219,12 +221,14 @@ def _message_problem(messages: list[Any], part: str) -> Problem | None:
     """The first structural problem of a list of chat messages, if any."""
     for position, message in enumerate(messages):
         where = f"{part}[{position}]"
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        # an assistant message that calls tools may have no content key at all (TRL's tool-call data)
+        has_content = isinstance(message, dict) and ("content" in message or bool(message.get("tool_calls")))
+        if not has_content or "role" not in message:
             shown = f"has keys {sorted(message)}" if isinstance(message, dict) else f"is {type(message).__name__}"
             return Problem("format_error", MALFORMED, f"{where} {shown}")
         if message["role"] not in ROLES:
             return Problem("format_error", UNKNOWN_ROLE, f"{where} has role {message['role']!r}")
-        if not _content_text(message["content"]).strip() and not message.get("tool_calls"):
+        if not _content_text(message.get("content")).strip() and not message.get("tool_calls"):
             return Problem("format_error", EMPTY_CONTENT, f"{where} ({message['role']}) is empty")
     if part != "prompt" and messages[-1]["role"] != "assistant":
         return Problem("format_error", NOT_ASSISTANT, f"{part} ends with a {messages[-1]['role']} message")
@@ -247,8 +251,8 @@ def _part_problem(value: Any, part: str, data_format: str) -> Problem | None:
 
 
 ExtractPrompt = Callable[[dict[str, Any]], dict[str, Any]]
-#: Token counts of ``(prompt, chosen, rejected)`` per pair, as TRL tokenises them.
-CountTokens = Callable[[Sequence["Pair"]], tuple[list[int], list[int], list[int]]]
+#: Token ids of ``(prompt, chosen, rejected)`` per pair, as TRL tokenises them.
+Tokenize = Callable[[Sequence["Pair"]], tuple[list[list[int]], list[list[int]], list[list[int]]]]
 
 
 def _pair_or_problem(
@@ -292,7 +296,7 @@ def check_data(
     dataset: Any,
     *,
     extract_prompt: ExtractPrompt,
-    count_tokens: CountTokens | None = None,
+    tokenize: Tokenize | None = None,
     max_length: int | None = None,
     truncation_mode: str = "keep_start",
     min_pairs: int = 100,
@@ -308,25 +312,30 @@ def check_data(
     than ``min_pairs`` pairs, distinct prompts below ``min_prompt_diversity`` of the pairs, and a
     length bias (chosen longer than rejected in more than ``length_bias_threshold`` or less than
     ``1 - length_bias_threshold`` of the pairs, two-sided binomial test at ``significance``). With
-    ``count_tokens`` lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt
-    alone fills ``max_length`` under ``keep_start``) and the pairs it truncates. With ``chat_template`` (a
+    ``tokenize`` lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt
+    alone fills ``max_length`` under ``keep_start``), the pairs it truncates and those it truncates to
+    identical sides (:func:`identical_after_truncation`). With ``chat_template`` (a
     tokenizer): the chat-template round trip of every conversational pair (:func:`template_round_trip`).
     """
     if truncation_mode not in TRUNCATION_MODES:
         raise ConfigError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}.")
-    if max_length is not None and (count_tokens is None or max_length < 1):
+    if max_length is not None and (tokenize is None or max_length < 1):
         raise ConfigError("max_length needs a tokenizer (to count tokens as TRL does) and must be a positive integer.")
     pairs, problems = read_pairs(dataset, extract_prompt)
     findings = _problem_findings(problems)
     findings += _pair_findings(pairs, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
     lengths, unit = [(len(text_of(p.chosen)), len(text_of(p.rejected))) for p in pairs], "characters"
-    if count_tokens is not None and pairs:
-        prompt_lens, chosen_lens, rejected_lens = count_tokens(pairs)
+    if tokenize is not None and pairs:
+        ids = tokenize(pairs)
+        prompt_lens, chosen_lens, rejected_lens = ([len(x) for x in part] for part in ids)
         lengths, unit = list(zip(chosen_lens, rejected_lens)), "tokens"
         if max_length is not None:
             rows = [p.row for p in pairs]
             counts = (prompt_lens, chosen_lens, rejected_lens)
             findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
+            findings += identical_after_truncation(
+                *ids, max_length=max_length, truncation_mode=truncation_mode, rows=rows
+            )
     bias = _length_bias(pairs, lengths, unit, threshold=length_bias_threshold, significance=significance)
     findings += [bias] if bias else []
     report = DataReport(len(pairs) + len(problems), findings, template_sample=_template_sample(pairs))
@@ -524,6 +533,49 @@ def token_findings(
         )
         findings.append(_finding("truncated_completion", "warning", message, truncated, sizes))
     return findings
+
+
+def identical_after_truncation(
+    prompt_ids: Sequence[Sequence[int]],
+    chosen_ids: Sequence[Sequence[int]],
+    rejected_ids: Sequence[Sequence[int]],
+    *,
+    max_length: int,
+    truncation_mode: str = "keep_start",
+    rows: Sequence[int] | None = None,
+) -> list[Finding]:
+    """Pairs whose two sides TRL 1.16's collator truncates to the same tokens (``prompt + completion`` cut to
+    ``max_length`` from the end or the start): they carry no preference, as identical pairs do.
+
+    An error when more than half of the pairs are such (the loss would sit near log 2 with no gradient), else a
+    warning.
+    """
+    rows = list(range(len(prompt_ids))) if rows is None else list(rows)
+    keep_start = truncation_mode == "keep_start"
+    cut = slice(None, max_length) if keep_start else slice(-max_length, None)
+
+    def kept(prompt: Sequence[int], completion: Sequence[int]) -> tuple[list[int], list[int]]:
+        return (list(prompt) + list(completion))[cut], ([0] * len(prompt) + [1] * len(completion))[cut]
+
+    pairs = [  # keep_start: TRL drops a pair whose prompt alone fills max_length (token_findings names those)
+        pair
+        for pair in zip(rows, prompt_ids, chosen_ids, rejected_ids)
+        if not (keep_start and len(pair[1]) >= max_length)
+    ]
+    same = [
+        row
+        for row, prompt, chosen, rejected in pairs
+        if list(chosen) != list(rejected) and kept(prompt, chosen) == kept(prompt, rejected)
+    ]
+    if not same:
+        return []
+    message = (
+        f"{len(same)} of {len(pairs)} pairs have chosen and rejected identical after truncation to max_length="
+        f"{max_length} tokens (truncation_mode={truncation_mode}): like identical pairs they carry no preference "
+        "(their loss stays at log 2, with no gradient). Raise max_length or shorten the prompts."
+    )
+    severity = "error" if 2 * len(same) > len(pairs) else "warning"
+    return [_finding("identical_after_truncation", severity, message, same, lambda row: f"row {row}")]
 
 
 def _template_sample(pairs: Sequence[Pair]) -> list[Pair]:
