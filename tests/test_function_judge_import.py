@@ -33,11 +33,16 @@ def beside_the_config(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_a_module_in_the_current_directory_is_imported(beside_the_config):
+def test_a_module_in_the_current_directory_is_imported(beside_the_config, caplog):
     assert not any(os.path.abspath(p or ".") == str(beside_the_config) for p in sys.path)
+    path_before = list(sys.path)
     judge = FunctionJudge("judge_capital:judge")
     assert judge(["Capital of France?"] * 2, ["Paris.", "Lyon."], ["Lyon.", "Paris."]) == [0.0, 1.0]
-    assert sys.path[-1] == str(beside_the_config)  # searched last: it never hides an installed package
+    assert sys.modules["judge_capital"].__file__ == str(beside_the_config / "judge_capital.py")
+    assert sys.path == path_before  # the folder is not put on sys.path: no other import can come from it
+    assert f"imports {beside_the_config / 'judge_capital.py'} from the current directory: this runs its code" in (
+        caplog.text
+    )
 
 
 def test_a_module_nowhere_to_be_found_names_pythonpath(beside_the_config):
