@@ -128,6 +128,13 @@ class PluginSettings:
             "help": "Let dpo-plugin train write into a non-empty output_dir; files it did not write are never changed."
         },
     )
+    resume_changed: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint although the run changed since it was saved (losses, reference, data, "
+            "max_length; refused by default, naming each change). Another architecture is refused always."
+        },
+    )
     allow_negative_loss_weights: bool = field(
         default=False,
         metadata={"help": "Accept a negative loss_weights entry (it maximises that loss; refused by default)."},
