@@ -56,7 +56,7 @@ from .run_lock import acquire, release
 from .run_record import architecture, check_resume, data_fingerprint, write_record
 from .settings import LossRequest, PluginSettings
 from .step_metrics import StepMetrics
-from .write_failures import reported_write_failures, state_bytes
+from .write_failures import free_bytes, reported_write_failures, state_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class _RecordOutputs(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if control.should_save:
             name = f"checkpoint-{state.global_step}"
+            self.session.saving = (name, free_bytes(args.output_dir))
             self.session.record_outputs(planned=[name, "README.md"])
             if self.session.trainer.accelerator.is_main_process:
                 write_record(Path(self.session.output_dir) / name, self.session.run_settings())
@@ -146,6 +147,8 @@ class DPOSession:
         self._train_dataset: Any = None
         self._resumes: str | None = None  # the checkpoint already compared with this run
         self._saved_step: int | None = None  # the step whose model save_final saved
+        #: the checkpoint being saved, and the bytes free before (for the message when its write fails)
+        self.saving: tuple[str, int | None] = ("a checkpoint", None)
         #: ``(data, split)`` of the held-out pairs, as ``dpo-plugin evaluate`` takes them (set by a host's CLI)
         self.eval_data: tuple[str, str] | None = None
 
@@ -456,7 +459,11 @@ class DPOSession:
         with self.holding_output():
             checkpoint = self.before_train(resume_from_checkpoint)
             with reported_write_failures(
-                "a checkpoint", self.output_dir, needed=self._checkpoint_bytes, advice=self._after_failed_checkpoint
+                lambda: self.saving[0],
+                self.output_dir,
+                needed=self._checkpoint_bytes,
+                advice=self._after_failed_checkpoint,
+                free=lambda: self.saving[1],
             ):
                 yield checkpoint
             self.after_train()

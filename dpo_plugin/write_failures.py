@@ -88,11 +88,18 @@ def cause(error: BaseException, *, needed: int | None, free: int | None) -> str:
 
 @contextlib.contextmanager
 def reported_write_failures(
-    what: str, folder: str | Path, *, needed: Callable[[], int | None], advice: Callable[[], str]
+    what: str | Callable[[], str],
+    folder: str | Path,
+    *,
+    needed: Callable[[], int | None],
+    advice: Callable[[], str],
+    free: Callable[[], int | None] | None = None,
 ) -> Iterator[None]:
     """Run a write; a failed one becomes a :class:`WriteFailed`: ``Writing <what> to <folder> failed: <cause>.
-    <advice>`` (``needed``: the bytes the write takes, estimated; ``advice``: how to go on, asked after it failed)."""
-    free = free_bytes(folder)
+    <advice>``. ``needed``: the bytes the write takes, estimated; ``advice``: how to go on; ``what``, ``free``:
+    asked after the failure when they are callables (``free``: the bytes free before the write; by default
+    measured when the block starts)."""
+    free_before = free_bytes(folder) if free is None else None
     try:
         yield
     except WriteFailed:
@@ -100,19 +107,16 @@ def reported_write_failures(
     except Exception as error:
         if not is_write_failure(error):
             raise
-        reason = cause(error, needed=needed(), free=free)
-        raise WriteFailed(f"Writing {what} to {folder} failed: {reason}. {advice()}") from error
+        reason = cause(error, needed=needed(), free=free() if free is not None else free_before)
+        written = what() if callable(what) else what
+        raise WriteFailed(f"Writing {written} to {folder} failed: {reason}. {advice()}") from error
 
 
 def state_bytes(model: Any, *, trainable_only: bool = False) -> int:
-    """The bytes of a model's parameters and buffers as saved (tied tensors once; only trainable ones on request)."""
+    """The bytes of a model's state dict as saved (tied tensors once), or of its trainable parameters only."""
     seen, total = set(), 0
-    tensors = [(p, p.requires_grad) for p in model.parameters()]
-    if not trainable_only:
-        tensors += [(b, False) for b in model.buffers()]
-    for tensor, trainable in tensors:
-        if trainable_only and not trainable:
-            continue
+    tensors = [p for p in model.parameters() if p.requires_grad] if trainable_only else model.state_dict().values()
+    for tensor in tensors:
         key = (tensor.data_ptr(), tensor.numel())
         if key not in seen:
             seen.add(key)
