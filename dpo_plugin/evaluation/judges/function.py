@@ -69,7 +69,7 @@ def _import_module(name: str) -> ModuleType:
     (``accelerate launch -m dpo_plugin`` puts it there); a module found nowhere else is taken from a file
     in the current directory, so it never hides an installed package.
     """
-    file = _module_file(name.partition(".")[0])
+    file = _module_file(name)
     if file is not None:
         logger.warning("judge_params.function imports %s from %s: this runs its code.", name, file)
     try:
