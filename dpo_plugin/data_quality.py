@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .errors import ConfigError
 from .preference_data import MESSAGES, validate_preference_columns, value_format
 from .template_round_trip import mismatch, shape
@@ -279,7 +281,7 @@ def read_pairs(dataset: Any, extract_prompt: ExtractPrompt) -> tuple[list[Pair],
     """The usable pairs of a dataset, as TRL reads them, and the problem of each other row (by row number)."""
     data_format = validate_preference_columns(dataset)
     pairs, problems = [], {}
-    for index, row in enumerate(_read_rows(dataset)):
+    for index, row in enumerate(tqdm(_read_rows(dataset), desc="Reading pairs", leave=False, mininterval=1)):
         outcome = _pair_or_problem(index, row, data_format, extract_prompt)
         if isinstance(outcome, Problem):
             problems[index] = outcome
@@ -374,7 +376,7 @@ def _relations(pairs: Sequence[Pair]) -> _Relations:
     found = _Relations()
     first_of: dict[tuple[str, str, str], int] = {}  # (prompt, chosen, rejected) → first row
     near_groups: defaultdict[tuple[str, ...], dict] = defaultdict(dict)  # normalised texts → {exact: first row}
-    for pair in pairs:
+    for pair in tqdm(pairs, desc="Comparing pairs", leave=False, mininterval=1):
         prompt, chosen, rejected = (_hashable(part) for part in (pair.prompt, pair.chosen, pair.rejected))
         normalised = tuple(_normalised(text_of(part)) for part in (pair.prompt, pair.chosen, pair.rejected))
         if chosen == rejected:
@@ -605,7 +607,7 @@ def template_round_trip(pairs: Sequence[Pair], tokenizer: Any) -> tuple[Finding 
             "chat_template_round_trip", "error", message, len(conversations)
         ), "Chat-template round trip: no template."
     details = {}
-    for pair in conversations:
+    for pair in tqdm(conversations, desc="Chat-template round trip", leave=False, mininterval=1):
         try:
             found = mismatch(tokenizer, pair.prompt, (pair.chosen, pair.rejected), pair.extra)
         except Exception as error:  # a template that raises (e.g. on a role it does not know)
