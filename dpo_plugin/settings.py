@@ -82,7 +82,11 @@ class PluginSettings:
         default=None, metadata={"help": "Judge for the win-rate check: function, reward_model, llm, openai."}
     )
     judge_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Options of the judge, e.g. {function: 'module:attr'}."}
+        default=None,
+        metadata={
+            "help": "Options of the judge, e.g. {function: 'module:attr', timeout: 60}. A module:attr runs that "
+            "module's code (its file is logged), as trust_remote_code does."
+        },
     )
     strict_checks: bool = field(
         default=False,
