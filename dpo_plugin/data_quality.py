@@ -328,16 +328,7 @@ def check_data(
     findings += _pair_findings(pairs, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
     lengths, unit = [(len(text_of(p.chosen)), len(text_of(p.rejected))) for p in pairs], "characters"
     if tokenize is not None and pairs:
-        ids = tokenize(pairs)
-        prompt_lens, chosen_lens, rejected_lens = ([len(x) for x in part] for part in ids)
-        lengths, unit = list(zip(chosen_lens, rejected_lens)), "tokens"
-        if max_length is not None:
-            rows = [p.row for p in pairs]
-            counts = (prompt_lens, chosen_lens, rejected_lens)
-            findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
-            findings += identical_after_truncation(
-                *ids, max_length=max_length, truncation_mode=truncation_mode, rows=rows
-            )
+        lengths, unit = _in_tokens(pairs, tokenize, findings, max_length=max_length, truncation_mode=truncation_mode)
     bias = _length_bias(pairs, lengths, unit, threshold=length_bias_threshold, significance=significance)
     findings += [bias] if bias else []
     report = DataReport(len(pairs) + len(problems), findings, template_sample=_template_sample(pairs))
@@ -346,6 +337,20 @@ def check_data(
     for finding in report.warnings:
         logger.warning("Data quality, %s (%d): %s", finding.code, finding.count, finding.message)
     return report
+
+
+def _in_tokens(
+    pairs: Sequence[Pair], tokenize: Tokenize, findings: list[Finding], *, max_length: int | None, truncation_mode: str
+) -> tuple[list[tuple[int, int]], str]:
+    """The pairs' (chosen, rejected) lengths in tokens; with ``max_length``, the truncation findings added."""
+    ids = tokenize(pairs)
+    prompt_lens, chosen_lens, rejected_lens = ([len(x) for x in part] for part in ids)
+    if max_length is not None:
+        rows = [p.row for p in pairs]
+        counts = (prompt_lens, chosen_lens, rejected_lens)
+        findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
+        findings += identical_after_truncation(*ids, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
+    return list(zip(chosen_lens, rejected_lens)), "tokens"
 
 
 def _problem_findings(problems: Mapping[int, Problem]) -> list[Finding]:

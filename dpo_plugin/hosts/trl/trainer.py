@@ -113,20 +113,7 @@ def plan_run(
     train_dataset, eval_dataset = datasets
     session.check_data(train_dataset, eval_dataset)
     loaded_here = isinstance(model, str)
-    if isinstance(model, str):  # what can be wrong with the model's files is found before its weights load
-        options = {
-            "revision": (args.model_init_kwargs or {}).get("revision"),
-            "trust_remote_code": args.trust_remote_code,
-        }
-        config = load_model_config(model, **options).to_dict()
-        processing_class = processing_class or load_processing_class(model, **options)
-    else:
-        config = model.config.to_dict()
-    session.check_chat_template(processing_class)
-    if args.resume_from_checkpoint not in (None, False):  # dpo-plugin train: compared before the model loads
-        session.check_resume(
-            resume_checkpoint(args.resume_from_checkpoint, args.output_dir), config, max_length=args.max_length
-        )
+    processing_class = _before_loading(session, args, model, processing_class)
     if isinstance(model, str):
         model = load_policy(model, args, session.pre_load, quantization_config)
     else:
@@ -144,6 +131,26 @@ def plan_run(
     session.connect(trainer, connection)
     precompute = session.reference_strategy.precomputes or (held is None and not peft)
     return RunPlan(model, held, peft_config, rewrites, precompute, loaded_here, processing_class)
+
+
+def _before_loading(session: DPOSession, args: Any, model: Any, processing_class: Any) -> Any:
+    """What can be found wrong before the policy's weights load: its config and tokenizer files (loaded here when
+    the model is a name), the chat template conversational data needs, a resume of another run (``dpo-plugin
+    train`` sets ``resume_from_checkpoint``). Returns the processing class."""
+    if isinstance(model, str):
+        options = {
+            "revision": (args.model_init_kwargs or {}).get("revision"),
+            "trust_remote_code": args.trust_remote_code,
+        }
+        config = load_model_config(model, **options).to_dict()
+        processing_class = processing_class or load_processing_class(model, **options)
+    else:
+        config = model.config.to_dict()
+    session.check_chat_template(processing_class)
+    if args.resume_from_checkpoint not in (None, False):
+        checkpoint = resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        session.check_resume(checkpoint, config, max_length=args.max_length)
+    return processing_class
 
 
 def finish_run(trainer: Any, plan: RunPlan) -> None:
