@@ -6,6 +6,13 @@ overwrites or deletes a file it did not write. The folder's :data:`MANIFEST` lis
 entries this package's runs wrote there; anything else is the user's. A user's entry whose name a
 run writes (a model file, ``README.md``, ``checkpoint-*`` — which checkpoint rotation would delete)
 is refused in every case, with the names, before anything loads.
+
+Every write is listed before it happens: a checkpoint before its files are written; a save into the
+folder itself goes to :data:`STAGING` (listed first), whose entries :func:`move_in` then lists and
+moves in one by one. So a write cut short (a full disk, a kill) leaves only entries the manifest
+names, and the next run, resuming or reusing the folder, accepts it. ``dpo-plugin evaluate`` writes its
+report by the same rules (:func:`check_report_folder`). The lock file of :mod:`dpo_plugin.run_lock` is
+not an entry.
 """
 
 from __future__ import annotations
