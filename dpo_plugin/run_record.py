@@ -56,18 +56,19 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def data_fingerprint(dataset: Any) -> str | None:
-    """BLAKE2b of a map-style dataset's rows (its Arrow table in IPC form); None for a streaming one."""
-    import pyarrow as pa
+def data_fingerprint(dataset: Any, rows_per_part: int = 10_000) -> str | None:
+    """BLAKE2b of a map-style dataset's rows as JSON (the values alone: however the data is stored or chunked),
+    read part by part in bounded memory; None for a streaming one."""
     from datasets import Dataset
 
     if not isinstance(dataset, Dataset):
         return None
-    table = dataset.with_format("arrow")[:].combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=16).hexdigest()
+    table = dataset.with_format("arrow")[:]
+    digest = hashlib.blake2b(digest_size=16)
+    for start in range(0, table.num_rows, rows_per_part):
+        rows = table.slice(start, rows_per_part).to_pylist()
+        digest.update(json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+    return digest.hexdigest()
 
 
 def architecture(model_config: Mapping[str, Any], adapter_config: Mapping[str, Any] | None) -> dict[str, Any]:
