@@ -20,6 +20,7 @@ from dpo_plugin.testing import save_tiny
 HERE = Path(__file__).resolve().parent
 PLUGIN = "dpo_plugin.hosts.axolotl.DPOPlugin"
 LOG_HISTORY = "log_history_plugin.LogHistoryPlugin"
+MANIFEST_BEFORE_SAVE = "manifest_plugin.ManifestBeforeSavePlugin"
 TOLERANCE = 1e-4
 
 
@@ -120,7 +121,8 @@ def plugin_off(assets) -> list[float]:
 
 @pytest.fixture(scope="module")
 def plugin_on(assets) -> tuple[dict, subprocess.CompletedProcess]:
-    values = config(assets, "on", dpo_loss_type=["sigmoid"], packing="none")
+    plugins = [PLUGIN, LOG_HISTORY, MANIFEST_BEFORE_SAVE]
+    values = config(assets, "on", dpo_loss_type=["sigmoid"], packing="none", plugins=plugins)
     return values, train(assets, values)
 
 
@@ -314,6 +316,16 @@ def test_axolotls_own_files_are_the_runs(plugin_on):
     """The debug log and the tokenizer and config Axolotl writes before training are in the run's manifest."""
     manifest = json.loads((Path(plugin_on[0]["output_dir"]) / "dpo_plugin_run.json").read_text())
     assert {"debug.log", "config.json", "tokenizer.json", "model.safetensors"} <= set(manifest["written"])
+
+
+def test_axolotls_final_save_is_listed_before_it_writes(plugin_on):
+    """Axolotl saves the trained model itself after train(): its files are in the manifest before the save starts,
+    so a save cut short (a kill, a full disk) leaves a folder the next run accepts."""
+    folder = Path(plugin_on[0]["output_dir"])
+    before = json.loads(folder.with_name(f"{folder.name}.manifest-before-save.json").read_text())
+    assert before["model_saved"] is False  # taken before Axolotl's save
+    assert {"model.safetensors", "generation_config.json", "README.md"} <= set(before["written"])
+    assert {"model.safetensors", "generation_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
 
 
 def test_a_second_run_on_the_same_folder_is_refused_before_its_model_loads(assets):
