@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dpo_plugin.errors import ConfigError
 from dpo_plugin.testing import save_tiny
 
 HERE = Path(__file__).resolve().parent
@@ -310,6 +311,20 @@ def test_a_file_of_the_users_is_refused_before_axolotl_writes_anything(assets):
     assert (folder / "tokenizer.json").read_text() == "mine" and sorted(p.name for p in folder.iterdir()) == [
         "tokenizer.json"
     ]
+
+
+def test_auto_resume_takes_over_the_folder_of_a_run_without_the_plugin(assets):
+    """auto_resume_from_checkpoints resumes the newest checkpoint-* (Axolotl's own resume path): a run of Axolotl's
+    without the plugin (no manifest) is resumed, as --resume_from_checkpoint resumes a TRL run, not refused."""
+    from dpo_plugin.hosts.axolotl.plugin import check_raw_config
+
+    values = config(assets, "auto-resume")
+    folder = Path(values["output_dir"])
+    (folder / "checkpoint-4").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="holds checkpoint-4, config.json, which this run did not write"):
+        check_raw_config(values)
+    assert check_raw_config({**values, "auto_resume_from_checkpoints": True}) == {"checkpoint-4", "config.json"}
 
 
 def test_axolotls_own_files_are_the_runs(plugin_on):

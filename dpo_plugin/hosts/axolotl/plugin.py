@@ -83,7 +83,8 @@ def check_raw_config(cfg: MutableMapping[str, Any]) -> set[str]:
     settings = settings_from(cfg)  # the plugin settings, checked against the registries
     settings.resolve_loss_mix(loss_request(cfg))  # the losses, their weights and parameters
     folder = output_dir_of(cfg)
-    resuming = bool(cfg.get("resume_from_checkpoint"))
+    auto = cfg.get("auto_resume_from_checkpoints") and any(folder.glob("checkpoint-*"))  # Axolotl resumes the newest
+    resuming = bool(cfg.get("resume_from_checkpoint") or auto)
     check_output_dir(folder, resuming=resuming, reuse=settings.reuse_output_dir, strict=False)
     return entries(folder)
 
