@@ -289,6 +289,19 @@ def test_bad_configs_are_one_line_errors_before_any_model_loads(assets, override
     assert "Loading weights" not in result.stdout + result.stderr
 
 
+def test_a_refusal_while_the_trainer_is_built_is_its_one_line_error(assets):
+    """Bad data (every pair's rejected is its chosen) is refused as the trainer is built: the one-line error, not a
+    traceback of the plugin's post_train_unload (which Axolotl calls however the run ends)."""
+    data = assets / "identical.jsonl"
+    data.write_text("".join(json.dumps({**row, "rejected": row["chosen"]}) + "\n" for row in pairs()))
+    values = config(assets, "identical", datasets=[{"path": str(data), "split": "train", "type": "passthrough"}])
+    result = train(assets, values, check=False)
+    assert result.returncode != 0
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert "identical" in error
+    assert "Traceback" not in result.stderr and "'loss'" not in result.stdout + result.stderr
+
+
 def test_a_plugin_key_without_the_plugin_is_named(assets):
     """Installed beside Axolotl the plugin loads in every run (an axolotl.plugins entry point) and says so."""
     values = config(assets, "unnamed", plugin=False, reference="copy", num_epochs=1)

@@ -81,9 +81,7 @@ class AxolotlDPOPluginTrainer(SessionHooks, AxolotlDPOTrainer):
             output_dir=training_args.output_dir,
             entries_before=plugin.entries_before if plugin else None,
         )
-        if plugin is not None:
-            plugin.session = self.session
-        return plan_run(
+        plan = plan_run(
             self,
             training_args,
             model,
@@ -94,6 +92,9 @@ class AxolotlDPOPluginTrainer(SessionHooks, AxolotlDPOTrainer):
             compute_metrics=kwargs.get("compute_metrics"),
             initial_copy=ref_model,
         )
+        if plugin is not None:  # connected to this trainer now: post_train_unload may list the run's files
+            plugin.session = self.session
+        return plan
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         """Training as under the TRL host; a stop of ours (divergence, a signal) exits with its code and message.
