@@ -161,7 +161,9 @@ def test_evaluate_command_and_strict_exit_codes(tmp_path):
     lenient = _evaluate(tmp_path)
     assert lenient.returncode == 0, lenient.stderr[-2000:]
     assert "reward_margin  FAILED" in lenient.stdout and "Overall: NOT PASSED" in lenient.stdout
-    strict = _evaluate(tmp_path, "--strict")
-    assert strict.returncode == 1
+    strict = _evaluate(tmp_path, "--strict")  # the first evaluation's report is there: refused, nothing replaced
+    assert strict.returncode == 2 and "--reuse_output_dir" in strict.stderr
+    strict = _evaluate(tmp_path, "--strict", "--reuse_output_dir")
+    assert strict.returncode == 1, strict.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["checks"]["reward_margin"]["metrics"]["n"] == 40

@@ -192,10 +192,11 @@ def loss_request(args: Any, explicit: frozenset[str]) -> LossRequest:
     return LossRequest(tuple(args.loss_type), weights, values, TRL_DEFAULTS, args.beta, bool(args.use_weighting))
 
 
-def load_policy(
-    model_id: str, args: Any, pre_load: Callable[[dict[str, Any]], dict[str, Any]], quantization_config: Any
-) -> Any:
-    """Load the policy as TRL's ``DPOTrainer.__init__`` would, after the adapter recipe's ``pre_load`` (e.g. QLoRA)."""
+def policy_load_kwargs(
+    args: Any, pre_load: Callable[[dict[str, Any]], dict[str, Any]], quantization_config: Any
+) -> dict[str, Any]:
+    """The policy's loading kwargs as TRL's ``DPOTrainer.__init__`` builds them, after the adapter recipe's
+    ``pre_load`` (e.g. QLoRA's quantization; its checks need no file, so they run before the model's are read)."""
     kwargs = dict(args.model_init_kwargs or {})
     if quantization_config is not None:
         if "quantization_config" in kwargs:
@@ -205,6 +206,11 @@ def load_policy(
     if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
         kwargs["device_map"] = None
     kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return kwargs
+
+
+def load_policy(model_id: str, kwargs: dict[str, Any]) -> Any:
+    """Load the policy as TRL's ``DPOTrainer.__init__`` would, with :func:`policy_load_kwargs`."""
     return create_model_from_path(model_id, **kwargs)
 
 

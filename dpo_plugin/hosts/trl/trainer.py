@@ -29,6 +29,7 @@ from .internals import (
     held_reference,
     load_policy,
     loss_request,
+    policy_load_kwargs,
     strip_fused_head,
     tell_trl,
     trl_init_view,
@@ -113,9 +114,10 @@ def plan_run(
     train_dataset, eval_dataset = datasets
     session.check_data(train_dataset, eval_dataset)
     loaded_here = isinstance(model, str)
+    load_kwargs = policy_load_kwargs(args, session.pre_load, quantization_config) if loaded_here else {}
     processing_class = _before_loading(session, args, model, processing_class)
     if isinstance(model, str):
-        model = load_policy(model, args, session.pre_load, quantization_config)
+        model = load_policy(model, load_kwargs)
     else:
         strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
     explicit = getattr(args, "explicit_fields", frozenset())  # a DPOConfig's (another host's arguments have none)
