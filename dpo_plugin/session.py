@@ -19,9 +19,10 @@ preemption, and the checks after training. A host's trainer — a transformers `
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,15 @@ from .checkpoints import resume_checkpoint
 from .chosen_drift import ChosenDriftWatch
 from .data_checks import check_datasets, log_truncation
 from .data_quality import DataReport, ensure_template_round_trip
+from .distributed import (
+    DistributedEngine,
+    check_engine,
+    engine_note,
+    ensure_deepspeed_comm,
+    for_one_process,
+    plain_loading,
+    whole,
+)
 from .errors import ConfigError
 from .evaluation.runner import build_context, build_judge, check_metrics, run_checks
 from .faults import Preempted
@@ -129,6 +139,7 @@ class DPOSession:
         self._connection: Connection | None = None
         self._reference_ready = False
         self._drift_warned = False
+        self.requested_engine: DistributedEngine | None = None
 
     # -- before the host's trainer exists --------------------------------------------------------
     def check_data(self, train_dataset: Any, eval_dataset: Any) -> None:
@@ -136,6 +147,13 @@ class DPOSession:
         self.data_report = check_datasets(
             train_dataset, eval_dataset, self.backend, allow_errors=self.settings.allow_data_errors
         )
+
+    def prepare_engine(self, args: Any) -> None:
+        """Before the policy loads: the engine the host's ``TrainingArguments`` ask for, refused when it cannot train
+        this run, and DeepSpeed's communication ready for ZeRO-3 to partition models as they load."""
+        self.requested_engine = DistributedEngine.requested(args)
+        check_engine(self.requested_engine, merge_adapter=self.settings.merge_adapter)
+        ensure_deepspeed_comm(self.requested_engine)
 
     def pre_load(self, model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
         """The adapter recipe's pre-load step (e.g. QLoRA's quantization) on the policy's loading kwargs."""
@@ -236,13 +254,14 @@ class DPOSession:
         if self.layout is None:
             connection = self._connection
             assert connection is not None
-            self.layout = choose_layout(
-                self.scorer,
-                self.settings.packing,
-                padded_collator=self.backend.padded_collator,
-                blocked=connection.blocked,
-                pad_to_multiple_of=connection.pad_to_multiple_of,
-            )
+            with whole(self.scorer.policy):  # ZeRO-3: a partitioned policy is gathered for set-up passes
+                self.layout = choose_layout(
+                    self.scorer,
+                    self.settings.packing,
+                    padded_collator=self.backend.padded_collator,
+                    blocked=connection.blocked,
+                    pad_to_multiple_of=connection.pad_to_multiple_of,
+                )
             self.trainer.data_collator = self.scorer.collator
         return self.layout
 
@@ -253,7 +272,8 @@ class DPOSession:
             self._reference_ready = True
             connection = self._connection
             assert connection is not None
-            self.reference_strategy.setup(self.scorer, connection.ref_model())
+            with whole(self.scorer.policy):
+                self.reference_strategy.setup(self.scorer, connection.ref_model())
         return self.reference_strategy
 
     def attach(self, *, base_weights_change: bool) -> None:
@@ -280,13 +300,23 @@ class DPOSession:
         self.step_metrics = StepMetrics(trainer.accelerator, self.loss_mix, self.request.beta, tp_size)
         self.guard = StepGuard(trainer, self.settings, self.loss_mix, self.step_metrics)
         self.chosen_drift = ChosenDriftWatch(self.loss_mix.names)
+        self._note_engine()
         logger.info(
-            "Losses %s (weights %s); reference: %s, holding %.1f MiB.",
+            "Losses %s (weights %s); reference: %s, holding %.1f MiB (in each process).",
             self.loss_mix.names,
             self.loss_mix.weights,
             self.reference_strategy.describe(),
             self.reference_strategy.memory_bytes() / 2**20,
         )
+
+    def _note_engine(self) -> None:
+        """Log the engine accelerate runs, with a warning when it is not the one asked for."""
+        accelerator = self.trainer.accelerator
+        self.engine = DistributedEngine.running(accelerator)
+        note = engine_note(self.requested_engine, self.engine) if self.requested_engine else None
+        if note:
+            logger.warning("%s", note)
+        logger.info("Engine: %s, %d process(es).", self.engine.name, accelerator.num_processes)
 
     def _save_initial_adapter(self, base_weights_change: bool) -> Path | None:
         """PiSSA/OLoRA: the adapter as initialised, for converting the trained one to a plain LoRA at save time."""
@@ -298,9 +328,11 @@ class DPOSession:
         from .adapter_recipes.recipe import save_initial_adapter
 
         directory = Path(self.output_dir) / "adapter_init"
-        if trainer.accelerator.is_main_process:
-            save_initial_adapter(trainer.accelerator.unwrap_model(trainer.model), directory)
-            record(self.output_dir, self.user_entries)
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        with whole(policy):
+            if trainer.accelerator.is_main_process:
+                save_initial_adapter(policy, directory)
+                record(self.output_dir, self.user_entries)
         return directory
 
     # -- each step ---------------------------------------------------------------------------------
@@ -414,15 +446,34 @@ class DPOSession:
 
     # -- the checks -------------------------------------------------------------------------------
     def run_checks(self) -> dict[str, Any] | None:
-        """Run the configured checks now (main process, scoring alone; the others wait) and return the report."""
+        """Run the configured checks now and return the report: the main process alone, with the whole models
+        (sharded engines: every process gathers them and waits while it works); third-party checks and judges
+        get plain models and need no collective of their own."""
         trainer = self.trainer
         report = None
-        if trainer.accelerator.is_main_process:
-            with self.scorer.alone():
-                report = self._checks_report()
-        trainer.accelerator.wait_for_everyone()
+        with self._whole_models():
+            if trainer.accelerator.is_main_process:
+                with self.scorer.alone(), plain_loading(trainer.accelerator):
+                    report = self._checks_report()
+            trainer.accelerator.wait_for_everyone()
         self.check_report = report
         return report
+
+    @contextlib.contextmanager
+    def _whole_models(self) -> Iterator[None]:
+        """Within the block, the policy and the reference model the trainer holds are whole in every process."""
+        engine = DistributedEngine.running(self.trainer.accelerator)
+        if not engine.shards_weights:
+            yield
+            return
+        connection = self._connection
+        assert connection is not None
+        trainer = self.trainer
+        with contextlib.ExitStack() as stack:
+            for model in (trainer.model_wrapped, connection.ref_model()):
+                if model is not None:
+                    stack.enter_context(for_one_process(model, trainer.accelerator))
+            yield
 
     def _checks_report(self) -> dict[str, Any]:
         splits = self.splits()

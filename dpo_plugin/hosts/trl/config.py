@@ -19,6 +19,7 @@ from typing import Any
 
 import trl
 
+from ...distributed import require_engine
 from ...errors import ConfigError
 from ...loss_mix import LossMix
 from ...settings import DICT_FIELDS, PluginSettings
@@ -41,6 +42,7 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} losses "
                 f"{list(self.loss_type)}: give one weight per loss, in the same order."
             )
+        require_engine(deepspeed=bool(self.deepspeed))  # before transformers builds it
         self._cpu_processes_together()
         try:
             trl.DPOConfig.__post_init__(self)
