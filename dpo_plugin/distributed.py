@@ -101,12 +101,22 @@ def require_engine(deepspeed: bool) -> None:
         raise ConfigError(f"DeepSpeed is asked for, but the deepspeed package is not installed: {DEEPSPEED_EXTRA}.")
 
 
-def check_engine(engine: DistributedEngine, *, merge_adapter: bool = False) -> None:
-    """Refuse, before anything loads, an engine (or an engine and setting) that cannot train this run."""
+def check_engine(engine: DistributedEngine, *, merge_adapter: bool = False, base_weights_change: bool = False) -> None:
+    """Refuse, before anything loads, an engine (or an engine and setting) that cannot train this run.
+
+    ``base_weights_change``: the adapter rewrites the base weights (PiSSA, OLoRA); its conversion to a plain
+    LoRA at save time loads the initial adapter into the live model, which FSDP2 holds sharded.
+    """
     if engine.kind == "fsdp" and engine.level != 2:
         raise ConfigError(
             f"FSDP version {engine.level} is not supported: dpo-plugin runs on FSDP2. Set fsdp_version: 2 "
             "(docs/examples/accelerate/fsdp2.yaml), or use DeepSpeed ZeRO-3 (zero3.yaml)."
+        )
+    if base_weights_change and engine.kind == "fsdp":
+        raise ConfigError(
+            "A PiSSA/OLoRA adapter cannot train under FSDP2: converting it to a plain LoRA at save time loads the "
+            "initial adapter into the model, which FSDP2 holds sharded. Use DeepSpeed ZeRO-3 (zero3.yaml), or "
+            "adapter: lora."
         )
     if merge_adapter and engine.shards_weights:
         raise ConfigError(

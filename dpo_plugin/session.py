@@ -152,7 +152,12 @@ class DPOSession:
         """Before the policy loads: the engine the host's ``TrainingArguments`` ask for, refused when it cannot train
         this run, and DeepSpeed's communication ready for ZeRO-3 to partition models as they load."""
         self.requested_engine = DistributedEngine.requested(args)
-        check_engine(self.requested_engine, merge_adapter=self.settings.merge_adapter)
+        recipe = adapters()[self.settings.adapter].obj
+        check_engine(
+            self.requested_engine,
+            merge_adapter=self.settings.merge_adapter,
+            base_weights_change=recipe.changes_base_weights,
+        )
         ensure_deepspeed_comm(self.requested_engine)
 
     def pre_load(self, model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +178,10 @@ class DPOSession:
         if adapter != "none":
             recipe = adapters()[adapter].obj
             return recipe.peft_config(model, self.settings.options("adapter_params")), recipe.changes_base_weights
-        init = str(getattr(peft_config, "init_lora_weights", ""))
-        return peft_config, init.startswith(PEFT_INITS_REWRITING_BASE)
+        rewrites = str(getattr(peft_config, "init_lora_weights", "")).startswith(PEFT_INITS_REWRITING_BASE)
+        if rewrites and self.requested_engine is not None:
+            check_engine(self.requested_engine, base_weights_change=True)
+        return peft_config, rewrites
 
     def run_facts(self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any) -> RunFacts:
         """What the reference strategy is told about the run (``args``: the ``TrainingArguments``)."""
@@ -427,9 +434,17 @@ class DPOSession:
 
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
-        if internal or not is_peft_model(model) or not trainer.accelerator.is_main_process:
+        if internal or not is_peft_model(model):
             return
-        target = Path(output_dir or self.output_dir)
+        # FSDP2, ZeRO-3: the conversion reads the whole trained adapter, gathered in every process
+        sharded = self.initial_adapter_dir is not None and self.engine.shards_weights
+        with for_one_process(trainer.model_wrapped, trainer.accelerator) if sharded else contextlib.nullcontext():
+            if trainer.accelerator.is_main_process:
+                self._save_adapter_extras(model, Path(output_dir or self.output_dir))
+            if sharded:
+                trainer.accelerator.wait_for_everyone()
+
+    def _save_adapter_extras(self, model: Any, target: Path) -> None:
         if self.initial_adapter_dir is not None:
             from .adapter_recipes.recipe import save_converted_adapter
 
@@ -440,7 +455,7 @@ class DPOSession:
         if self.settings.merge_adapter:
             from .adapter_recipes.recipe import merge_and_save
 
-            merged = merge_and_save(model, target / "merged", trainer.processing_class)
+            merged = merge_and_save(model, target / "merged", self.trainer.processing_class)
             logger.info("Merged full model and its tokenizer saved to %s.", merged)
         self.record_outputs()
 

@@ -4,10 +4,10 @@ accelerate runs FSDP on GPUs only: on CPU processes it quietly runs DDP (``MULTI
 config says. When launched with an FSDP config (``accelerate launch --config_file
 docs/examples/accelerate/fsdp2.yaml``), this fixture — and nothing in the package — makes accelerate's
 state take the FSDP path it was configured for, so torch's ``fully_shard`` shards the models over gloo
-as it would over NCCL (``ENGINE_FSDP_ON_CPU=0``: accelerate as it is). At exit each process writes its peak RSS (``VmHWM``, KiB) to
-``$ENGINE_RSS_DIR/rank-<RANK>`` when that is set; a process still running after ``$ENGINE_STACKS_AFTER``
-seconds prints every thread's stack and exits (a hung collective shows where). Used by tests/test_engines.py and
-benchmarks/engine_matrix.py through tests/engine_runs.py.
+as it would over NCCL (``ENGINE_FSDP_ON_CPU=0``: accelerate as it is). At exit each process writes its
+peak RSS (``VmHWM``, KiB) to ``$ENGINE_RSS_DIR/rank-<RANK>`` when that is set; a process still running
+after ``$ENGINE_STACKS_AFTER`` seconds prints every thread's stack and exits (a hung collective shows
+where). Used by tests/test_engines.py and benchmarks/engine_matrix.py through tests/engine_runs.py.
 """
 
 from __future__ import annotations

@@ -30,10 +30,10 @@ SUBSET = [
     ("ddp", "sync", "padding_free"),
     ("fsdp2", "copy", "prefix_sharing"),
     ("fsdp2", "none", "padding_free"),
-    ("zero2", "precomputed", "padding_free"),
+    ("zero2", "path", "none"),
     ("zero3", "copy", "none"),
+    ("zero3", "precomputed", "padding_free"),
     ("zero3", "adapter", "prefix_sharing"),
-    ("zero3", "path", "padding_free"),
 ]
 ENGINE_NAMES = {"ddp": "DDP", "fsdp2": "FSDP2", "zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3"}
 
@@ -101,7 +101,7 @@ def _workers(launcher: subprocess.Popen) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
 def test_sharded_engines_checkpoint_on_sigterm_and_resume_to_the_same_weights(tmp_path, data, engine):
-    steps = {"max_steps": 12, "save_strategy": "no", "checks": []}
+    steps = {"max_steps": 6, "save_strategy": "no", "checks": []}
     whole = train(tmp_path / "whole", engine, "copy", "none", data=data, extra=steps)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
@@ -115,7 +115,7 @@ def test_sharded_engines_checkpoint_on_sigterm_and_resume_to_the_same_weights(tm
     stderr = launcher.communicate(timeout=300)[1]
     assert stderr.count("Stopped by SIGTERM after step") == 2 and f"(exitcode: {PREEMPTED_EXIT_CODE})" in stderr
     checkpoints = [p.name for p in (cut / "out").iterdir() if p.name.startswith("checkpoint-")]
-    assert len(checkpoints) == 1 and 1 <= int(checkpoints[0].split("-")[1]) < 12, checkpoints
+    assert len(checkpoints) == 1 and 1 <= int(checkpoints[0].split("-")[1]) < 6, checkpoints
 
     resumed = train(cut, engine, "copy", "none", data=data, extra={**steps, "resume_from_checkpoint": True})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
