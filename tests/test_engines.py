@@ -158,3 +158,22 @@ def test_fsdp1_is_refused_before_the_model_loads(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: FSDP version 1 is not supported: dpo-plugin runs on FSDP2. Set fsdp_version: 2" in done.stderr
     assert "Loading" not in done.stderr and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "alternative"),
+    [
+        (("--adapter", "pissa"), "error: A PiSSA/OLoRA adapter cannot train under FSDP2", "or adapter: lora."),
+        (
+            ("--adapter", "lora", "--merge_adapter", "true"),
+            "error: merge_adapter: true cannot merge under FSDP2",
+            "merge the saved adapter afterwards",
+        ),
+    ],
+    ids=["pissa", "merge_adapter"],
+)
+def test_what_fsdp2_cannot_train_is_refused_before_the_model_loads(tmp_path, flags, expected, alternative):
+    done = _cli(tmp_path, "--fsdp", "full_shard", "--fsdp_config", '{"version": 2}', *flags)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert expected in done.stderr and alternative in done.stderr
+    assert "Loading" not in done.stderr and not (tmp_path / "out" / "model.safetensors").exists()
