@@ -16,6 +16,13 @@ asks for and which one runs (:class:`DistributedEngine`), refuses what cannot wo
   module (:func:`unsharded`) while it works; ZeRO-3's engine-driven models are gathered by the host.
 - The divergence guard reads the full gradient norm (:func:`full_norm`) and each process's own part of
   every weight (:func:`local_part`), deciding together with the other processes.
+
+Private names of other libraries used here:
+
+- ``PreTrainedModel._from_config``: transformers' way to build a model from its config under ZeRO-3's
+  ``zero.Init`` (:func:`partitioned_copy`).
+- ``DeepSpeedZeRoOffload._remove_module_hooks``: DeepSpeed's own removal of ZeRO-3's fetch hooks, undone
+  with its public ``setup_zero_stage3_hooks`` (:func:`for_one_process`).
 """
 
 from __future__ import annotations
@@ -235,7 +242,7 @@ def _hooks_lifted(engine: Any) -> Iterator[None]:
     process can run it alone; every process enters. DeepSpeed's own hook removal and set-up."""
     optimizer = getattr(engine, "optimizer", None)
     offload = getattr(optimizer, "parameter_offload", optimizer)  # a training engine's, or an inference engine
-    if not hasattr(offload, "setup_zero_stage3_hooks"):
+    if offload is None or not hasattr(offload, "setup_zero_stage3_hooks"):
         yield
         return
     with gathered(engine.module.parameters()):

@@ -23,7 +23,7 @@ from ..distributed import whole
 from ..errors import ConfigError
 from ..forward.interface import PairScores
 from ..hookspecs import Register, hookimpl
-from .base import ReferenceStrategy, RunFacts, release_memory
+from .base import ReferenceStrategy, RunFacts, parameter_bytes, release_memory
 from .model import frozen_copy, load_reference_model
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,11 @@ class PrecomputedReference(ReferenceStrategy):
     """One reference pass over train and eval data before training, cached on disk; no reference in memory after.
 
     A reference it loaded (``model``) or copied (PiSSA/OLoRA) is freed after the pass; a ``ref_model``
-    passed to the trainer is kept (its owner holds it anyway), as TRL keeps it. A split met later
-    (``evaluate(eval_dataset=...)``) is scored with what is left: that model, the policy with its
-    adapters off, the untrained policy, or the initial model reloaded from its folder or hub id.
+    passed to the trainer is kept (its owner holds it anyway), as TRL keeps it. A host's copy of the initial
+    model (``RunFacts.initial_copy``, Axolotl's) is kept on the CPU when checks will need a reference, else let
+    go. A split met later (``evaluate(eval_dataset=...)``) and the checks use what is left: that model, the
+    policy with its adapters off, the kept copy, the untrained policy, or the initial model reloaded from its
+    folder or hub id.
     """
 
     name = "precomputed"
@@ -123,6 +125,7 @@ class PrecomputedReference(ReferenceStrategy):
         self.adapters_off = False
         self.policy_moved = False  # after a training step the policy is no longer the reference
         self.source_freed = False
+        self.parked: Any = None  # a host's copy of the initial model, kept on the CPU for the checks
         self.computed_pairs = 0
         self.cache_files: list[Path] = []
         self._weights = ""
@@ -140,6 +143,8 @@ class PrecomputedReference(ReferenceStrategy):
             self.source = frozen_copy(policy, self.dtype, initial_copy=run.initial_copy)
         else:
             self.adapters_off = run.peft
+            if run.initial_copy is not None and run.checks and not run.peft:
+                self.parked = frozen_copy(policy, self.dtype, initial_copy=run.initial_copy).to("cpu")
         return None
 
     def setup(self, scorer: Any, model: Any = None) -> None:
@@ -189,19 +194,49 @@ class PrecomputedReference(ReferenceStrategy):
         if scores is None:
             scores = self._compute(dataset, split)
             if self.scorer.is_main_process:
-                write_cache(path, fingerprint, scores)
-            logger.info("Reference log-probs for %s (%d pairs) cached in %s.", split, len(dataset), path)
+                self._keep(path, fingerprint, scores, split)
         else:
             logger.info("Reference log-probs for %s loaded from the cache %s.", split, path)
         self.cache_files.append(path)
         self._scores[fingerprint] = scores
         return scores
 
+    def _keep(self, path: Path, fingerprint: str, scores: PairScores, split: str) -> None:
+        """Cache the scores; the cache is an optimisation, so a write that fails (disk full, ``cache_dir`` a file)
+        is a warning, and the run goes on with the scores in memory."""
+        from ..write_failures import cause, free_bytes, is_write_failure
+
+        try:
+            write_cache(path, fingerprint, scores)
+        except Exception as error:
+            if not is_write_failure(error):
+                raise
+            for leftover in path.parent.glob(f"{path.stem}.tmp*") if path.parent.is_dir() else ():
+                leftover.unlink(missing_ok=True)  # what the failed write left
+            needed = sum(getattr(scores, name).nbytes for name in CACHED)
+            reason = (
+                "it is a file, not a folder"
+                if path.parent.exists() and not path.parent.is_dir()
+                else cause(error, needed=needed, free=free_bytes(path.parent))
+            )
+            logger.warning(
+                "The reference log-probs for %s could not be cached in %s (%s); training goes on with them in memory "
+                "(a later run computes them again).",
+                split,
+                path.parent,
+                reason,
+            )
+            return
+        logger.info("Reference log-probs for %s (%d pairs) cached in %s.", split, len(scores), path)
+
     def _compute(self, dataset: Any, split: str) -> PairScores:
         """Score a split: with the reference if it is still here, else the policy (adapters off, or untrained),
-        else reloaded."""
+        else the kept copy, else reloaded."""
         if self.source is not None or self.adapters_off or not (self.policy_moved or self.source_freed):
             return self._score_with(self.source, dataset, split)
+        if self.parked is not None:
+            with self._unparked() as model:
+                return self._score_with(model, dataset, split)
         reloadable = self.source_path or self.scorer.initial_source
         if reloadable is None:
             raise ConfigError(
@@ -245,12 +280,29 @@ class PrecomputedReference(ReferenceStrategy):
             with self.scorer.adapters_off() as model:
                 yield model
             return
+        if self.parked is not None:
+            with self._unparked() as model:
+                yield model
+            return
         with self.initial_model(self.source_path, self.dtype) as model:
             problem = None if model is None else self._differs(model)
             if problem is not None:
                 self._unavailable = problem
                 logger.warning("%s", problem)
             yield None if problem else model
+
+    @contextlib.contextmanager
+    def _unparked(self) -> Iterator[Any]:
+        """The kept copy of the initial model on the run's device for the block, back on the CPU after."""
+        model = self.scorer.place(self.parked)
+        try:
+            yield model
+        finally:
+            self.parked = model.to("cpu")
+            release_memory()
+
+    def memory_bytes(self) -> int:
+        return parameter_bytes(self.parked) if self.parked is not None else 0
 
     def describe(self) -> str:
         return f"precomputed (reference log-probs of {self.source_name}, cached in {self.cache_dir})"
