@@ -10,9 +10,13 @@ the runs are short and the machine may be shared. Pass means |Δloss| ≤ 1e-5 a
         [--layouts none,...] [--hidden 512 --layers 4] [--json results.json]
 
 The model is a Llama of ``--hidden``/``--layers`` built from a config (no download), the data the
-demo's first 32 training and 8 held-out pairs. Runs go through tests/engine_runs.py (FSDP2 on CPU
-through its test-only launcher). DeepSpeed's first run builds its CPU communication op (about 80 s,
-cached in ~/.cache/torch_extensions).
+demo's first 32 training and 8 held-out pairs. Adam's ε is 1e-4 here: with the default 1e-8, a weight
+whose gradient is near zero moves by ``lr·g/(|g|+ε)``, which turns the summation-order noise of a
+gradient of ~1e-8 into steps of ~lr/10 (a handful of the 512-wide model's millions of weights then
+differ by up to 6e-4 between one process and plain DDP, while the losses agree to 2e-6; with ε = 1e-4
+the weights agree to 8e-7). Runs go through tests/engine_runs.py (FSDP2 on CPU through its test-only
+launcher). DeepSpeed's first run builds its CPU communication op (about 80 s, cached in
+~/.cache/torch_extensions). Rows come layout by layout, so a cut-short run has every strategy first.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import engine_runs  # noqa: E402
 from dpo_plugin.testing.tiny import save_tiny  # noqa: E402
 
 LOSS_LIMIT, WEIGHT_LIMIT = 1e-5, 1e-4
+SETTINGS = {"adam_epsilon": 1e-4}
 
 
 def arguments() -> argparse.Namespace:
@@ -72,18 +77,30 @@ def main() -> None:
     results = []
     print("| strategy | layout | one process (MiB) | " + " | ".join(engines) + " |")
     print("|---|---|---|" + "---|" * len(engines))
-    for strategy in args.strategies.split(","):
-        for layout in args.layouts.split(","):
+    for layout in args.layouts.split(","):  # every strategy under every engine first, then the other layouts
+        for strategy in args.strategies.split(","):
             start = time.perf_counter()
             one = engine_runs.train(
-                workdir / f"single-{strategy}-{layout}", "single", strategy, layout, model=model, data=data
+                workdir / f"single-{strategy}-{layout}",
+                "single",
+                strategy,
+                layout,
+                model=model,
+                data=data,
+                extra=SETTINGS,
             )
             if one.returncode != 0:
                 sys.exit(f"one process failed ({strategy}, {layout}): {one.stderr[-2000:]}")
             row = {"strategy": strategy, "layout": layout, "single_rss_mib": one.peak_rss_mib()[0]}
             for engine in engines:
                 run = engine_runs.train(
-                    workdir / f"{engine}-{strategy}-{layout}", engine, strategy, layout, model=model, data=data
+                    workdir / f"{engine}-{strategy}-{layout}",
+                    engine,
+                    strategy,
+                    layout,
+                    model=model,
+                    data=data,
+                    extra=SETTINGS,
                 )
                 row[engine] = cell(one, run)
             results.append(row)
