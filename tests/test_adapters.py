@@ -338,3 +338,28 @@ def test_adapter_reference_refused_with_pissa(make_model, tokenizer, tmp_path):
     args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), adapter="pissa", reference="adapter"))
     with pytest.raises(ConfigError, match="rewrites the base weights"):
         DPOTrainer(make_model(), args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+
+
+def test_a_peft_config_with_adapter_none_set_is_refused_as_contradicting(make_model, tokenizer, tmp_path):
+    """docs/coming-from-trl.md: contradicting adapter settings are an error; ``adapter: none`` said explicitly and a
+    ``peft_config`` passed contradict each other (left unset, the peft_config is TRL's way and trains)."""
+    from peft import LoraConfig
+
+    args = DPOConfig(**config_kwargs(output_dir=str(tmp_path), adapter="none"))
+    with pytest.raises(ConfigError, match="A peft_config was passed, but adapter: none is set"):
+        DPOTrainer(
+            make_model(),
+            args=args,
+            train_dataset=preference_dataset(),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(),
+        )
+    unset = DPOConfig(**config_kwargs(output_dir=str(tmp_path)))
+    trainer = DPOTrainer(
+        make_model(),
+        args=unset,
+        train_dataset=preference_dataset(),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(),
+    )
+    assert isinstance(trainer.model, PeftModel)

@@ -35,6 +35,7 @@ def axolotl_python() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a whole suite (integration/axolotl: ~5 min idle, ~25 min on a shared 2-core machine)
 @pytest.mark.parametrize("suite", SUITES)
 def test_in_the_axolotl_venv(axolotl_python, suite):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DPO_PLUGIN_", "PYTEST_"))}

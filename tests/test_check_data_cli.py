@@ -66,6 +66,14 @@ def test_with_a_model_prompts_that_fill_max_length_are_counted(capsys):
     assert found["prompt_too_long"]["severity"] == "error" and found["prompt_too_long"]["count"] == 40
 
 
+def test_reading_comparing_and_tokenising_show_progress(capsys):
+    """A large dataset takes a while (200k rows: a minute with --model): each stage shows a progress bar."""
+    code, _, err = _check(capsys, "--data", DEMO, "--split", "test", "--model", TINY, "--json")
+    assert code == 0
+    for stage in ("Reading pairs", "Comparing pairs", "Tokenizing check dataset"):
+        assert f"{stage}: " in err, stage
+
+
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
     code, out, err = _check(capsys, "--data", DEMO, "--model", str(tmp_path / "no-such-model"))
     assert code == 2 and out == ""

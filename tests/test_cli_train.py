@@ -68,6 +68,17 @@ def test_unknown_loss_from_yaml(tmp_path):
         parse_train_args(["--config", _yaml(tmp_path, loss_type="simpoo")])
 
 
+@pytest.mark.parametrize(
+    "flag, closest", [("--learning_rat", "learning_rate"), ("--max_step", "max_steps"), ("--output_di", "output_dir")]
+)
+def test_an_abbreviated_flag_is_refused_naming_the_whole_key(tmp_path, flag, closest):
+    """argparse would take a prefix of a flag for the flag (``--max_step 2`` training 2 steps); the YAML's rule
+    holds for flags: the whole key or an error naming it."""
+    with pytest.raises(ConfigError) as info:
+        parse_train_args(["--config", _yaml(tmp_path), flag, "2"])
+    assert f"Unknown key '{flag[2:]}' in the command line. Did you mean '{closest}'?" in str(info.value)
+
+
 def test_unknown_flag_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="Unknown key .no_such_flag. in the command line"):
         parse_train_args(["--config", _yaml(tmp_path), "--no_such_flag", "1"])

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from fault_injection import DEMO_DATA, environment, output, read_until, start
 from safetensors.torch import load_file
 
@@ -90,7 +91,8 @@ def _long_pairs(folder: Path, rows: int) -> str:
     return str(folder)
 
 
-def test_sigint_during_the_precomputed_reference_pass_exits_75_having_written_nothing(tmp_path):
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT (Ctrl-C)"])
+def test_a_signal_during_the_precomputed_reference_pass_exits_75_having_written_nothing(tmp_path, number):
     out, cache = tmp_path / "out", tmp_path / "cache"
     data = _long_pairs(tmp_path / "data", 1500)
     flags = ["--dataset_name", data, "--output_dir", str(out), "--max_steps", "2", "--max_length", "512"]
@@ -98,13 +100,13 @@ def test_sigint_during_the_precomputed_reference_pass_exits_75_having_written_no
     process = start(tmp_path, *flags)
     try:
         read_until(process, "Reference log-probs (train)")
-        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.send_signal(number)
         assert process.wait(timeout=60) == PREEMPTED_EXIT_CODE, output(process)[-3000:]
     finally:
         process.kill()
     assert _error(output(process)) == (
-        "error: Stopped by SIGINT during the reference's set-up (precomputed). Nothing was trained or saved yet; "
-        "run the same command again to start over."
+        f"error: Stopped by {number.name} during the reference's set-up (precomputed). Nothing was trained or saved "
+        "yet; run the same command again to start over."
     )
     assert not out.exists()  # the lock's folder, created by this run and left empty, is gone again
     assert "Traceback" not in output(process)

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dpo_plugin.errors import ConfigError
 from dpo_plugin.testing import save_tiny
 
 HERE = Path(__file__).resolve().parent
 PLUGIN = "dpo_plugin.hosts.axolotl.DPOPlugin"
 LOG_HISTORY = "log_history_plugin.LogHistoryPlugin"
+MANIFEST_BEFORE_SAVE = "manifest_plugin.ManifestBeforeSavePlugin"
 TOLERANCE = 1e-4
 
 
@@ -76,15 +78,20 @@ def config(assets: Path, name: str, plugin: bool = True, **overrides) -> dict:
     return values
 
 
-def train(assets: Path, values: dict, *, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m axolotl.cli.train`` on ``values`` (written next to the runs), offline, on the CPU."""
+def command(assets: Path, values: dict) -> tuple[list[str], dict[str, str]]:
+    """``python -m axolotl.cli.train`` on ``values`` (written next to the runs), and its environment: offline, the
+    test plugins importable."""
     path = assets / f"{Path(values['output_dir']).name}.yml"
     path.write_text(yaml.safe_dump(values))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-m", "axolotl.cli.train", str(path)], capture_output=True, text=True, env=env, cwd=assets
-    )
+    return [sys.executable, "-m", "axolotl.cli.train", str(path)], env
+
+
+def train(assets: Path, values: dict, *, check: bool = True) -> subprocess.CompletedProcess:
+    """An Axolotl run on ``values``, on the CPU (:func:`command`), to its end."""
+    argv, env = command(assets, values)
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=assets)
     if check and result.returncode != 0:
         raise AssertionError(f"axolotl exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
@@ -115,7 +122,8 @@ def plugin_off(assets) -> list[float]:
 
 @pytest.fixture(scope="module")
 def plugin_on(assets) -> tuple[dict, subprocess.CompletedProcess]:
-    values = config(assets, "on", dpo_loss_type=["sigmoid"], packing="none")
+    plugins = [PLUGIN, LOG_HISTORY, MANIFEST_BEFORE_SAVE]
+    values = config(assets, "on", dpo_loss_type=["sigmoid"], packing="none", plugins=plugins)
     return values, train(assets, values)
 
 
@@ -232,28 +240,25 @@ def test_a_diverging_plugin_loss_stops_the_run_with_its_code_and_message(assets,
     assert "Training stopped at step 2: loss 'nan_at_three' (plugin 'nan_loss')" in result.stdout + result.stderr
 
 
+def start_training(assets: Path, values: dict) -> tuple[subprocess.Popen, list[str]]:
+    """An Axolotl run on ``values`` in the background, and what it printed until its first logged loss."""
+    argv, env = command(assets, values)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=assets)
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "'loss'" in line:  # training has begun
+            return process, output
+    process.kill()
+    raise AssertionError(f"the run ended before it trained a step:\n{''.join(output)[-4000:]}")
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_75(assets):
     """SIGTERM while Axolotl trains: the step finishes, a resumable checkpoint is saved, the exit code is 75."""
     values = config(assets, "sigterm", micro_batch_size=1, num_epochs=50, save_strategy="steps", save_steps=10000)
-    path = assets / "sigterm.yml"
-    path.write_text(yaml.safe_dump(values))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "axolotl.cli.train", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=assets,
-    )
-    output = []
+    process, output = start_training(assets, values)
     try:
-        for line in process.stdout:
-            output.append(line)
-            if "'loss'" in line:  # training has begun
-                process.send_signal(signal.SIGTERM)
-                break
+        process.send_signal(signal.SIGTERM)
         output += process.stdout.readlines()
         assert process.wait(timeout=300) == 75, "".join(output)[-4000:]
     finally:
@@ -284,6 +289,19 @@ def test_bad_configs_are_one_line_errors_before_any_model_loads(assets, override
     assert "Loading weights" not in result.stdout + result.stderr
 
 
+def test_a_refusal_while_the_trainer_is_built_is_its_one_line_error(assets):
+    """Bad data (every pair's rejected is its chosen) is refused as the trainer is built: the one-line error, not a
+    traceback of the plugin's post_train_unload (which Axolotl calls however the run ends)."""
+    data = assets / "identical.jsonl"
+    data.write_text("".join(json.dumps({**row, "rejected": row["chosen"]}) + "\n" for row in pairs()))
+    values = config(assets, "identical", datasets=[{"path": str(data), "split": "train", "type": "passthrough"}])
+    result = train(assets, values, check=False)
+    assert result.returncode != 0
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert "identical" in error
+    assert "Traceback" not in result.stderr and "'loss'" not in result.stdout + result.stderr
+
+
 def test_a_plugin_key_without_the_plugin_is_named(assets):
     """Installed beside Axolotl the plugin loads in every run (an axolotl.plugins entry point) and says so."""
     values = config(assets, "unnamed", plugin=False, reference="copy", num_epochs=1)
@@ -308,10 +326,54 @@ def test_a_file_of_the_users_is_refused_before_axolotl_writes_anything(assets):
     ]
 
 
+def test_auto_resume_takes_over_the_folder_of_a_run_without_the_plugin(assets):
+    """auto_resume_from_checkpoints resumes the newest checkpoint-* (Axolotl's own resume path): a run of Axolotl's
+    without the plugin (no manifest) is resumed, as --resume_from_checkpoint resumes a TRL run, not refused."""
+    from dpo_plugin.hosts.axolotl.plugin import check_raw_config
+
+    values = config(assets, "auto-resume")
+    folder = Path(values["output_dir"])
+    (folder / "checkpoint-4").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="holds checkpoint-4, config.json, which this run did not write"):
+        check_raw_config(values)
+    assert check_raw_config({**values, "auto_resume_from_checkpoints": True}) == {"checkpoint-4", "config.json"}
+
+
 def test_axolotls_own_files_are_the_runs(plugin_on):
     """The debug log and the tokenizer and config Axolotl writes before training are in the run's manifest."""
     manifest = json.loads((Path(plugin_on[0]["output_dir"]) / "dpo_plugin_run.json").read_text())
     assert {"debug.log", "config.json", "tokenizer.json", "model.safetensors"} <= set(manifest["written"])
+
+
+def test_axolotls_final_save_is_listed_before_it_writes(plugin_on):
+    """Axolotl saves the trained model itself after train(): its files are in the manifest before the save starts,
+    so a save cut short (a kill, a full disk) leaves a folder the next run accepts."""
+    folder = Path(plugin_on[0]["output_dir"])
+    before = json.loads(folder.with_name(f"{folder.name}.manifest-before-save.json").read_text())
+    assert before["model_saved"] is False  # taken before Axolotl's save
+    assert {"model.safetensors", "generation_config.json", "README.md"} <= set(before["written"])
+    assert {"model.safetensors", "generation_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+
+
+def test_a_second_run_on_the_same_folder_is_refused_before_its_model_loads(assets):
+    """Two real Axolotl runs on one output_dir: the second is refused at once (before Axolotl writes into the
+    folder or loads a model), naming the first; the first keeps the folder and gives the lock back when it ends."""
+    values = config(assets, "two-runs", micro_batch_size=1, num_epochs=50)
+    folder = Path(values["output_dir"])
+    first, output = start_training(assets, values)
+    try:
+        second = train(assets, values, check=False)
+        assert second.returncode != 0
+        error = next(line for line in second.stderr.splitlines() if line.startswith("error: "))
+        assert error.startswith(f"error: output_dir '{folder}' is in use by another run: pid {first.pid} on host ")
+        assert "Loading weights" not in second.stdout + second.stderr
+        first.send_signal(signal.SIGTERM)
+        output += first.stdout.readlines()
+        assert first.wait(timeout=300) == 75, "".join(output)[-4000:]
+    finally:
+        first.kill()
+    assert not (folder / ".dpo_plugin.lock").exists()
 
 
 def test_the_loss_fields_set_in_axolotl_count_as_set():

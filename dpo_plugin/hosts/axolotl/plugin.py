@@ -12,9 +12,11 @@ key is given without the plugin in ``plugins:``.
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import logging
 import os
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -22,6 +24,7 @@ from axolotl.integrations.base import BasePlugin
 
 from ...errors import ConfigError, DpoPluginError
 from ...output_folder import check_output_dir, entries
+from ...run_lock import acquire, release
 from ...session import DPOSession
 from . import PLUGIN_PATH, names_the_plugin
 from .host import AxolotlHost, output_dir_of
@@ -80,7 +83,8 @@ def check_raw_config(cfg: MutableMapping[str, Any]) -> set[str]:
     settings = settings_from(cfg)  # the plugin settings, checked against the registries
     settings.resolve_loss_mix(loss_request(cfg))  # the losses, their weights and parameters
     folder = output_dir_of(cfg)
-    resuming = bool(cfg.get("resume_from_checkpoint"))
+    auto = cfg.get("auto_resume_from_checkpoints") and any(folder.glob("checkpoint-*"))  # Axolotl resumes the newest
+    resuming = bool(cfg.get("resume_from_checkpoint") or auto)
     check_output_dir(folder, resuming=resuming, reuse=settings.reuse_output_dir, strict=False)
     return entries(folder)
 
@@ -94,6 +98,8 @@ class DPOPlugin(BasePlugin):
         self.entries_before: set[str] | None = None
         #: the run's session, once the trainer exists
         self.session: DPOSession | None = None
+        #: the output folder whose lock ``register`` took (None when it took none)
+        self.locked: str | None = None
 
     def get_input_args(self) -> str:
         return "dpo_plugin.hosts.axolotl.keys.DPOPluginArgs"
@@ -110,21 +116,42 @@ class DPOPlugin(BasePlugin):
                 )
             return
         try:
+            self._lock(str(output_dir_of(cfg)))  # first: another run's files are not the user's
             self.entries_before = check_raw_config(cfg)
         except DpoPluginError as error:
+            self._unlock()
             raise SystemExit(f"error: {error}") from None
         cfg["trainer_cls"] = TRAINER_PATH
         show_our_logs()
 
+    def _lock(self, folder: str) -> None:
+        """The output folder's lock, before Axolotl writes there (its debug log, the tokenizer, the final save): a
+        second run on the folder is refused here, before any model loads. Given back in ``post_train_unload``, or
+        when the process ends (an Axolotl command that does not train)."""
+        if self.locked is None:
+            acquire(folder, command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:300])
+            self.locked = folder
+            atexit.register(self._unlock)
+
+    def _unlock(self) -> None:
+        if self.locked is not None:
+            release(self.locked)
+            self.locked = None
+
     def post_train_unload(self, cfg: MutableMapping[str, Any]) -> None:
-        """After Axolotl's final save (it bypasses the trainer's ``save_model``): the manifest lists what it wrote."""
-        if self.session is not None:
-            self.session.record_outputs()
+        """After Axolotl's final save (it bypasses the trainer's ``save_model``): the manifest lists what it wrote;
+        the output folder's lock given back."""
+        try:
+            if self.session is not None:
+                self.session.record_outputs()
+        finally:
+            self._unlock()
 
     def on_config_validation_error(self, cfg: MutableMapping[str, Any]) -> None:
-        """Axolotl refused the config: the trainer class ``register`` set is taken back."""
+        """Axolotl refused the config: the trainer class ``register`` set is taken back, the lock given back."""
         if cfg.get("trainer_cls") == TRAINER_PATH:
             del cfg["trainer_cls"]
+        self._unlock()
 
 
 def show_our_logs() -> None:

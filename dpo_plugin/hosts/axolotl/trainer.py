@@ -6,17 +6,24 @@ in front. Axolotl builds it as it builds its own (``trainer_cls``): ``(model, mo
 train_dataset=…, processing_class=…, callbacks=…[, eval_dataset][, peft_config][, data_collator])``.
 The plugin settings and the loss come from Axolotl's validated config. Axolotl loads the reference a
 second time when training without an adapter: that copy is the run's initial copy (``RunFacts.initial_copy``),
-used by the strategies that need one and never loaded a third time.
+used by the strategies that need one and never loaded a third time. Axolotl saves the trained model itself after
+``train()`` (not through the trainer's ``save_model``): what that save writes is listed in the output folder's
+manifest before it starts (:func:`final_save_names`), so a save cut short leaves a folder the next run accepts.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
 import logging
 from typing import Any
 
+from accelerate.utils import is_peft_model
 from axolotl.core.trainers.dpo.trainer import AxolotlDPOTrainer
+from huggingface_hub import split_torch_state_dict_into_shards
 
 from ...errors import DpoPluginError
+from ...output_folder import WRITTEN_NAMES
 from ...session import DPOSession
 from ..trl.internals import SessionHooks, TrlBackend, trl_init_view
 from ..trl.trainer import finish_run, plan_run
@@ -33,6 +40,18 @@ def axolotl_run() -> tuple[Any, DPOPlugin | None]:
     manager = PluginManager.get_instance()
     plugin = next((p for p in manager.plugins.values() if isinstance(p, DPOPlugin)), None)
     return manager.cfg, plugin
+
+
+def final_save_names(model: Any) -> list[str]:
+    """The names Axolotl's final save may write into output_dir (the model's ``save_pretrained``, the tokenizer's,
+    the model card): every fixed file name of :data:`~dpo_plugin.output_folder.WRITTEN_NAMES` and, for a full model,
+    its shard files as ``save_pretrained`` splits them (at its default ``max_shard_size``)."""
+    names = [name for name in WRITTEN_NAMES if "." in name and not any(c in name for c in "*?[")]
+    if not is_peft_model(model):
+        limit = inspect.signature(type(model).save_pretrained).parameters["max_shard_size"].default
+        split = split_torch_state_dict_into_shards(model.state_dict(), max_shard_size=limit)
+        names += [name for name in split.filename_to_tensors if fnmatch.fnmatch(name, "model-*.safetensors")]
+    return names
 
 
 class AxolotlDPOPluginTrainer(SessionHooks, AxolotlDPOTrainer):
@@ -62,9 +81,7 @@ class AxolotlDPOPluginTrainer(SessionHooks, AxolotlDPOTrainer):
             output_dir=training_args.output_dir,
             entries_before=plugin.entries_before if plugin else None,
         )
-        if plugin is not None:
-            plugin.session = self.session
-        return plan_run(
+        plan = plan_run(
             self,
             training_args,
             model,
@@ -75,12 +92,18 @@ class AxolotlDPOPluginTrainer(SessionHooks, AxolotlDPOTrainer):
             compute_metrics=kwargs.get("compute_metrics"),
             initial_copy=ref_model,
         )
+        if plugin is not None:  # connected to this trainer now: post_train_unload may list the run's files
+            plugin.session = self.session
+        return plan
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        """Training as under the TRL host; a stop of ours (divergence, a signal) exits with its code and message."""
+        """Training as under the TRL host; a stop of ours (divergence, a signal) exits with its code and message.
+        Then the names of Axolotl's final save are listed in the manifest before it writes them."""
         show_our_logs()
         try:
-            return super().train(*args, **kwargs)
+            output = super().train(*args, **kwargs)
         except DpoPluginError as error:
             logger.error("%s", error)
             raise SystemExit(error.exit_code) from None
+        self.session.record_outputs(planned=final_save_names(self.accelerator.unwrap_model(self.model)))
+        return output

@@ -119,7 +119,8 @@ def plan_run(
         model = load_policy(model, args, session.pre_load, quantization_config)
     else:
         strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
-    if peft_config is not None and args.adapter == "none" and "adapter" in args.explicit_fields:
+    explicit = getattr(args, "explicit_fields", frozenset())  # a DPOConfig's (another host's arguments have none)
+    if peft_config is not None and session.settings.adapter == "none" and "adapter" in explicit:
         raise ConfigError("A peft_config was passed, but adapter: none is set: they contradict each other; set one.")
     peft_config, rewrites = session.adapter_config(model, peft_config)
     peft = peft_config is not None or is_peft_model(model)
