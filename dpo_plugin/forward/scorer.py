@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..distributed import whole
 from .backend import Collator, ForwardBackend, default_backend
 from .engine import Engine
 from .heads import TokenHead
@@ -145,10 +146,11 @@ class Scorer(PairScorer):
             return PairScores.empty()
         parts: list[list[np.ndarray]] = [[], [], [], []]
         batches = self.batches(dataset, batch_size=batch_size)
-        for batch in tqdm(batches, desc=desc, leave=False, disable=not self.is_main_process):
-            stats = self._stats(batch, model, adapters_off)
-            for part, values in zip(parts, (*stats.logps.float().chunk(2), *stats.tokens.chunk(2)), strict=True):
-                part.append(self.engine.gather(values).cpu().numpy())
+        with whole(self.policy if model is None else self.engine.unwrap(model)):  # ZeRO-3 before its engine
+            for batch in tqdm(batches, desc=desc, leave=False, disable=not self.is_main_process):
+                stats = self._stats(batch, model, adapters_off)
+                for part, values in zip(parts, (*stats.logps.float().chunk(2), *stats.tokens.chunk(2)), strict=True):
+                    part.append(self.engine.gather(values).cpu().numpy())
         return PairScores(*(np.concatenate(part) for part in parts))
 
     def batch_reference(self, batch: Any) -> tuple[Tensor, Tensor] | None:

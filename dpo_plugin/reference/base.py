@@ -186,8 +186,10 @@ class ReferenceStrategy:
 
 
 def parameter_bytes(model: Any) -> int:
-    """Bytes held by a module's parameters and buffers."""
-    tensors = list(model.parameters()) + list(model.buffers())
+    """Bytes of a module's parameters and buffers this process holds (its shards, under ZeRO-3 and FSDP2)."""
+    from ..distributed import local_part
+
+    tensors = [local_part(t) for t in [*model.parameters(), *model.buffers()]]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from ..distributed import gathered, is_partitioned, partitioned_copy, whole_state
 from ..errors import ConfigError
 from ..hookspecs import Register, hookimpl
 from .base import ReferenceStrategy, RunFacts, parameter_bytes
@@ -32,9 +33,15 @@ def frozen_copy(model: Any, dtype: str | None = None, *, initial_copy: Any = Non
     host already loaded one (:class:`~.base.RunFacts`).
 
     Strategies copy in ``prepare``, before the trainer patches the policy (the trainer hands them a
-    plain model), so the copy runs its own weights.
+    plain model), so the copy runs its own weights. A ZeRO-3 policy (partitioned as it loaded) is copied
+    partitioned: no process holds a second whole model.
     """
-    clone = copy.deepcopy(model) if initial_copy is None else initial_copy
+    if initial_copy is not None:
+        clone = initial_copy
+    elif any(is_partitioned(p) for p in model.parameters()):
+        clone = partitioned_copy(model)
+    else:
+        clone = copy.deepcopy(model)
     target = _torch_dtype(dtype)
     if target is not None:
         clone.to(target)
@@ -172,7 +179,9 @@ class SyncReference(CopyReference):
 
     Gorbatovski et al. 2024, "Learn Your Reference Model for Real Good Alignment", arXiv:2404.09656.
     With PEFT the adapters are merged into the policy's weights for the update. The post-training
-    checks compare against the step-0 reference, kept on the CPU when checks are requested.
+    checks compare against the step-0 reference, kept on the main process's CPU when checks are
+    requested. Under ZeRO-3 both models are gathered for the update (the main process's result is
+    kept); FSDP2 updates each process's shards.
     """
 
     name = "sync"
@@ -194,9 +203,8 @@ class SyncReference(CopyReference):
 
     def setup(self, scorer: Any, model: Any = None) -> None:
         super().setup(scorer, model)
-        if self.keep_initial:
-            ref = scorer.unwrap(model)
-            self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in ref.state_dict().items()}
+        if self.keep_initial:  # the checks run on the main process
+            self.initial_state = whole_state(scorer.unwrap(model), keep=scorer.is_main_process)
 
     def on_step_end(self, state: Any) -> None:
         if state.global_step % self.sync_steps == 0:
@@ -206,9 +214,14 @@ class SyncReference(CopyReference):
         """``ref ← α·policy + (1 − α)·ref`` on every parameter the two share."""
         import torch
 
-        ref = self.scorer.unwrap(self.model)
+        ref, policy = self.scorer.unwrap(self.model), self.scorer.policy
         updated = 0
-        with torch.no_grad(), effective_weights(self.scorer.policy) as weights:
+        with (
+            torch.no_grad(),
+            gathered(policy.parameters()),
+            gathered(ref.parameters(), modifier_rank=0),
+            effective_weights(policy) as weights,
+        ):
             for name, param in ref.named_parameters():
                 source = weights.get(name)
                 if source is not None and source.shape == param.shape:
@@ -221,16 +234,18 @@ class SyncReference(CopyReference):
 
     @contextlib.contextmanager
     def generation_model(self) -> Iterator[Any]:
+        """The reference at step 0 for the block (the model whole: the checks gather it under ZeRO-3 and FSDP2)."""
         ref = self.scorer.unwrap(self.model)
-        if self.initial_state is None:
+        if not self.initial_state:
             yield ref
             return
-        current = {k: v.detach().to("cpu", copy=True) for k, v in ref.state_dict().items()}
-        ref.load_state_dict(self.initial_state)
+        tensors = dict([*ref.named_parameters(), *ref.named_buffers()])
+        current = {name: tensor.detach().to("cpu", copy=True) for name, tensor in tensors.items()}
+        _assign(tensors, self.initial_state)
         try:
             yield ref
         finally:
-            ref.load_state_dict(current)
+            _assign(tensors, current)
 
     def memory_bytes(self) -> int:
         snapshot = sum(t.numel() * t.element_size() for t in (self.initial_state or {}).values())
@@ -238,6 +253,15 @@ class SyncReference(CopyReference):
 
     def describe(self) -> str:
         return f"sync (TR-DPO: every {self.sync_steps} steps, alpha={self.alpha}; checks use the step-0 reference)"
+
+
+def _assign(tensors: dict[str, Any], values: dict[str, Any]) -> None:
+    """Copy ``values`` into the tensors of the same names, in place."""
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            tensor.copy_(values[name])
 
 
 @hookimpl

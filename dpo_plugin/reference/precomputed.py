@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_root
+from ..distributed import whole
 from ..errors import ConfigError
 from ..forward.interface import PairScores
 from ..hookspecs import Register, hookimpl
@@ -152,7 +153,8 @@ class PrecomputedReference(ReferenceStrategy):
         if self.source is not None:
             self.source = scorer.place(self.source)
         reference = scorer.unwrap(self.source) if self.source is not None else scorer.policy
-        self._weights = weights_fingerprint(reference, keep=self._reference_weights(reference))
+        with whole(reference):  # ZeRO-3: a reference partitioned as it loaded, gathered to be read
+            self._weights = weights_fingerprint(reference, keep=self._reference_weights(reference))
         for split, dataset in scorer.splits().items():
             self.score(dataset, split)
         if self.source is not None and self.source_name != PASSED:  # ours, not needed any more: free it
@@ -171,8 +173,10 @@ class PrecomputedReference(ReferenceStrategy):
 
     def _differs(self, model: Any) -> str | None:
         """Why a reloaded reference is not the one the cache was computed from (None when it is the same)."""
-        if weights_fingerprint(self.scorer.unwrap(model)) == self._weights:
-            return None
+        reference = self.scorer.unwrap(model)
+        with whole(reference):
+            if weights_fingerprint(reference) == self._weights:
+                return None
         return (
             "the reloaded model's weights differ from the reference the log-probs were computed from (was the policy "
             "changed in memory after it was loaded?); set reference_params: {model: PATH} to the true reference"

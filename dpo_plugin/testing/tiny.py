@@ -54,11 +54,11 @@ def tiny_model(vocab_size: int, *, seed: int = 0, hidden_size: int = 32, num_lay
     return LlamaForCausalLM(config)
 
 
-def save_tiny(directory: str | Path, *, seed: int = 0) -> Path:
-    """Write a tiny model and its tokenizer to ``directory`` (loadable with ``from_pretrained``)."""
+def save_tiny(directory: str | Path, *, seed: int = 0, hidden_size: int = 32, num_layers: int = 2) -> Path:
+    """Write a tiny model (sizes as :func:`tiny_model`) and its tokenizer to ``directory`` (``from_pretrained``)."""
     directory = Path(directory)
     tokenizer = tiny_tokenizer()
-    model = tiny_model(len(tokenizer), seed=seed)
+    model = tiny_model(len(tokenizer), seed=seed, hidden_size=hidden_size, num_layers=num_layers)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

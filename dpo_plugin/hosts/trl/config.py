@@ -20,6 +20,7 @@ from typing import Any
 
 import trl
 
+from ...distributed import require_engine
 from ...errors import ConfigError
 from ...loss_mix import LossMix
 from ...settings import DICT_FIELDS, PluginSettings
@@ -42,6 +43,7 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} losses "
                 f"{list(self.loss_type)}: give one weight per loss, in the same order."
             )
+        require_engine(deepspeed=bool(self.deepspeed))  # before transformers builds it
         self._cpu_processes_together()
         self._positive_counts()
         try:

@@ -112,6 +112,7 @@ def plan_run(
     ``initial_copy``: a copy of the initial policy the host already loaded (see ``RunFacts``)."""
     session: DPOSession = trainer.session
     train_dataset, eval_dataset = datasets
+    session.prepare_engine(args)
     session.check_data(train_dataset, eval_dataset)
     loaded_here = isinstance(model, str)
     load_kwargs = policy_load_kwargs(args, session.pre_load, quantization_config) if loaded_here else {}
