@@ -15,7 +15,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from dpo_plugin.errors import ConfigError
 from dpo_plugin.forward.attention import ATTENTION
-from dpo_plugin.forward.packing import PLAN, SEGMENTED, Job, pack
+from dpo_plugin.forward.packing import PLAN, SEGMENTED, Job, SegmentPlan, pack
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 PAIRS = [
@@ -132,17 +132,26 @@ def test_packed_log_probs_equal_the_padded_ones(model, share, truncation):
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
 
 
+def _leaking(batch):
+    """``batch`` with a plan whose rejected branch also attends to the chosen tokens (what the test must catch)."""
+    chosen, branch = batch[PLAN].jobs
+    leak = Job(branch.start, branch.end, ((chosen.start, branch.end),))
+    return {**batch, PLAN: SegmentPlan((chosen, leak))}
+
+
 def test_the_rejected_branch_never_sees_the_chosen_one():
     model = _qwen2()
     model.set_attn_implementation(ATTENTION)
     pair = {"prompt_ids": [3, 4, 5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10, 11]}
     other = {**pair, "chosen_ids": [90, 91, 92, 93, 94]}  # another chosen answer, longer
-    first, second = (
-        _sequence_logps(model, pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True))
-        for p in (pair, other)
-    )
-    assert first[1] == second[1]  # the rejected answer's log-prob: bit for bit the same
+    batches = [pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True) for p in (pair, other)]
+    first, second = (_sequence_logps(model, batch) for batch in batches)
+    # the rejected answer's log-prob is the same (up to BLAS blocking over rows of other lengths: ~1e-8 in float64)
+    assert abs(first[1] - second[1]) < 1e-6
     assert abs(first[0] - second[0]) > 1  # the chosen ones differ
+    # a branch that saw the chosen tokens would differ by far more than that tolerance
+    leaked = [_sequence_logps(model, _leaking(batch))[1] for batch in batches]
+    assert abs(leaked[0] - leaked[1]) > 1e-3 and abs(leaked[0] - first[1]) > 1e-3
 
 
 def _trainer(tmp_path, model=None, **overrides):
