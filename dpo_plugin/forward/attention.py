@@ -23,6 +23,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ..errors import ConfigError
+from .engine import per_model
 from .packing import PLAN, SegmentPlan
 
 #: The attention implementation name models run packed batches with (plain SDPA without a plan).
@@ -60,6 +61,7 @@ AttentionInterface.register(ATTENTION, segment_attention)
 AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
+@per_model
 def _language_model(model: Any) -> Any:
     from accelerate.utils import extract_model_from_parallel, is_peft_model
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .backend import Collator, ForwardBackend, default_backend
-from .engine import Engine
+from .engine import Engine, per_model
 from .heads import TokenHead
 from .interface import PairScorer, PairScores
 from .logps import REFERENCE_COLUMNS, TOKEN_COLUMNS, ForwardSettings, SequenceStats, forward_pairs
@@ -53,6 +54,13 @@ def active_adapter(model: Any, name: str | None) -> Iterator[None]:
         model.set_adapter(previous)
 
 
+@per_model
+def _is_peft_model(model: Any) -> bool:
+    from accelerate.utils import is_peft_model
+
+    return bool(is_peft_model(model))
+
+
 class Scorer(PairScorer):
     """:class:`~.interface.PairScorer` over a host's head and collator (see the module docstring).
 
@@ -80,6 +88,7 @@ class Scorer(PairScorer):
         self._splits, self.engine, self.settings, self.batch_size = splits, engine, settings, batch_size
         self.initial_source, self.gradient_checkpointing_kwargs = initial_source, gradient_checkpointing_kwargs
         self.device, self.is_main_process = engine.device, engine.is_main_process
+        self._ready: weakref.WeakSet[Any] = weakref.WeakSet()  # models the head is ready for
 
     @property
     def policy(self) -> Any:
@@ -119,8 +128,9 @@ class Scorer(PairScorer):
         """The no-grad forward of a batch under ``model`` (None: the policy), as training runs it."""
         if model is None:
             model = self._get_policy()
-        else:
+        elif model not in self._ready:
             self.head.ensure(self.engine.unwrap(model))
+            self._ready.add(model)
         adapters = self.adapters_off() if adapters_off else contextlib.nullcontext()
         with (
             torch.no_grad(),
@@ -165,10 +175,8 @@ class Scorer(PairScorer):
     @property
     def reference_adapter(self) -> str | None:
         """TRL loads a copy of an existing adapter as "ref" when training it further."""
-        from accelerate.utils import is_peft_model
-
         policy = self.policy
-        return "ref" if is_peft_model(policy) and "ref" in policy.peft_config else None
+        return "ref" if _is_peft_model(policy) and "ref" in policy.peft_config else None
 
     def place(self, model: Any) -> Any:
         self.head.ensure(model)
