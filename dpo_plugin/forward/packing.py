@@ -15,17 +15,16 @@ twice. Here the batch's sequences go into one row without padding, each with its
   their prompt (``keep_end`` cutting into it) is packed as two sequences.
 
 Truncation is TRL 1.16's ``DataCollatorForPreference``'s, per sequence, before packing. The row's
-:class:`SegmentPlan` says which positions attend to which; :mod:`.attention` computes it.
+:class:`SegmentPlan` says which positions attend to which; :mod:`.segment_kernels` computes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
 
 #: The model keyword that carries a batch's :class:`SegmentPlan` down to the attention layers.
 PLAN = "dpo_plugin_segments"
@@ -37,36 +36,36 @@ PACKED_KEYS = frozenset({PLAN, "packed_labels", "completion_of", "ld_tail", "tok
 @dataclass(frozen=True)
 class Job:
     """One segment's attention: queries ``[start, end)`` of the row over the keys ``ranges``
-    (the last one ends at ``end``)."""
+    (the last one ends at ``end``), causal from the lower right."""
 
     start: int
     end: int
     ranges: tuple[tuple[int, int], ...]
 
     @property
-    def square(self) -> bool:
-        return self.ranges == ((self.start, self.end),)
+    def keys(self) -> int:
+        return sum(b - a for a, b in self.ranges)
 
 
 @dataclass
 class SegmentPlan:
-    """The segments of a packed row, in row order, covering every position (lower-right masks built once per device)."""
+    """The segments of a packed row, in row order, covering every position, and the attention kernel computing them.
+
+    What a kernel derives from the plan on a device (index tensors, a block mask) is built at the
+    first layer that needs it and kept for the others, the reference forward and the backward
+    (:meth:`prepared`); see :mod:`.segment_kernels`.
+    """
 
     jobs: tuple[Job, ...]
-    _masks: dict[tuple[int, str], Tensor] = field(default_factory=dict, repr=False)
+    kernel: str = "sdpa"
+    _prepared: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
-    def mask(self, index: int, device: torch.device) -> Tensor | None:
-        """None for a square (causal) segment; else the boolean ``[1, 1, Lq, Lk]`` lower-right causal mask."""
-        job = self.jobs[index]
-        if job.square:
-            return None
-        key = (index, str(device))
-        if key not in self._masks:
-            queries, keys = job.end - job.start, sum(b - a for a, b in job.ranges)
-            self._masks[key] = torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)[
-                None, None
-            ]
-        return self._masks[key]
+    def prepared(self, name: str, device: torch.device, build: Callable[[], Any]) -> Any:
+        """``build()`` the first time ``name`` is asked for on ``device``; the same object after."""
+        key = (name, str(device))
+        if key not in self._prepared:
+            self._prepared[key] = build()
+        return self._prepared[key]
 
 
 #: The attention mask a packed forward passes: 4D, so transformers builds none (the plan says who attends to whom).
@@ -75,13 +74,15 @@ SEGMENTED = torch.ones(1, 1, 1, 1, dtype=torch.bool)
 
 @dataclass(frozen=True)
 class PackedCollator:
-    """Collates tokenised pairs into one packed row (:func:`pack`), padded to a multiple of ``pad_to_multiple_of``."""
+    """Collates tokenised pairs into one packed row (:func:`pack`), padded to a multiple of ``pad_to_multiple_of``,
+    its attention computed by ``kernel`` (:data:`~.segment_kernels.KERNELS`)."""
 
     mode: str
     pad_token_id: int
     max_length: int | None = None
     truncation_mode: str = "keep_start"
     pad_to_multiple_of: int | None = None
+    kernel: str = "sdpa"
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         return pack(
@@ -91,6 +92,7 @@ class PackedCollator:
             share_prompt=self.mode == "prefix_sharing",
             pad_token_id=self.pad_token_id,
             pad_to_multiple_of=self.pad_to_multiple_of,
+            kernel=self.kernel,
         )
 
 
@@ -154,6 +156,7 @@ def pack(
     share_prompt: bool,
     pad_token_id: int = 0,
     pad_to_multiple_of: int | None = None,
+    kernel: str = "sdpa",
 ) -> dict[str, Any]:
     """A packed batch of ``B`` tokenised pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``): one row, no padding.
 
@@ -186,6 +189,7 @@ def pack(
         row.add([pad_token_id] * (-len(row.ids) % pad_to_multiple_of), 0)
         row.segment()
     batch = _tensors(row, count)
+    batch[PLAN] = SegmentPlan(tuple(row.jobs), kernel)
     batch["input_tokens"] = torch.tensor(input_tokens)
     for column in ("ref_chosen_logps", "ref_rejected_logps"):
         if column in examples[0]:
@@ -227,5 +231,4 @@ def _tensors(row: _Row, count: int) -> dict[str, Any]:
         "ld_tail": (counted & (ranks > limit))[None],
         "tokens": torch.tensor(row.tokens),
         "predicted": predicted,
-        PLAN: SegmentPlan(tuple(row.jobs)),
     }
