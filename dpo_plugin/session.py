@@ -38,8 +38,8 @@ from .faults import Preempted
 from .forward.backend import ForwardBackend
 from .forward.engine import Engine
 from .forward.heads import METRIC_FIELDS, WPO_FIELD
-from .forward.layout_choice import choose_layout
-from .forward.logps import ForwardSettings, forward_pairs
+from .forward.layout_choice import ESTIMATE_BATCHES, Workload, choose_layout
+from .forward.logps import ForwardSettings, first_rows, forward_pairs
 from .forward.scorer import Scorer
 from .guard import PreemptionCallback, StepGuard
 from .loss_mix import LossMix
@@ -242,9 +242,21 @@ class DPOSession:
                 padded_collator=self.backend.padded_collator,
                 blocked=connection.blocked,
                 pad_to_multiple_of=connection.pad_to_multiple_of,
+                workload=self._workload(),
             )
             self.trainer.data_collator = self.scorer.collator
         return self.layout
+
+    def _workload(self) -> Workload:
+        """What the layout is weighed on: the training split's first rows, its batches, the reference's forwards."""
+        args, strategy = self.trainer.args, self.reference_strategy
+        per_batch = self.loss_mix.needs_reference and strategy.provides_logps and not strategy.precomputes
+        return Workload(
+            first_rows(self.trainer.train_dataset, args.per_device_train_batch_size * ESTIMATE_BATCHES),
+            args.per_device_train_batch_size,
+            reference_forwards=int(per_batch),
+            may_time=args.world_size == 1,
+        )
 
     def prepared_reference(self) -> ReferenceStrategy:
         """The reference strategy, set up with the scorer and the reference the trainer holds (once)."""

@@ -32,7 +32,7 @@ def per_model(function: Callable[[Any], T]) -> Callable[[Any], T]:
         if answer is None:
             answer = function(model)
             answers[model] = _ITSELF if answer is model else answer  # never a strong reference to the key
-        return model if answer is _ITSELF else answer  # type: ignore[no-any-return]
+        return model if answer is _ITSELF else answer
 
     return remembered
 

@@ -8,6 +8,7 @@ per-token outputs over each sequence's completion tokens, as TRL 1.16's ``_compu
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,20 @@ def _metric_sums(
         with torch.no_grad():
             aligned = layout.reduce(log_probs - _per_token(outputs, WPO_FIELD, layout))
         stats.wpo_mean = aligned / stats.predicted.clamp_min(1)
+
+
+def first_rows(dataset: Any, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` tokenised rows (:data:`TOKEN_COLUMNS`) of a split, map-style or streaming (none: [])."""
+    from datasets import Dataset, IterableDataset
+
+    if isinstance(dataset, Dataset):
+        rows: list[dict[str, Any]] = (
+            dataset.select(range(min(count, len(dataset)))).select_columns(TOKEN_COLUMNS).to_list()
+        )
+        return rows
+    if isinstance(dataset, IterableDataset):
+        return [{c: row[c] for c in TOKEN_COLUMNS} for row in itertools.islice(dataset, count)]
+    return []
 
 
 def logits_outputs(model: Any, batch: Mapping[str, Any]) -> Any:

@@ -96,7 +96,7 @@ class PackedCollator:
         )
 
 
-def _truncate(
+def truncate(
     prompt: list[int], completion: list[int], max_length: int | None, mode: str
 ) -> tuple[list[int], list[int]]:
     """``(prompt part, completion part)`` of ``prompt + completion`` truncated as TRL's collator truncates it."""
@@ -172,8 +172,8 @@ def pack(
     input_tokens = 0
     for i, example in enumerate(examples):
         prompt = list(example["prompt_ids"])
-        chosen_prompt, chosen = _truncate(prompt, list(example["chosen_ids"]), max_length, truncation_mode)
-        rejected_prompt, rejected = _truncate(prompt, list(example["rejected_ids"]), max_length, truncation_mode)
+        chosen_prompt, chosen = truncate(prompt, list(example["chosen_ids"]), max_length, truncation_mode)
+        rejected_prompt, rejected = truncate(prompt, list(example["rejected_ids"]), max_length, truncation_mode)
         input_tokens += len(chosen_prompt) + len(chosen) + len(rejected_prompt) + len(rejected)
         if share_prompt and chosen_prompt == rejected_prompt and chosen_prompt:
             _add_shared(row, chosen_prompt, chosen, rejected, i, count + i)

@@ -22,7 +22,7 @@ from .backend import Collator, ForwardBackend, default_backend
 from .engine import Engine, per_model
 from .heads import TokenHead
 from .interface import PairScorer, PairScores
-from .logps import REFERENCE_COLUMNS, TOKEN_COLUMNS, ForwardSettings, SequenceStats, forward_pairs
+from .logps import REFERENCE_COLUMNS, TOKEN_COLUMNS, ForwardSettings, SequenceStats, first_rows, forward_pairs
 from .packing import PackedCollator
 
 
@@ -221,7 +221,7 @@ def pair_scorer(
     (:func:`~.layout_choice.choose_layout`). ``reloadable``: the model's ``name_or_path`` holds its
     initial weights (the checks' fallback reference); False when the model is the trained one.
     """
-    from .layout_choice import choose_layout
+    from .layout_choice import ESTIMATE_BATCHES, Workload, choose_layout
 
     backend = backend or default_backend()
     engine = Engine.local(device, bf16)
@@ -243,7 +243,9 @@ def pair_scorer(
         batch_size=batch_size,
         initial_source=source,
     )
-    choose_layout(scorer, packing, padded_collator=backend.padded_collator)
+    rows = first_rows(next(iter(prepared.values()), None), batch_size * ESTIMATE_BATCHES)
+    workload = Workload(rows, batch_size, training=False)
+    choose_layout(scorer, packing, padded_collator=backend.padded_collator, workload=workload)
     return scorer
 
 

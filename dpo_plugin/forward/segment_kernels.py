@@ -117,13 +117,13 @@ def _sdpa(module: Any, query: Tensor, key: Tensor, value: Tensor, plan: SegmentP
         return gathered(plan, groups, query.device)
 
     layout: Gathered = plan.prepared(f"sdpa-{width}", query.device, build)
-    kwargs.pop("is_causal", None)
+    kwargs = {**kwargs, "is_causal": True}
     q, k, v = (t[0].index_select(1, layout.index) for t in (query, key, value))  # [heads, S, head_dim]
     outputs, start = [], 0
     for count, length in layout.shapes:
         rows = slice(start, start + count * length)
-        parts = [t[:, rows].unflatten(1, (count, length)).transpose(0, 1) for t in (q, k, v)]
-        out, _ = sdpa_attention_forward(module, *parts, None, is_causal=True, **kwargs)  # [count, length, heads, dim]
+        qb, kb, vb = (t[:, rows].unflatten(1, (count, length)).transpose(0, 1) for t in (q, k, v))
+        out, _ = sdpa_attention_forward(module, qb, kb, vb, None, **kwargs)  # [count, length, heads, head_dim]
         outputs.append(out.flatten(0, 1))
         start += count * length
     return torch.cat(outputs).index_select(0, layout.output)[None]
@@ -146,7 +146,7 @@ def _varlen(module: Any, query: Tensor, key: Tensor, value: Tensor, plan: Segmen
 def varlen_function() -> Callable[..., Tensor]:
     """``(q, k, v, cu_seqlens, longest, scale) → out``: torch's ``varlen_attn``, else ``flash_attn``'s (ImportError)."""
     try:
-        from torch.nn.attention.varlen import varlen_attn
+        from torch.nn.attention.varlen import varlen_attn as function
     except ImportError:
         from flash_attn import flash_attn_varlen_func
 
@@ -154,6 +154,7 @@ def varlen_function() -> Callable[..., Tensor]:
             return flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, softmax_scale=scale, causal=True)
 
         return flash
+    varlen_attn: Any = function
     takes = inspect.signature(varlen_attn).parameters
     causal = {"window_size": (-1, 0)} if "window_size" in takes else {"is_causal": True}
 
@@ -196,7 +197,7 @@ def _flex(module: Any, query: Tensor, key: Tensor, value: Tensor, plan: SegmentP
 
     layout: FlexLayout = plan.prepared("flex", query.device, lambda: _flex_layout(plan, query.device))
     q, k, v = (t.index_select(2, layout.gathered.index) for t in (query, key, value))
-    attend = compiled_flex() if query.is_cuda else flex_attention
+    attend: Any = compiled_flex() if query.is_cuda else flex_attention
     out = attend(
         q, k, v, block_mask=layout.block_mask, scale=kwargs.get("scaling"), enable_gqa=q.shape[1] != k.shape[1]
     )
@@ -214,7 +215,7 @@ def compiled_flex() -> Callable[..., Tensor]:
     def attend(*args: Any, **kwargs: Any) -> Tensor:
         nonlocal first
         if not first:
-            return compiled(*args, **kwargs)  # type: ignore[no-any-return]
+            return compiled(*args, **kwargs)
         started = time.perf_counter()
         out: Tensor = compiled(*args, **kwargs)
         torch.cuda.synchronize()
