@@ -79,6 +79,14 @@ def visits_every_pair(args: Any, rows: int | None) -> bool:
     return bool(args.num_train_epochs >= 1)
 
 
+def streams(dataset: Any) -> bool:
+    """Whether a split, or any split of a mapping of them, is an ``IterableDataset`` (read as it streams)."""
+    from datasets import IterableDataset
+
+    splits = dataset.values() if isinstance(dataset, Mapping) else [dataset]
+    return any(isinstance(split, IterableDataset) for split in splits)
+
+
 def _checkpointing_kwargs(args: Any) -> dict[str, Any] | None:
     """``TrainingArguments.gradient_checkpointing_kwargs`` as a dict (it may hold a JSON string before parsing)."""
     kwargs = args.gradient_checkpointing_kwargs
@@ -158,7 +166,9 @@ class DPOSession:
         init = str(getattr(peft_config, "init_lora_weights", ""))
         return peft_config, init.startswith(PEFT_INITS_REWRITING_BASE)
 
-    def run_facts(self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any) -> RunFacts:
+    def run_facts(
+        self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any, eval_dataset: Any = None
+    ) -> RunFacts:
         """What the reference strategy is told about the run (``args``: the ``TrainingArguments``)."""
         from datasets import Dataset
 
@@ -169,6 +179,7 @@ class DPOSession:
             needs_reference=self.loss_mix.needs_reference,
             checks=bool(self.settings.checks),
             full_pass=visits_every_pair(args, rows),
+            streaming_eval=streams(eval_dataset),
         )
 
     def prepare_reference(self, policy: Any, ref_model: Any, run: RunFacts) -> Any:

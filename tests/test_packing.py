@@ -40,7 +40,7 @@ def test_prefix_sharing_row_by_hand():
         Job(9, 12, ((9, 12),)),
         Job(12, 14, ((9, 10), (12, 14))),
     )
-    assert batch["tokens"].tolist() == [2, 1, 3, 1] and batch["predicted"].tolist() == [2, 1, 3, 1]
+    assert batch["tokens"].tolist() == [[2, 1, 3, 1]] and batch["predicted"].tolist() == [[2, 1, 3, 1]]
     assert batch["input_tokens"].item() == (3 + 2) + (3 + 3) + (2 + 1) + (2 + 1)  # TRL's padded rows hold 17
     # LD-DPO: tokens past the pair's shorter completion (pair 0: 2, so the rejected 12 is in the tail)
     assert batch["ld_tail"].tolist() == [[False] * 8 + [True] + [False] * 5]
@@ -76,7 +76,7 @@ def test_padding_free_row_with_truncation_and_padding():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 0, 1]]
     assert batch["completion_of"].tolist() == [[-1, -1, -1, 0, -1, -1, -1, 2, -1, -1, 1, -1, -1, 3, -1, -1]]
     assert [j.ranges for j in batch[PLAN].jobs] == [((0, 4),), ((4, 8),), ((8, 11),), ((11, 14),), ((14, 16),)]
-    assert batch["tokens"].tolist() == [1, 1, 1, 1] and batch["input_tokens"].item() == 14
+    assert batch["tokens"].tolist() == [[1, 1, 1, 1]] and batch["input_tokens"].tolist() == [14]
 
 
 def test_keep_end_truncation_that_cuts_the_prompt_does_not_share_it():

@@ -115,7 +115,9 @@ def packed_cost(
     pairs = sum(len(b) * max(lengths[j] for j in b) ** 2 / 2 for b in buckets)
     body = int(batch["input_ids"].numel())
     scored = int(batch["tokens"].sum())
-    return BatchCost(body, scored if compact_head else body, float(pairs), len(buckets), int(batch["input_tokens"]))
+    return BatchCost(
+        body, scored if compact_head else body, float(pairs), len(buckets), int(batch["input_tokens"].sum())
+    )
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ def packed_layout(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Layout]:
         selected = values[0][counted]
         return torch.zeros(sequences, dtype=selected.dtype, device=selected.device).index_add(0, index, selected)
 
-    layout = Layout(reduce, batch["ld_tail"][:, 1:], batch["tokens"], batch["predicted"], batch["input_tokens"])
+    tokens, predicted, input_tokens = batch["tokens"][0], batch["predicted"][0], batch["input_tokens"].sum()
+    layout = Layout(reduce, batch["ld_tail"][:, 1:], tokens, predicted, input_tokens)
     return model_kwargs, layout
 
 

@@ -163,9 +163,11 @@ def pack(
     Sequence ``i`` is pair ``i``'s chosen answer, ``B + i`` its rejected one. Keys: ``input_ids``,
     ``position_ids`` and ``packed_labels`` ``[1, T]``, ``completion_of`` ``[1, T]`` (the sequence of
     each counted completion token, else -1), ``ld_tail`` ``[1, T]`` (completion tokens past the
-    shorter completion, for LD-DPO), ``tokens`` / ``predicted`` ``[2B]`` (completion tokens, and those
-    with a log-prob), ``input_tokens`` (the tokens TRL's padded batch would hold) and the plan.
-    With ``pad_to_multiple_of`` the row ends in a segment of ``pad_token_id`` that nothing reads.
+    shorter completion, for LD-DPO), ``tokens`` / ``predicted`` ``[1, 2B]`` (completion tokens, and those
+    with a log-prob), ``input_tokens`` ``[1]`` (the tokens TRL's padded batch would hold) and the plan.
+    Every tensor leads with the row's dimension, so accelerate's dispatcher (a streaming split's
+    batches) takes the batch whole. With ``pad_to_multiple_of`` the row ends in a segment of
+    ``pad_token_id`` that nothing reads.
     """
     count = len(examples)
     row = _Row(2 * count)
@@ -190,7 +192,7 @@ def pack(
         row.segment()
     batch = _tensors(row, count)
     batch[PLAN] = SegmentPlan(tuple(row.jobs), kernel)
-    batch["input_tokens"] = torch.tensor(input_tokens)
+    batch["input_tokens"] = torch.tensor([input_tokens])
     for column in ("ref_chosen_logps", "ref_rejected_logps"):
         if column in examples[0]:
             batch[column] = torch.tensor([example[column] for example in examples])
@@ -229,6 +231,6 @@ def _tensors(row: _Row, count: int) -> dict[str, Any]:
         "packed_labels": ids.masked_fill(completion_of < 0, -100),
         "completion_of": completion_of,
         "ld_tail": (counted & (ranks > limit))[None],
-        "tokens": torch.tensor(row.tokens),
-        "predicted": predicted,
+        "tokens": torch.tensor([row.tokens]),
+        "predicted": predicted[None],
     }

@@ -11,12 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import datasets
 import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 
-from ...session import Connection, DPOSession
+from ...session import Connection, DPOSession, streams
 from .config import DPOConfig
 from .internals import (
     TRL_DEFAULTS,
@@ -46,7 +45,14 @@ def plugin_config(args: Any, model: Any) -> DPOConfig:
 
 
 def packing_obstacle(
-    args: DPOConfig, model: Any, peft_config: Any, collator: Any, processor: Any, train: Any, compute_metrics: Any
+    args: DPOConfig,
+    model: Any,
+    peft_config: Any,
+    collator: Any,
+    processor: Any,
+    train: Any,
+    compute_metrics: Any,
+    evaluation: Any = None,
 ) -> str | None:
     """Why this run cannot take a packed layout, whatever the model (None when nothing stands in the way)."""
     from transformers import ProcessorMixin
@@ -62,8 +68,8 @@ def packing_obstacle(
         or bool({"image", "images"} & columns),
         "torch_compile would recompile for every packed row": bool(args.torch_compile),
         "compute_metrics expects TRL's padded rows": compute_metrics is not None,
-        "a streaming dataset on several processes is gathered as padded batches": isinstance(
-            train, datasets.IterableDataset
+        "a streaming dataset on several processes is gathered as padded batches": (
+            streams(train) or streams(evaluation)
         )
         and args.world_size > 1,
     }
@@ -114,10 +120,12 @@ def plan_run(
         strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
     peft_config, rewrites = session.adapter_config(model, peft_config)
     peft = peft_config is not None or is_peft_model(model)
-    run = session.run_facts(peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset)
+    run = session.run_facts(
+        peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset
+    )
     held = session.prepare_reference(model, ref_model, dataclasses.replace(run, initial_copy=initial_copy))
     obstacle = packing_obstacle(
-        args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics
+        args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics, eval_dataset
     )
     connection = Connection(forward_settings(args), lambda: held_reference(trainer), obstacle, args.pad_to_multiple_of)
     session.connect(trainer, connection)
