@@ -120,13 +120,12 @@ def packed_layout(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Layout]:
     model_kwargs = {k: v for k, v in batch.items() if k not in PACKED_KEYS and k not in NON_MODEL_KEYS}
     model_kwargs |= {"labels": batch["packed_labels"], "attention_mask": SEGMENTED, PLAN: batch[PLAN]}
     targets = batch["completion_of"][0, 1:]
-    counted = targets >= 0
-    index = targets[counted]
     sequences = batch["tokens"].numel()
+    bins = targets.masked_fill(targets < 0, sequences)  # a position no sequence counts goes to a bin dropped after
 
-    def reduce(values: Tensor) -> Tensor:
-        selected = values[0][counted]
-        return torch.zeros(sequences, dtype=selected.dtype, device=selected.device).index_add(0, index, selected)
+    def reduce(values: Tensor) -> Tensor:  # one index_add, no boolean indexing (which waits for the device)
+        row = values[0]
+        return torch.zeros(sequences + 1, dtype=row.dtype, device=row.device).index_add(0, bins, row)[:sequences]
 
     tokens, predicted, input_tokens = batch["tokens"][0], batch["predicted"][0], batch["input_tokens"].sum()
     layout = Layout(reduce, batch["ld_tail"][:, 1:], tokens, predicted, input_tokens)
