@@ -1,15 +1,16 @@
 """Peak memory per step as max_length grows: TRL's padded rows against ours, with the same real tokens.
 
 Each step holds 3 pairs: 2 ordinary ones (log-normal lengths, medians 100-token prompts and 150-token
-answers, at most 500 tokens, so no max_length cuts them) and one whose chosen answer fills
-``max_length``. So the real tokens grow by about ``max_length`` per step while TRL's padded batch
-grows by ``6 × max_length`` positions (each of its 6 rows padded to the longest). For each
-max_length, each trainer runs alone in a fresh process (``--only NAME --max-length L``): its peak
-during the steps (CPU: the process's peak RSS, reset before the steps; CUDA: peak allocated); the
-growth from the shortest max_length is what the layouts add. Trainers, all without gradient checkpointing and with a
-precomputed reference (so only the layout differs): ``trl`` (TRL 1.16, ``precompute_ref_log_probs``),
-``ours_none`` (``packing: none``), ``ours_prefix_sharing``, ``ours_padding_free``. Model: the
-Qwen2-shaped ``cpu`` preset of ``bench_packing.py`` (hidden 256, 4 layers, vocabulary 8192).
+answers, at most 500 tokens, so no max_length cuts them) and one whose rejected answer fills
+``max_length`` (under prefix sharing, the branch over the prompt's keys and its own). So the real
+tokens grow by about ``max_length`` per step while TRL's padded batch grows by ``6 × max_length``
+positions (each of its 6 rows padded to the longest). For each max_length, each trainer runs alone
+in a fresh process (``--only NAME --max-length L``): its peak during the steps (CPU: the process's
+peak RSS, reset before the steps; CUDA: peak allocated); the growth from the shortest max_length is
+what the layouts add. Trainers, all without gradient checkpointing and with a precomputed reference
+(so only the layout differs): ``trl`` (TRL 1.16, ``precompute_ref_log_probs``), ``ours_none``
+(``packing: none``), ``ours_prefix_sharing``, ``ours_padding_free``. Model: the Qwen2-shaped ``cpu``
+preset of ``bench_packing.py`` (hidden 256, 4 layers, vocabulary 8192).
 
     python benchmarks/bench_memory.py                              # 512 1024 2048 4096
     python benchmarks/bench_memory.py --max-lengths 256 512 --steps 1   # a smoke run
@@ -40,16 +41,17 @@ PAIRS = 3
 
 
 def rows(max_length: int, vocab: int, seed: int) -> list[dict[str, str]]:
-    """Two ordinary pairs (within 500 tokens, so no max_length cuts them) and one whose chosen answer fills
-    ``max_length``; then the same again (two steps' worth)."""
+    """Two ordinary pairs (within 500 tokens, so no max_length cuts them) and one whose rejected answer fills
+    ``max_length`` (under prefix sharing, the branch that attends to the prompt and itself); then the same
+    again (two steps' worth)."""
     ordinary = preference_rows(PAIRS - 1, vocab, seed, 500, prompt_median=100, completion_median=150)
     rng = np.random.default_rng(seed + 1)
     words = [f"w{i}" for i in rng.integers(0, vocab - 2, max_length)]
     prompt = " ".join(words[:100])
     long = {
         "prompt": prompt,
-        "chosen": " " + " ".join(words[100 : max_length - 1]),
-        "rejected": ordinary[0]["rejected"],
+        "chosen": ordinary[0]["chosen"],
+        "rejected": " " + " ".join(words[100 : max_length - 1]),
     }
     return (ordinary + [long]) * 2
 

@@ -39,6 +39,9 @@ def test_the_estimate_counts_positions_attention_pairs_and_calls():
     # truncated as TRL truncates: max_length 4 keeps [5 6 7 8], [5 6 7 10], [20 21 22], [20 21 23]
     truncated = ForwardSettings(max_length=4)
     assert padded_cost(PAIRS, truncated, compact_head=False) == BatchCost(16, 16, 4 * 4**2, 1, 14)
+    # rows of one length: no padding, so no mask, and SDPA skips the upper triangle
+    equal = [{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5, 6]}]
+    assert padded_cost(equal, settings, compact_head=False) == BatchCost(8, 8, 2 * 4**2 / 2, 1, 8)
 
 
 def test_the_model_shape_and_its_flops_per_position():

@@ -7,8 +7,9 @@ The estimate counts, per batch of the run's first rows (truncated as the collato
 - the positions through the LM head: every position on a CPU (TRL's fused head compacts to the
   scored tokens only on Triton devices, where both layouts score the same tokens);
 - the query-key pairs of attention (padded rows: ``2B × longest²``, their padding mask keeps
-  SDPA from skipping the upper triangle; packed: ``length²/2`` per causal sequence of a length
-  bucket, :mod:`.segment_kernels`) and the attention calls per layer (one; one per bucket);
+  SDPA from skipping the upper triangle, or ``2B × longest²/2`` when no row is padded; packed:
+  ``length²/2`` per causal sequence of a length bucket, :mod:`.segment_kernels`) and the attention
+  calls per layer (one; one per bucket);
 
 and weighs them in floating-point operations: ``2 × parameters per layer`` per position and layer,
 ``2 × hidden × vocabulary`` per head position, ``4 × heads × head_dim`` per pair and layer, and a
@@ -100,7 +101,8 @@ def padded_cost(rows: Sequence[dict[str, Any]], settings: ForwardSettings, compa
             scored += len(kept)
     longest = max(lengths, default=0)
     body = len(lengths) * longest
-    return BatchCost(body, scored if compact_head else body, float(len(lengths) * longest**2), 1, sum(lengths))
+    square = 1.0 if any(length < longest for length in lengths) else 0.5  # a padding mask keeps SDPA on the square
+    return BatchCost(body, scored if compact_head else body, square * len(lengths) * longest**2, 1, sum(lengths))
 
 
 def packed_cost(
