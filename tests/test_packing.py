@@ -372,3 +372,28 @@ def _qwen2_trainable():
     from dpo_plugin.testing.tiny import tiny_model
 
     return tiny_model(len(_tokenizer()))
+
+
+def test_per_model_answers_once_per_model_object_and_keeps_no_model_alive():
+    """accelerate's unwrap and PEFT checks read package metadata on every call; the forward asks once per model."""
+    import gc
+    import weakref
+
+    from dpo_plugin.forward.engine import per_model
+
+    asked = []
+
+    def unwrap(model):
+        asked.append(model)
+        return getattr(model, "inner", model)
+
+    remembered = per_model(unwrap)
+    plain, wrapper = torch.nn.Linear(2, 2), torch.nn.Module()
+    wrapper.inner = torch.nn.Linear(2, 2)
+    for _ in range(3):
+        assert remembered(plain) is plain and remembered(wrapper) is wrapper.inner
+    assert asked == [plain, wrapper]
+    watch = weakref.ref(plain)
+    del plain, asked[:]
+    gc.collect()
+    assert watch() is None  # remembering its answer did not keep the model alive
