@@ -1,5 +1,6 @@
 """Packed layouts: the rows built by hand-worked examples, the attention per segment against a padded forward,
-the rejected branch blind to the chosen one, the training run in each mode, and every fallback."""
+the rejected branch blind to the chosen one, the training run in each mode, and every fallback (``auto``'s choice
+by cost: test_layout_choice.py)."""
 
 from __future__ import annotations
 
@@ -220,13 +221,6 @@ def test_training_in_each_layout(packing, reference, tmp_path):
     logged = [e for e in trainer.state.log_history if "loss" in e]
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logged)
     assert any("eval_loss" in e for e in trainer.state.log_history)
-
-
-def test_auto_packs_by_prefix_sharing_and_says_so(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
-        trainer = _trainer(tmp_path, max_steps=1)
-    assert trainer.session.layout == "prefix_sharing"
-    assert "packing: auto → prefix_sharing" in caplog.text
 
 
 def test_the_packed_batch_layout_changes_no_number_of_a_training_run(tmp_path):
