@@ -131,11 +131,11 @@ def main() -> None:
 def _print(table: dict, args: argparse.Namespace, device: torch.device) -> None:
     versions = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
     print(f"device: {device_name(device)}; versions {versions}; {PAIRS} pairs per step")
-    header = "".join(f"{name + ' peak (positions)':>32s}" for name in args.trainers)
+    header = "".join(f"{name + ' peak (positions)':>38s}" for name in args.trainers)
     print(f"{'max_length':>10s} {'real tokens':>11s}{header}")
     for length, row in table.items():
         real = next(iter(row.values()))["real_tokens"]
-        cells = "".join(f"{r['peak_mib']:17.0f} MiB ({r['positions']:6d})" for r in row.values())
+        cells = "".join(f"{r['peak_mib']:23.0f} MiB ({r['positions']:6d})" for r in row.values())
         print(f"{length:10d} {real:11d}{cells}")
     first, last = table[min(table)], table[max(table)]
     real = last[args.trainers[0]]["real_tokens"] - first[args.trainers[0]]["real_tokens"]
