@@ -110,10 +110,11 @@ def checked_collator(
     return None, "; ".join(reasons)
 
 
-def weigh(
-    scorer: Scorer, packed: PackedCollator, padded_collator: Callable[..., Collator], workload: Workload
-) -> tuple[bool | None, str]:
-    """Whether ``packed`` is the cheaper layout for the run (None: no rows to tell), and why, for the log."""
+def weigh(scorer: Scorer, packed: PackedCollator, workload: Workload) -> tuple[bool | None, str]:
+    """Whether ``packed`` is the cheaper layout for the run (None: no rows to tell), and why, for the log.
+
+    Called while ``scorer.collator`` is still the run's padded collator (the host's, with its truncation).
+    """
     rows = list(workload.rows)
     if not rows:
         return None, "no training rows to weigh the layouts on"
@@ -128,8 +129,7 @@ def weigh(
     if not workload.may_time:
         return found.ratio < UNTIMED_WIN, why + " (not timed: several processes)"
     first = rows[: workload.batch_size]
-    pad = scorer.tokenizer.pad_token_id or 0
-    batches = {"none": padded_collator(pad)(first), packed.mode: packed(first)}
+    batches = {"none": scorer.collator(first), packed.mode: packed(first)}  # the run's padded collator, as yet
     seconds = time_layouts(
         scorer.policy,
         {name: _on(scorer.device, batch) for name, batch in batches.items()},
@@ -184,7 +184,7 @@ def choose_layout(
     if reason is None:
         packed, reason = checked_collator(scorer, mode, padded_collator, pad_to_multiple_of)
     if packed is not None and workload is not None:
-        faster, why = weigh(scorer, packed, padded_collator, workload)
+        faster, why = weigh(scorer, packed, workload)
         if requested == "auto" and not faster:
             reason = why
         elif faster is False:

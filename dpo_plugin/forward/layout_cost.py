@@ -215,7 +215,7 @@ def _step_seconds(
     started = time.perf_counter()
     with context():
         stats = forward_pairs(model, batch, settings, head, fields=METRIC_FIELDS if backward else ())
-    if backward:
+    if backward and stats.logps.requires_grad:
         stats.logps.float().sum().backward()
     with torch.no_grad(), context():
         for _ in range(reference_forwards):
