@@ -23,7 +23,6 @@ from .engine import Engine, per_model
 from .heads import TokenHead
 from .interface import PairScorer, PairScores
 from .logps import REFERENCE_COLUMNS, TOKEN_COLUMNS, ForwardSettings, SequenceStats, first_rows, forward_pairs
-from .packing import PackedCollator
 
 
 @contextlib.contextmanager
@@ -187,8 +186,9 @@ class Scorer(PairScorer):
         return self.engine.unwrap(model)
 
     def fingerprint(self, dataset: Any) -> str:
-        layout = self.collator.mode if isinstance(self.collator, PackedCollator) else "padded"
-        digest = hashlib.blake2b(repr((self.settings, layout)).encode(), digest_size=16)
+        # not the batch layout: every layout gives the same log-probs (the start-up probe checks it), and
+        # ``packing: auto`` may pick another one next run, whose cache must still be found
+        digest = hashlib.blake2b(repr(self.settings).encode(), digest_size=16)
         table = dataset.with_format("arrow")[:]
         for column in TOKEN_COLUMNS:
             array = table.column(column).combine_chunks()
