@@ -157,6 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if {"-h", "--help", "--help-all"} & set(rest):
         print(host.train_help(full="--help-all" in rest), end="")
         return 0
+    host.check_versions()  # before any model loads
     result = host.train(rest)
     if not result.main_process:  # under torchrun/accelerate the main process reports
         return 0

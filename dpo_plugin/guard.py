@@ -150,8 +150,9 @@ class PreemptionCallback(TrainerCallback):
         self._previous: dict[int, Any] = {}
 
     def _handle(self, number: int, frame: Any) -> None:
+        """Note the signal, nothing more: a handler that writes (a log line) can interrupt a write to the same
+        stream and deadlock the process. The next step's end acts on it and says so."""
         self.received = signal.Signals(number).name
-        logger.warning("%s received: saving a checkpoint after this step, then stopping.", self.received)
         for signum, handler in self._previous.items():  # a second signal acts at once
             signal.signal(signum, handler)
 
@@ -168,6 +169,7 @@ class PreemptionCallback(TrainerCallback):
             flag = self.accelerator.reduce(flag, reduction="sum")
         if flag.item() > 0:
             self.received = self.received or "a signal to another process"
+            logger.warning("%s received: saving a checkpoint after this step, then stopping.", self.received)
             control.should_save = True
             control.should_training_stop = True
 

@@ -71,15 +71,20 @@ def _collisions(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in WRITTEN_NAMES))
 
 
-def check_output_dir(folder: str | Path, *, resuming: bool, reuse: bool, strict: bool) -> set[str]:
+def check_output_dir(
+    folder: str | Path, *, resuming: bool, reuse: bool, strict: bool, run_wrote: Iterable[str] = ()
+) -> set[str]:
     """Refuse a folder the run could harm; return the user's entries there (the run never claims them).
+
+    ``run_wrote``: entries this run (or its host: Axolotl saves the tokenizer and config before training)
+    wrote since it started, which are its own even before the manifest lists them.
 
     ``strict`` (``dpo-plugin train``): also refuse a non-empty folder that is not an earlier run
     being resumed, unless ``reuse``. Without ``strict`` (the Python API, as TRL's) only an entry
     the run would overwrite or delete is refused. Resuming a run takes over the entries it writes
     (its checkpoints, its model files), also a run of TRL's or of an older dpo-plugin.
     """
-    present, ours = entries(folder), written(folder)
+    present, ours = entries(folder), written(folder) | set(run_wrote)
     if resuming:
         ours |= set(_collisions(present))
     users = present - ours

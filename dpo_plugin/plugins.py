@@ -32,7 +32,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, DpoPluginError
+from .errors import ConfigError, DuplicateNameError, PluginContractError
 from .loss_spec import LossSpec
 from .registry import AdapterSpec, CheckSpec, HostSpec, JudgeSpec, Registry, Spec, StrategySpec
 
@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dpo_plugin.evaluation.judges.builtin",
     "dpo_plugin.evaluation.checks.builtin",
     "dpo_plugin.hosts.trl.host",
+    "dpo_plugin.hosts.axolotl.host",
 )
 
 
@@ -179,8 +180,8 @@ class PluginManager(pluggy.PluginManager):
             only = self.subset_hook_caller(spec.hook, plugins - {impl.plugin})
             try:
                 only(register=registry.registrar(impl.plugin_name))
-            except DpoPluginError:
-                raise
+            except (PluginContractError, DuplicateNameError):
+                raise  # what it registered breaks the contract: the registry's own error names the plugin
             except Exception as error:  # a plugin's hook may raise anything: it is left out, named
                 failed[impl.plugin_name] = _one_line(error)
         if not failed:

@@ -43,7 +43,7 @@ from .forward.logps import ForwardSettings, first_rows, forward_pairs
 from .forward.scorer import Scorer
 from .guard import PreemptionCallback, StepGuard
 from .loss_mix import LossMix
-from .output_folder import check_output_dir, record
+from .output_folder import check_output_dir, entries, record
 from .plugins import adapters, reference_strategies
 from .reference.base import ReferenceStrategy, RunFacts
 from .settings import LossRequest, PluginSettings
@@ -120,10 +120,22 @@ class _ReferenceSteps(TrainerCallback):
 class DPOSession:
     """One run's DPO logic (see the module docstring); ``settings`` are validated already."""
 
-    def __init__(self, settings: PluginSettings, request: LossRequest, backend: ForwardBackend, *, output_dir: str):
+    def __init__(
+        self,
+        settings: PluginSettings,
+        request: LossRequest,
+        backend: ForwardBackend,
+        *,
+        output_dir: str,
+        entries_before: set[str] | None = None,
+    ):
+        """``entries_before``: what ``output_dir`` held before the host began writing there, when the host writes
+        into it before its trainer exists (Axolotl: its debug log; before training, the tokenizer and config): what
+        appeared since is the run's. None: the host writes nothing there itself."""
         self.settings, self.request, self.backend, self.output_dir = settings, request, backend, output_dir
         # whether train() resumes is known only there: here a run's own entries are not the user's
         self.user_entries = check_output_dir(output_dir, resuming=True, reuse=settings.reuse_output_dir, strict=False)
+        self.entries_before = entries_before
         self.output_checked = False
         self.loss_mix: LossMix = settings.resolve_loss_mix(request).fresh()
         self.judge = build_judge(settings.judge, settings.options("judge_params"))
@@ -397,7 +409,11 @@ class DPOSession:
     def _check_output(self, resuming: bool) -> None:
         """Before the first write into output_dir: refuse it if the run would overwrite or delete the user's files."""
         reuse = self.settings.reuse_output_dir
-        self.user_entries |= check_output_dir(self.output_dir, resuming=resuming, reuse=reuse, strict=False)
+        run_wrote = entries(self.output_dir) - self.entries_before if self.entries_before is not None else set()
+        self.user_entries -= run_wrote
+        self.user_entries |= check_output_dir(
+            self.output_dir, resuming=resuming, reuse=reuse, strict=False, run_wrote=run_wrote
+        )
         self.output_checked = True
 
     def record_outputs(self, planned: Any = ()) -> None:

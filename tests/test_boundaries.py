@@ -144,6 +144,37 @@ def test_no_attribute_of_a_trl_object_is_read_outside_the_trl_host():
     assert used == {}
 
 
+#: Names that hold a trainer or its arguments here: a TRL name read on them is TRL's, whatever else defines it.
+TRAINER_RECEIVERS = {"args", "training_args", "trainer", "trainer_args"}
+
+
+def _receiver(node: ast.expr) -> str | None:
+    """``args``/``trainer`` for ``args.x``, ``self.trainer.x``, ``trainer.args.x`` …; None for other receivers."""
+    if isinstance(node, ast.Name):
+        return node.id if node.id in TRAINER_RECEIVERS else None
+    if isinstance(node, ast.Attribute):
+        return node.attr if node.attr in TRAINER_RECEIVERS else None
+    return None
+
+
+def test_no_trl_name_is_read_on_a_trainer_or_its_arguments_outside_the_trl_host():
+    """Also the TRL names the package happens to define itself (``beta``, ``ref_model``, ``max_length`` …)."""
+    trl_names = _trl_names()
+    assert {"beta", "ref_model", "max_length", "truncation_mode", "ld_alpha"} <= trl_names
+    used = {}
+    for path, tree in MODULES.items():
+        if _where(path).startswith("hosts/trl/") or _where(path) == "cli.py":  # cli's args are argparse's
+            continue
+        names = {
+            n.attr
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr in trl_names and _receiver(n.value)
+        }
+        if names:
+            used[_where(path)] = sorted(names)
+    assert used == {}
+
+
 def test_the_trl_attribute_scan_finds_what_it_should():
     source = "a = trainer.loss_types\nb = trainer.model\nself.aux_loss_enabled\n"
     found = {n.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)} & _trl_names()

@@ -95,7 +95,7 @@ def test_plugins_json_lists_the_builtin_losses_with_their_plugins(plugins_json):
         "description": (
             "TRL's ``DPOTrainer`` (``from dpo_plugin.trl import DPOConfig, DPOTrainer``; ``dpo-plugin train``)."
         ),
-        "trl_versions": ">=1.16,<1.17",
+        "trl_versions": ">=1.14.1,<1.17",
     }
     kinds = {"plugins", "losses", "reference_strategies", "adapters", "judges", "checks", "hosts"}
     assert set(plugins_json) == kinds

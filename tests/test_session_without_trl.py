@@ -158,9 +158,12 @@ def test_a_session_trains_in_a_plain_transformers_trainer(tokenizer, tmp_path, p
 def test_the_logits_head_matches_trls_fused_head(tokenizer):
     """Every per-sequence sum the training forward uses: TRL 1.16's fused head against the logits of TRL 1.14."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
-    from trl.trainer.utils import add_fused_lm_head
 
-    from dpo_plugin.hosts.trl.internals import FusedHead, prepare_pairs, strip_fused_head
+    from dpo_plugin.hosts.trl.internals import FusedHead, fused_head_available, prepare_pairs, strip_fused_head
+
+    if not fused_head_available():
+        pytest.skip("this TRL has no fused LM head (it came in TRL 1.16)")
+    from trl.trainer.utils import add_fused_lm_head
 
     policy, _ = policy_and_reference(len(tokenizer))
     pairs = prepare_pairs(Dataset.from_list(preference_rows(6)), tokenizer, max_length=128)
@@ -174,3 +177,23 @@ def test_the_logits_head_matches_trls_fused_head(tokenizer):
     strip_fused_head(policy)
     for name in ("logps", "plain", "entropy", "mean_logits", "top1", "wpo_mean"):
         torch.testing.assert_close(getattr(by_logits, name), getattr(fused, name), rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_the_logits_head_sums_a_half_precision_model_in_float32(tokenizer):
+    """A bf16 model's log-probs summed from its logits in float32 (as TRL 1.14's CUDA kernel does), not in bf16."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from dpo_plugin.hosts.trl.internals import prepare_pairs
+
+    policy, _ = policy_and_reference(len(tokenizer))
+    policy = policy.to(torch.bfloat16)
+    pairs = prepare_pairs(Dataset.from_list(preference_rows(4)), tokenizer, max_length=128)
+    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)([pairs[i] for i in range(4)])
+    with torch.no_grad():
+        got = forward_pairs(policy, batch, ForwardSettings(max_length=128), LogitsHead()).logps
+        logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    mask = batch["completion_mask"][:, 1:].bool()
+    per_token = logits.log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    expected = (per_token * mask).sum(1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)

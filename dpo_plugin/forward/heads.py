@@ -58,32 +58,46 @@ class LogitsOutputs:
 
 
 class LogitsHead:
-    """The per-token fields from the model's full ``[B, T, V]`` logits (in float32).
+    """The per-token fields from the model's full ``[B, T, V]`` logits, in float32, one row at a time.
 
-    ``log_probs = log_softmax(z)[y]``, ``entropy = −Σ_v p_v log p_v``, ``mean_logits = mean_v z_v``,
-    ``is_top1 = [argmax z = y]``, ``log_sum_sq_probs = log Σ_v p_v²``, at every position whose next
-    label is not ``-100`` (0 elsewhere).
+    ``log_probs = z_y − logsumexp(z)``, ``entropy = −Σ_v p_v log p_v``, ``mean_logits = mean_v z_v``,
+    ``is_top1 = [argmax z = y]``, ``log_sum_sq_probs = logsumexp(2z) − 2·logsumexp(z) = log Σ_v p_v²``, at every
+    position whose next label is not ``-100`` (0 elsewhere). As TRL 1.14 computes them: row by row (its peak
+    memory), in float32 (its CUDA kernel's precision; a half-precision log-softmax is off by nats over a
+    few hundred tokens).
     """
 
     def __call__(self, model: Any, model_kwargs: dict[str, Any], fields: Sequence[str] = ()) -> LogitsOutputs:
         kwargs = dict(model_kwargs)
         labels = kwargs.pop("labels")[:, 1:]
         outputs = model(**kwargs)
-        logits = outputs.logits[:, :-1].float()
+        rows = [_row_fields(row, targets, fields) for row, targets in zip(outputs.logits[:, :-1], labels)]
+        stacked = {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
         scored = labels != -100
-        targets = labels.clamp(min=0).unsqueeze(-1)
-        log_softmax = torch.log_softmax(logits, dim=-1)
-        result = LogitsOutputs(log_softmax.gather(-1, targets).squeeze(-1) * scored)
-        result.aux_loss = getattr(outputs, "aux_loss", None)
-        if "entropy" in fields:
-            result.entropy = -(log_softmax.exp() * log_softmax).sum(-1) * scored
-        if "mean_logits" in fields:
-            result.mean_logits = logits.mean(-1) * scored
-        if "is_top1" in fields:
-            result.is_top1 = (logits.argmax(-1) == labels) & scored
-        if WPO_FIELD in fields:
-            result.log_sum_sq_probs = torch.logsumexp(2 * log_softmax, dim=-1) * scored
+        result = LogitsOutputs(
+            stacked.pop("log_probs").masked_fill(~scored, 0.0), aux_loss=getattr(outputs, "aux_loss", None)
+        )
+        for name, values in stacked.items():
+            setattr(result, name, values & scored if values.dtype == torch.bool else values.masked_fill(~scored, 0.0))
         return result
 
     def ensure(self, model: Any) -> Any:
         return model
+
+
+def _row_fields(logits: Tensor, labels: Tensor, fields: Sequence[str]) -> dict[str, Tensor]:
+    """One sequence's ``[T, V]`` logits → its per-token fields (see :class:`LogitsHead`)."""
+    logits = logits.float()
+    log_norm = torch.logsumexp(logits, dim=-1)
+    row = {"log_probs": logits.gather(-1, labels.clamp(min=0)[:, None]).squeeze(-1) - log_norm}
+    with torch.no_grad():
+        if "entropy" in fields:
+            probs = torch.softmax(logits, dim=-1)
+            row["entropy"] = log_norm - (probs * logits).sum(-1)
+        if "mean_logits" in fields:
+            row["mean_logits"] = logits.mean(-1)
+        if "is_top1" in fields:
+            row["is_top1"] = logits.argmax(-1) == labels
+        if WPO_FIELD in fields:
+            row["log_sum_sq_probs"] = torch.logsumexp(2.0 * logits, dim=-1) - 2.0 * log_norm
+    return row

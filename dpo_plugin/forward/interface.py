@@ -113,5 +113,6 @@ class PairScorer(ABC):
     def fingerprint(self, dataset: Any) -> str:
         """A digest of everything about a split that changes its log-probabilities, the weights excepted.
 
-        The token ids and the settings of the forward (max length, truncation, LD-DPO, precision).
+        The token ids, the settings of the forward (max length, truncation, LD-DPO, precision), the layout
+        and the per-token head.
         """

@@ -188,7 +188,8 @@ class Scorer(PairScorer):
     def fingerprint(self, dataset: Any) -> str:
         # not the batch layout: every layout gives the same log-probs (the start-up probe checks it), and
         # ``packing: auto`` may pick another one next run, whose cache must still be found
-        digest = hashlib.blake2b(repr(self.settings).encode(), digest_size=16)
+        head = type(self.head).__name__  # TRL 1.16's fused head and the logits differ in the last digits
+        digest = hashlib.blake2b(repr((self.settings, head)).encode(), digest_size=16)
         table = dataset.with_format("arrow")[:]
         for column in TOKEN_COLUMNS:
             array = table.column(column).combine_chunks()

@@ -1,10 +1,12 @@
 """The host contract: what a fine-tuning framework supplies so that a DPO session runs in its trainer.
 
-A host is registered like everything else (``register_hosts``: ``register("trl", TrlHost())``). It
-supplies its config (the plugin settings read from the host's own keys), the trainer class that runs
-a :class:`~dpo_plugin.session.DPOSession`, its tokenisation and per-token head (a
-:class:`~dpo_plugin.forward.backend.ForwardBackend`), the TRL releases it runs with, and its CLI entry
-(``dpo-plugin train --host NAME``). Everything else — losses, strategies, layouts, guard, checks —
+A host is registered like everything else (``register_hosts``: ``register("trl", TrlHost())``). The
+registered object supplies its tokenisation and per-token head (a
+:class:`~dpo_plugin.forward.backend.ForwardBackend`, for scoring without a trainer), the TRL releases it
+runs with (checked before any model loads), and its CLI entry (``dpo-plugin train --host NAME``). The
+host's package also holds its config (the plugin settings, :class:`~dpo_plugin.settings.PluginSettings`,
+read from the host's own keys) and its trainer, which hands each step to a
+:class:`~dpo_plugin.session.DPOSession`. Everything else — losses, strategies, layouts, guard, checks —
 is the session's and written once.
 """
 
@@ -18,7 +20,6 @@ from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..forward.backend import ForwardBackend
-from ..settings import PluginSettings
 
 #: The host ``dpo-plugin train``, ``evaluate`` and ``check-data`` use unless told otherwise.
 DEFAULT_HOST = "trl"
@@ -67,14 +68,6 @@ class Host(ABC):
     @abstractmethod
     def backend(self) -> ForwardBackend:
         """Its tokenisation, padded collator and per-token head, for scoring exactly as its trainer does."""
-
-    @abstractmethod
-    def settings(self, config: Any) -> PluginSettings:
-        """The plugin settings of one of its configs (validated; unknown plugin keys are errors)."""
-
-    @abstractmethod
-    def trainer_class(self) -> type:
-        """Its trainer class that runs a :class:`~dpo_plugin.session.DPOSession`."""
 
     @abstractmethod
     def train(self, argv: Sequence[str]) -> TrainResult:

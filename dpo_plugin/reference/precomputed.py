@@ -22,7 +22,7 @@ from ..cache import cache_root
 from ..errors import ConfigError
 from ..forward.interface import PairScores
 from ..hookspecs import Register, hookimpl
-from .base import ReferenceStrategy, RunFacts, release_memory
+from .base import ReferenceStrategy, RunFacts, parameter_bytes, release_memory
 from .model import frozen_copy, load_reference_model
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,11 @@ class PrecomputedReference(ReferenceStrategy):
     """One reference pass over train and eval data before training, cached on disk; no reference in memory after.
 
     A reference it loaded (``model``) or copied (PiSSA/OLoRA) is freed after the pass; a ``ref_model``
-    passed to the trainer is kept (its owner holds it anyway), as TRL keeps it. A split met later
-    (``evaluate(eval_dataset=...)``) is scored with what is left: that model, the policy with its
-    adapters off, the untrained policy, or the initial model reloaded from its folder or hub id.
+    passed to the trainer is kept (its owner holds it anyway), as TRL keeps it. A host's copy of the initial
+    model (``RunFacts.initial_copy``, Axolotl's) is kept on the CPU when checks will need a reference, else let
+    go. A split met later (``evaluate(eval_dataset=...)``) and the checks use what is left: that model, the
+    policy with its adapters off, the kept copy, the untrained policy, or the initial model reloaded from its
+    folder or hub id.
     """
 
     name = "precomputed"
@@ -122,6 +124,7 @@ class PrecomputedReference(ReferenceStrategy):
         self.adapters_off = False
         self.policy_moved = False  # after a training step the policy is no longer the reference
         self.source_freed = False
+        self.parked: Any = None  # a host's copy of the initial model, kept on the CPU for the checks
         self.computed_pairs = 0
         self.cache_files: list[Path] = []
         self._weights = ""
@@ -140,6 +143,8 @@ class PrecomputedReference(ReferenceStrategy):
             self.source = frozen_copy(policy, self.dtype, initial_copy=run.initial_copy)
         else:
             self.adapters_off = run.peft
+            if run.initial_copy is not None and run.checks and not run.peft:
+                self.parked = frozen_copy(policy, self.dtype, initial_copy=run.initial_copy).to("cpu")
         return None
 
     def setup(self, scorer: Any, model: Any = None) -> None:
@@ -202,9 +207,13 @@ class PrecomputedReference(ReferenceStrategy):
     @contextlib.contextmanager
     def _reference(self, split: str) -> Iterator[Any]:
         """The reference for a split met now: the model if it is still here, else the policy (adapters off, or
-        untrained: None), else reloaded for the block."""
+        untrained: None), else the kept copy, else reloaded for the block."""
         if self.source is not None or self.adapters_off or not (self.policy_moved or self.source_freed):
             yield self.source
+            return
+        if self.parked is not None:
+            with self._unparked() as model:
+                yield model
             return
         reloadable = self.source_path or self.scorer.initial_source
         if reloadable is None:
@@ -262,12 +271,29 @@ class PrecomputedReference(ReferenceStrategy):
             with self.scorer.adapters_off() as model:
                 yield model
             return
+        if self.parked is not None:
+            with self._unparked() as model:
+                yield model
+            return
         with self.initial_model(self.source_path, self.dtype) as model:
             problem = None if model is None else self._differs(model)
             if problem is not None:
                 self._unavailable = problem
                 logger.warning("%s", problem)
             yield None if problem else model
+
+    @contextlib.contextmanager
+    def _unparked(self) -> Iterator[Any]:
+        """The kept copy of the initial model on the run's device for the block, back on the CPU after."""
+        model = self.scorer.place(self.parked)
+        try:
+            yield model
+        finally:
+            self.parked = model.to("cpu")
+            release_memory()
+
+    def memory_bytes(self) -> int:
+        return parameter_bytes(self.parked) if self.parked is not None else 0
 
     def describe(self) -> str:
         return f"precomputed (reference log-probs of {self.source_name}, cached in {self.cache_dir})"

@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import logging
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,7 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 ) from None
             raise
         self.normalise()
-        self._map_trl_padding_free()
-        self._map_trl_reference_fields()
+        map_trl_fields(self, {name: getattr(self, name) for name in TRL_SETTING_FIELDS}, self.explicit_fields)
         self.check()
         self.loss_mix()
 
@@ -73,58 +73,6 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 "%d processes on a machine without a GPU: use_cpu=True, so they train together (gloo).", processes
             )
             self.use_cpu = True
-
-    def _map_trl_padding_free(self) -> None:
-        if self.padding_free:
-            if self.packing not in ("auto", "padding_free"):
-                raise ConfigError(
-                    f"padding_free: true (TRL) means packing: padding_free, but packing is {self.packing!r}. "
-                    "Set only one."
-                )
-            self.packing = "padding_free"
-
-    def _map_trl_reference_fields(self) -> None:
-        if self.precompute_ref_log_probs:
-            if self.reference not in ("auto", "precomputed"):
-                raise ConfigError(
-                    f"precompute_ref_log_probs: true (TRL) means reference: precomputed, but reference is "
-                    f"{self.reference!r}. Set only one of them."
-                )
-            self.reference = "precomputed"
-        if self.precompute_ref_batch_size is not None:
-            params = dict(self.reference_params or {})
-            if params.setdefault("batch_size", self.precompute_ref_batch_size) != self.precompute_ref_batch_size:
-                raise ConfigError(
-                    f"reference_params.batch_size={params['batch_size']!r} contradicts TRL's precompute_ref_batch_size="
-                    f"{self.precompute_ref_batch_size!r}; set one."
-                )
-            if self.reference not in ("auto", "precomputed"):
-                raise ConfigError(
-                    f"precompute_ref_batch_size is set, but reference is {self.reference!r}, "
-                    "which precomputes nothing; "
-                    "remove it or use reference: precomputed."
-                )
-            self.reference_params = params
-        if self.sync_ref_model:
-            if self.reference not in ("auto", "sync"):
-                raise ConfigError(
-                    f"sync_ref_model: true (TRL) means reference: sync, but reference is {self.reference!r}. "
-                    "Set only one of them."
-                )
-            if self.precompute_ref_log_probs:
-                raise ConfigError(
-                    "sync_ref_model and precompute_ref_log_probs exclude each other: a synced reference changes."
-                )
-            params = dict(self.reference_params or {})
-            for key, trl_field in (("sync_steps", "ref_model_sync_steps"), ("alpha", "ref_model_mixup_alpha")):
-                value = getattr(self, trl_field)
-                if key in params and trl_field in self.explicit_fields and params[key] != value:
-                    raise ConfigError(
-                        f"reference_params.{key}={params[key]!r} contradicts TRL's {trl_field}={value!r}; set one."
-                    )
-                params.setdefault(key, value)
-            self.reference = "sync"
-            self.reference_params = params
 
     # -- plugin plans ---------------------------------------------------------------------------
     @property
@@ -158,3 +106,82 @@ class DPOConfig(_PluginFields):
         super().__init__(*args, **kwargs)
 
     __init__.__signature__ = inspect.signature(_PluginFields.__init__)  # type: ignore[attr-defined]
+
+
+#: TRL's ``DPOConfig`` fields that say what a plugin field says (mapped by :func:`map_trl_fields`).
+TRL_SETTING_FIELDS = (
+    "padding_free",
+    "precompute_ref_log_probs",
+    "precompute_ref_batch_size",
+    "sync_ref_model",
+    "ref_model_sync_steps",
+    "ref_model_mixup_alpha",
+)
+
+
+def map_trl_fields(settings: PluginSettings, trl_fields: Mapping[str, Any], explicit: Collection[str]) -> None:
+    """TRL's fields onto the plugin's: ``padding_free`` → ``packing``, ``precompute_ref_log_probs`` /
+    ``precompute_ref_batch_size`` / ``sync_ref_model`` (+ its steps and α) → ``reference`` and its params.
+
+    ``trl_fields``: the values of :data:`TRL_SETTING_FIELDS` (a host's config, e.g. Axolotl's keys mapped);
+    ``explicit``: the fields the user set. Both sides set inconsistently is a ConfigError naming both.
+    """
+    _map_padding_free(settings, bool(trl_fields.get("padding_free")))
+    _map_precompute(
+        settings, bool(trl_fields.get("precompute_ref_log_probs")), trl_fields.get("precompute_ref_batch_size")
+    )
+    if trl_fields.get("sync_ref_model"):
+        _map_sync(settings, trl_fields, explicit)
+
+
+def _map_padding_free(settings: PluginSettings, padding_free: bool) -> None:
+    if padding_free:
+        if settings.packing not in ("auto", "padding_free"):
+            raise ConfigError(
+                f"padding_free: true (TRL) means packing: padding_free, but packing is {settings.packing!r}. "
+                "Set only one."
+            )
+        settings.packing = "padding_free"
+
+
+def _map_precompute(settings: PluginSettings, precompute: bool, batch_size: int | None) -> None:
+    if precompute:
+        if settings.reference not in ("auto", "precomputed"):
+            raise ConfigError(
+                f"precompute_ref_log_probs: true (TRL) means reference: precomputed, but reference is "
+                f"{settings.reference!r}. Set only one of them."
+            )
+        settings.reference = "precomputed"
+    if batch_size is not None:
+        params = settings.options("reference_params")
+        if params.setdefault("batch_size", batch_size) != batch_size:
+            raise ConfigError(
+                f"reference_params.batch_size={params['batch_size']!r} contradicts TRL's precompute_ref_batch_size="
+                f"{batch_size!r}; set one."
+            )
+        if settings.reference not in ("auto", "precomputed"):
+            raise ConfigError(
+                f"precompute_ref_batch_size is set, but reference is {settings.reference!r}, which precomputes "
+                "nothing; remove it or use reference: precomputed."
+            )
+        settings.reference_params = params
+
+
+def _map_sync(settings: PluginSettings, trl_fields: Mapping[str, Any], explicit: Collection[str]) -> None:
+    if settings.reference not in ("auto", "sync"):
+        raise ConfigError(
+            f"sync_ref_model: true (TRL) means reference: sync, but reference is {settings.reference!r}. "
+            "Set only one of them."
+        )
+    if trl_fields.get("precompute_ref_log_probs"):
+        raise ConfigError("sync_ref_model and precompute_ref_log_probs exclude each other: a synced reference changes.")
+    params = settings.options("reference_params")
+    for key, trl_field in (("sync_steps", "ref_model_sync_steps"), ("alpha", "ref_model_mixup_alpha")):
+        value = trl_fields[trl_field]
+        if key in params and trl_field in explicit and params[key] != value:
+            raise ConfigError(
+                f"reference_params.{key}={params[key]!r} contradicts TRL's {trl_field}={value!r}; set one."
+            )
+        params.setdefault(key, value)
+    settings.reference = "sync"
+    settings.reference_params = params

@@ -6,39 +6,26 @@ Nothing here imports TRL at module level: ``dpo-plugin plugins`` lists the host 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ...forward.backend import ForwardBackend
 from ...hookspecs import Register, hookimpl
-from ...settings import PluginSettings
 from ..base import Host, TrainResult
 
 
 class TrlHost(Host):
     """TRL's ``DPOTrainer`` (``from dpo_plugin.trl import DPOConfig, DPOTrainer``; ``dpo-plugin train``)."""
 
-    trl_versions = ">=1.16,<1.17"
+    trl_versions = ">=1.14.1,<1.17"
 
     def backend(self) -> ForwardBackend:
         from .internals import TrlBackend
 
         return TrlBackend()
 
-    def settings(self, config: Any) -> PluginSettings:
-        from .trainer import plugin_config
-
-        return plugin_config(config, None)
-
-    def trainer_class(self) -> type:
-        from .trainer import DPOTrainer
-
-        return DPOTrainer
-
     def train(self, argv: Sequence[str]) -> TrainResult:
         from .run import run_training
         from .train_args import parse_train_args
 
-        self.check_versions()
         return run_training(parse_train_args(list(argv)))
 
     def train_help(self, full: bool = False) -> str:

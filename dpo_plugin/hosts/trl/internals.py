@@ -58,7 +58,7 @@ from trl.trainer.utils import create_model_from_path
 
 from ...errors import ConfigError
 from ...forward.backend import Collator
-from ...forward.heads import METRIC_FIELDS, WPO_FIELD, LogitsHead, TokenHead, TokenOutputs
+from ...forward.heads import LogitsHead, TokenHead, TokenOutputs
 from ...forward.logps import REFERENCE_COLUMNS, ForwardSettings, logits_outputs
 from ...session import streams
 from ...settings import LossRequest
@@ -335,9 +335,9 @@ class SessionHooks:
         named = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         prepared = {
             name: self._precompute_ref_logps(
-                self._prepare_dataset(split, self.processing_class, self.args, name),
+                self._prepare_dataset(split, self.processing_class, self.args, name),  # type: ignore[attr-defined]
                 name,
-                0,  # type: ignore[attr-defined]
+                0,
             )
             for name, split in named.items()
         }
@@ -366,8 +366,3 @@ class SessionHooks:
         dataset = dataset.remove_columns([c for c in REFERENCE_COLUMNS if c in dataset.column_names])
         dataset = dataset.add_column(REFERENCE_COLUMNS[0], scores.chosen.tolist())
         return dataset.add_column(REFERENCE_COLUMNS[1], scores.rejected.tolist())
-
-
-#: The per-token fields TRL's ``__init__`` patches the policy's fused head with (WPO adds its field).
-TRAINING_FIELDS = ("log_probs", *METRIC_FIELDS)
-WPO_FIELDS = (*TRAINING_FIELDS, WPO_FIELD)

@@ -140,7 +140,11 @@ def finish_run(trainer: Any, plan: RunPlan) -> None:
 
 
 def new_session(args: Any, explicit: frozenset[str]) -> DPOSession:
-    """The session of a run configured by a TRL ``DPOConfig`` that is also the run's :class:`PluginSettings`."""
+    """The session of a run configured by a TRL ``DPOConfig`` that is also the run's :class:`PluginSettings`
+    (the installed TRL checked against the host's range first)."""
+    from .host import TrlHost
+
+    TrlHost().check_versions()
     return DPOSession(args, loss_request(args, explicit), TrlBackend(), output_dir=args.output_dir)
 
 
