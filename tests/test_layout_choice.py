@@ -13,7 +13,7 @@ from trainer_fixtures import config_kwargs, preference_dataset
 from transformers import Qwen2Config
 
 from dpo_plugin.forward import layout_choice
-from dpo_plugin.forward.layout_cost import BatchCost, ModelShape, estimate, packed_cost, padded_cost
+from dpo_plugin.forward.layout_cost import BatchCost, ModelShape, estimate, packed_cost, padded_cost, time_layouts
 from dpo_plugin.forward.logps import ForwardSettings
 from dpo_plugin.forward.segment_kernels import CALL_COST
 from dpo_plugin.testing.tiny import tiny_model, tiny_tokenizer
@@ -136,3 +136,25 @@ def test_shapes_the_estimate_never_saw_give_a_valid_layout(tmp_path, packing):
             rows, 8, shape, ForwardSettings(max_length=8192), share_prompt=True, compact_head=False, passes=3
         )
         assert found.batches == len(rows) and (found.ratio > 0 if rows else found.ratio == 1.0)
+
+
+def test_timing_the_layouts_leaves_the_models_gradients_and_weights_as_they_were(tmp_path):
+    trainer = _trainer(tmp_path, packing="prefix_sharing")
+    scorer, model = trainer.session.scorer, trainer.model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    for parameter in parameters:
+        parameter.grad = torch.full_like(parameter, 0.5)
+    weights = [p.detach().clone() for p in parameters]
+    seconds = time_layouts(
+        model,
+        {"prefix_sharing": scorer.collator(PAIRS)},
+        scorer.settings,
+        scorer.head,
+        context=scorer.engine.autocast,
+        backward=True,
+        reference_forwards=1,
+    )
+    assert set(seconds) == {"prefix_sharing"} and seconds["prefix_sharing"] > 0
+    # the backward's gradients went elsewhere: a backward that accumulated into these would have changed them
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in parameters)
+    assert all(torch.equal(p, w) for p, w in zip(parameters, weights, strict=True))

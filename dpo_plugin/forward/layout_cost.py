@@ -184,6 +184,8 @@ def time_layouts(
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
     saved = [p.grad for p in parameters]
+    for parameter in parameters:  # a backward accumulates in place: the saved gradients must not see it
+        parameter.grad = None
     best = {name: float("inf") for name in batches}
     device = next(model.parameters()).device
     try:

@@ -358,8 +358,8 @@ class SessionHooks:
             return dataset  # TRL was shown precompute only so that it would not reload a reference
         if isinstance(dataset, IterableDataset):
             raise ValueError(
-                f"reference: {strategy.name} (TRL's precompute_ref_log_probs) needs a map-style Dataset to score "
-                f"once before training, but the {name} split is an IterableDataset (streaming). Load it without "
+                f"reference: {strategy.name} (TRL's precompute_ref_log_probs) is not supported with IterableDataset: "
+                f"the {name} split streams, and it would be scored once before training. Load it without "
                 "streaming, or use reference: copy or adapter, which score each batch as it comes."
             )
         scores = self.session.prepared_reference().score(dataset)
