@@ -82,9 +82,10 @@ class Gathered:
     shapes: tuple[tuple[int, int], ...]
     output: Tensor
 
-    @property
+    @functools.cached_property
     def cu_seqlens(self) -> Tensor:
-        """Cumulative sequence starts ``[N + 1]`` (int32), for groups of one unpadded sequence each."""
+        """Cumulative sequence starts ``[N + 1]`` (int32), for groups of one unpadded sequence each (built once:
+        every layer reads it)."""
         lengths = torch.tensor([0] + [length for _, length in self.shapes], dtype=torch.int32)
         return lengths.cumsum(0, dtype=torch.int32).to(self.index.device)
 
