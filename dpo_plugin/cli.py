@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -239,6 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         beta=args.beta,
         max_length=args.max_length,
         batch_size=args.batch_size,
+        reuse_output_dir=args.reuse_output_dir,
     )
     print(_checks_table(report))
     print(_report_location(args.output_dir, report))
@@ -295,6 +297,14 @@ def _checks_table(report: dict[str, Any]) -> str:
 def _report_location(folder: str, report: dict[str, Any]) -> str:
     files = report.get("files") or ["report.md"]
     return f"Report and plots in {folder}/eval/: {', '.join(files)}"
+
+
+class _ExactParser(argparse.ArgumentParser):
+    """A subcommand's parser: a flag is its whole name, never an abbreviation of it (``--out`` is not
+    ``--output_dir``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
 
 def _option(parser: Any, name: str, **kwargs: Any) -> None:
@@ -370,7 +380,6 @@ def _add_evaluate(sub: Any) -> None:
     evaluate.add_argument("--judge", help="judge for win_rate: function, reward_model, llm, openai")
     _option(evaluate, "judge_params", help='the judge\'s options as JSON, e.g. \'{"function": "module:attr"}\'')
     _option(evaluate, "check_params", help='options per check as JSON, e.g. \'{"win_rate": {"max_new_tokens": 32}}\'')
-    _option(evaluate, "output_dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/ (default: dpo-eval)")
     evaluate.add_argument(
         "--beta", type=float, default=0.1, help="β of the implicit rewards, as in training (default: 0.1)"
     )
@@ -382,8 +391,21 @@ def _add_evaluate(sub: Any) -> None:
         help="tokens of prompt + completion kept, as in training (default: 1024)",
     )
     _option(evaluate, "batch_size", type=int, default=8, help="pairs scored at once (default: 8)")
-    evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
+    _add_evaluate_output(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _add_evaluate_output(evaluate: Any) -> None:
+    """Where ``evaluate`` writes, and its exit code."""
+    _option(evaluate, "output_dir", default="dpo-eval", help="the report goes to OUTPUT_DIR/eval/ (default: dpo-eval)")
+    _option(
+        evaluate,
+        "reuse_output_dir",
+        action="store_true",
+        help="write eval/ into a folder that is not empty (its files are never changed), or replace the report an "
+        "earlier run or evaluation wrote there",
+    )
+    evaluate.add_argument("--strict", action="store_true", help="exit 1 when a check does not pass")
 
 
 def _add_check_data(sub: Any) -> None:
@@ -408,13 +430,24 @@ def _add_check_data(sub: Any) -> None:
     check.set_defaults(func=cmd_check_data)
 
 
+def _unrecognized(rest: Sequence[str], flags: Sequence[str]) -> str:
+    """argparse's message for arguments no option took, with the closest flag of the command for a mistyped one."""
+    import difflib
+
+    unknown = next((arg.split("=", 1)[0] for arg in rest if arg.startswith("--")), None)
+    close = difflib.get_close_matches(unknown, flags, n=1) if unknown else []
+    return f"unrecognized arguments: {' '.join(rest)}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpo-plugin", description=DESCRIPTION, epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="dpo-plugin", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"dpo-plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ExactParser)
     for add in (_add_listings, _add_training, _add_evaluate, _add_check_data):
         add(sub)
+    for command in sub.choices.values():  # for the closest flag of a mistyped one
+        command.set_defaults(flags=sorted(set(re.findall(r"--[A-Za-z][\w-]*", command.format_help()))))
     return parser
 
 
@@ -422,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "takes_rest", False):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        parser.error(_unrecognized(rest, getattr(args, "flags", ())))
     args.rest = rest
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"

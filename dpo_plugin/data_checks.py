@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .data_quality import DataReport, Pair, ensure_clean, token_findings
+from .data_quality import DataReport, Finding, Pair, ensure_clean, identical_after_truncation, token_findings
 from .data_quality import check_data as find_problems
 from .errors import ConfigError
 from .forward.backend import ForwardBackend, default_backend
@@ -21,26 +21,26 @@ from .preference_data import validate_preference_columns
 logger = logging.getLogger(__name__)
 
 
-def token_lengths(
+def token_ids(
     pairs: Sequence[Pair], tokenizer: Any, backend: ForwardBackend | None = None
-) -> tuple[list[int], list[int], list[int]]:
-    """Token counts of prompt, chosen and rejected per pair, tokenised by the host's trainer (default:
-    the default host's).
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Token ids of prompt, chosen and rejected per pair, tokenised by the host's trainer (default:
+    the default host's), with datasets' progress bar ("Tokenizing check dataset").
 
     Conversational pairs go through the chat template (the prompt with the generation prompt);
     plain-text completions get the EOS token appended; the completion starts where the tokenised
     prompt and prompt+completion diverge. Nothing is truncated or dropped here.
     """
-    import datasets
+    prepared = (backend or default_backend()).prepare_pairs(_pairs_dataset(pairs), tokenizer, name="check")
+    prompt, chosen, rejected = (prepared[column] for column in TOKEN_COLUMNS)
+    return prompt, chosen, rejected
 
-    bars_were_on = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        prepared = (backend or default_backend()).prepare_pairs(_pairs_dataset(pairs), tokenizer, name="check")
-    finally:
-        if bars_were_on:
-            datasets.enable_progress_bars()
-    prompt, chosen, rejected = ([len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS)
+
+def token_lengths(
+    pairs: Sequence[Pair], tokenizer: Any, backend: ForwardBackend | None = None
+) -> tuple[list[int], list[int], list[int]]:
+    """Token counts of prompt, chosen and rejected per pair (:func:`token_ids`)."""
+    prompt, chosen, rejected = ([len(ids) for ids in part] for part in token_ids(pairs, tokenizer, backend))
     return prompt, chosen, rejected
 
 
@@ -71,34 +71,38 @@ def check_data(
     """:func:`dpo_plugin.data_quality.check_data` reading the data as the host does; with ``tokenizer``, lengths
     in tokens and the chat-template round trip. ``backend``: the host's reading (default: the default host's)."""
     backend = backend or default_backend()
-    count = (lambda pairs: token_lengths(pairs, tokenizer, backend)) if tokenizer is not None else None
+    tokenize = (lambda pairs: token_ids(pairs, tokenizer, backend)) if tokenizer is not None else None
     extract = backend.extract_prompt
     return find_problems(
-        dataset, extract_prompt=extract, count_tokens=count, max_length=max_length, chat_template=tokenizer, **options
+        dataset, extract_prompt=extract, tokenize=tokenize, max_length=max_length, chat_template=tokenizer, **options
     )
 
 
 def check_datasets(
     train_dataset: Any, eval_dataset: Any, backend: ForwardBackend, *, allow_errors: bool
-) -> DataReport | None:
-    """Column checks for every split and the data-quality checks on the training split, before anything loads."""
+) -> tuple[DataReport | None, str | None]:
+    """Column checks for every split and the data-quality checks on the training split, before anything loads;
+    the report (None for a streaming split) and the training data's format (``"text"`` or ``"messages"``)."""
     from datasets import Dataset
 
     splits = [train_dataset] + (list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset])
-    for split in splits:
-        if split is not None:
-            validate_preference_columns(split)
+    formats = [validate_preference_columns(split) for split in splits if split is not None]
+    data_format = formats[0] if train_dataset is not None else None
     if not isinstance(train_dataset, Dataset):
-        return None
+        return None, data_format
     report = check_data(train_dataset, backend)
     ensure_clean(report, allow_errors=allow_errors)
-    return report
+    return report, data_format
 
 
-def log_truncation(report: DataReport | None, prepared: Any, *, max_length: int | None, truncation_mode: str) -> None:
-    """Token-level findings from TRL's tokenised training split: pairs it dropped, completions it truncates.
+def check_truncation(
+    report: DataReport | None, prepared: Any, *, max_length: int | None, truncation_mode: str, allow_errors: bool
+) -> None:
+    """Token-level findings from the host's tokenised training split: pairs it dropped, completions it truncates,
+    sides it truncates to the same tokens.
 
-    Logged as warnings; no pair left is a ConfigError (before any reference pass or training step).
+    Logged as warnings; no pair left, or most pairs identical after truncation, is a ConfigError (before any
+    reference pass or training step; the latter, with ``allow_errors``, only logged).
     """
     from datasets import Dataset
 
@@ -110,8 +114,10 @@ def log_truncation(report: DataReport | None, prepared: Any, *, max_length: int 
             "tokens, leaving nothing to train on. Raise max_length or shorten the prompts (`dpo-plugin check-data "
             "--model M --max_length N` counts them)."
         )
-    lengths = [[len(ids) for ids in prepared[column]] for column in TOKEN_COLUMNS]
-    findings = token_findings(*lengths, max_length=max_length, truncation_mode=truncation_mode)
+    ids = [prepared[column] for column in TOKEN_COLUMNS]
+    lengths = [[len(x) for x in part] for part in ids]
+    findings: list[Finding] = token_findings(*lengths, max_length=max_length, truncation_mode=truncation_mode)
+    findings += identical_after_truncation(*ids, max_length=max_length, truncation_mode=truncation_mode)
     dropped = report.rows - len(prepared)
     if dropped:
         logger.warning(
@@ -121,5 +127,9 @@ def log_truncation(report: DataReport | None, prepared: Any, *, max_length: int 
             max_length,
         )
     for finding in findings:
-        logger.warning("Data quality: %s", finding.message)
+        if finding.severity == "warning":
+            logger.warning("Data quality: %s", finding.message)
     report.findings.extend(findings)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        ensure_clean(DataReport(report.rows, errors), allow_errors=allow_errors)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .errors import ConfigError
 from .preference_data import MESSAGES, validate_preference_columns, value_format
 from .template_round_trip import mismatch, shape
@@ -33,7 +35,9 @@ EXCERPT_WIDTH = 60
 
 MISSING = "Missing or empty prompt, chosen or rejected: TRL cannot train on these rows."
 WRONG_TYPE = "Wrong value type: every row needs text, or lists of {role, content} messages, like the first row."
-MALFORMED = "Malformed message: each message must be a mapping with 'role' and 'content'."
+MALFORMED = (
+    "Malformed message: each message must be a mapping with 'role' and 'content' (or, calling tools, 'tool_calls')."
+)
 UNKNOWN_ROLE = f"Unknown message role (known roles: {', '.join(ROLES)})."
 EMPTY_CONTENT = "Empty message content."
 NOT_ASSISTANT = "Chosen or rejected does not end with an assistant message (the turn DPO trains on)."
@@ -219,12 +223,14 @@ def _message_problem(messages: list[Any], part: str) -> Problem | None:
     """The first structural problem of a list of chat messages, if any."""
     for position, message in enumerate(messages):
         where = f"{part}[{position}]"
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        # an assistant message that calls tools may have no content key at all (TRL's tool-call data)
+        has_content = isinstance(message, dict) and ("content" in message or bool(message.get("tool_calls")))
+        if not has_content or "role" not in message:
             shown = f"has keys {sorted(message)}" if isinstance(message, dict) else f"is {type(message).__name__}"
             return Problem("format_error", MALFORMED, f"{where} {shown}")
         if message["role"] not in ROLES:
             return Problem("format_error", UNKNOWN_ROLE, f"{where} has role {message['role']!r}")
-        if not _content_text(message["content"]).strip() and not message.get("tool_calls"):
+        if not _content_text(message.get("content")).strip() and not message.get("tool_calls"):
             return Problem("format_error", EMPTY_CONTENT, f"{where} ({message['role']}) is empty")
     if part != "prompt" and messages[-1]["role"] != "assistant":
         return Problem("format_error", NOT_ASSISTANT, f"{part} ends with a {messages[-1]['role']} message")
@@ -247,8 +253,8 @@ def _part_problem(value: Any, part: str, data_format: str) -> Problem | None:
 
 
 ExtractPrompt = Callable[[dict[str, Any]], dict[str, Any]]
-#: Token counts of ``(prompt, chosen, rejected)`` per pair, as TRL tokenises them.
-CountTokens = Callable[[Sequence["Pair"]], tuple[list[int], list[int], list[int]]]
+#: Token ids of ``(prompt, chosen, rejected)`` per pair, as TRL tokenises them.
+Tokenize = Callable[[Sequence["Pair"]], tuple[list[list[int]], list[list[int]], list[list[int]]]]
 
 
 def _pair_or_problem(
@@ -275,7 +281,7 @@ def read_pairs(dataset: Any, extract_prompt: ExtractPrompt) -> tuple[list[Pair],
     """The usable pairs of a dataset, as TRL reads them, and the problem of each other row (by row number)."""
     data_format = validate_preference_columns(dataset)
     pairs, problems = [], {}
-    for index, row in enumerate(_read_rows(dataset)):
+    for index, row in enumerate(tqdm(_read_rows(dataset), desc="Reading pairs", leave=False, mininterval=1)):
         outcome = _pair_or_problem(index, row, data_format, extract_prompt)
         if isinstance(outcome, Problem):
             problems[index] = outcome
@@ -292,7 +298,7 @@ def check_data(
     dataset: Any,
     *,
     extract_prompt: ExtractPrompt,
-    count_tokens: CountTokens | None = None,
+    tokenize: Tokenize | None = None,
     max_length: int | None = None,
     truncation_mode: str = "keep_start",
     min_pairs: int = 100,
@@ -308,25 +314,21 @@ def check_data(
     than ``min_pairs`` pairs, distinct prompts below ``min_prompt_diversity`` of the pairs, and a
     length bias (chosen longer than rejected in more than ``length_bias_threshold`` or less than
     ``1 - length_bias_threshold`` of the pairs, two-sided binomial test at ``significance``). With
-    ``count_tokens`` lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt
-    alone fills ``max_length`` under ``keep_start``) and the pairs it truncates. With ``chat_template`` (a
+    ``tokenize`` lengths are in tokens, and with ``max_length`` also the pairs TRL drops (prompt
+    alone fills ``max_length`` under ``keep_start``), the pairs it truncates and those it truncates to
+    identical sides (:func:`identical_after_truncation`). With ``chat_template`` (a
     tokenizer): the chat-template round trip of every conversational pair (:func:`template_round_trip`).
     """
     if truncation_mode not in TRUNCATION_MODES:
         raise ConfigError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {truncation_mode!r}.")
-    if max_length is not None and (count_tokens is None or max_length < 1):
+    if max_length is not None and (tokenize is None or max_length < 1):
         raise ConfigError("max_length needs a tokenizer (to count tokens as TRL does) and must be a positive integer.")
     pairs, problems = read_pairs(dataset, extract_prompt)
     findings = _problem_findings(problems)
     findings += _pair_findings(pairs, min_pairs=min_pairs, min_prompt_diversity=min_prompt_diversity)
     lengths, unit = [(len(text_of(p.chosen)), len(text_of(p.rejected))) for p in pairs], "characters"
-    if count_tokens is not None and pairs:
-        prompt_lens, chosen_lens, rejected_lens = count_tokens(pairs)
-        lengths, unit = list(zip(chosen_lens, rejected_lens)), "tokens"
-        if max_length is not None:
-            rows = [p.row for p in pairs]
-            counts = (prompt_lens, chosen_lens, rejected_lens)
-            findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
+    if tokenize is not None and pairs:
+        lengths, unit = _in_tokens(pairs, tokenize, findings, max_length=max_length, truncation_mode=truncation_mode)
     bias = _length_bias(pairs, lengths, unit, threshold=length_bias_threshold, significance=significance)
     findings += [bias] if bias else []
     report = DataReport(len(pairs) + len(problems), findings, template_sample=_template_sample(pairs))
@@ -335,6 +337,20 @@ def check_data(
     for finding in report.warnings:
         logger.warning("Data quality, %s (%d): %s", finding.code, finding.count, finding.message)
     return report
+
+
+def _in_tokens(
+    pairs: Sequence[Pair], tokenize: Tokenize, findings: list[Finding], *, max_length: int | None, truncation_mode: str
+) -> tuple[list[tuple[int, int]], str]:
+    """The pairs' (chosen, rejected) lengths in tokens; with ``max_length``, the truncation findings added."""
+    ids = tokenize(pairs)
+    prompt_lens, chosen_lens, rejected_lens = ([len(x) for x in part] for part in ids)
+    if max_length is not None:
+        rows = [p.row for p in pairs]
+        counts = (prompt_lens, chosen_lens, rejected_lens)
+        findings += token_findings(*counts, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
+        findings += identical_after_truncation(*ids, max_length=max_length, truncation_mode=truncation_mode, rows=rows)
+    return list(zip(chosen_lens, rejected_lens)), "tokens"
 
 
 def _problem_findings(problems: Mapping[int, Problem]) -> list[Finding]:
@@ -365,7 +381,7 @@ def _relations(pairs: Sequence[Pair]) -> _Relations:
     found = _Relations()
     first_of: dict[tuple[str, str, str], int] = {}  # (prompt, chosen, rejected) → first row
     near_groups: defaultdict[tuple[str, ...], dict] = defaultdict(dict)  # normalised texts → {exact: first row}
-    for pair in pairs:
+    for pair in tqdm(pairs, desc="Comparing pairs", leave=False, mininterval=1):
         prompt, chosen, rejected = (_hashable(part) for part in (pair.prompt, pair.chosen, pair.rejected))
         normalised = tuple(_normalised(text_of(part)) for part in (pair.prompt, pair.chosen, pair.rejected))
         if chosen == rejected:
@@ -526,6 +542,49 @@ def token_findings(
     return findings
 
 
+def identical_after_truncation(
+    prompt_ids: Sequence[Sequence[int]],
+    chosen_ids: Sequence[Sequence[int]],
+    rejected_ids: Sequence[Sequence[int]],
+    *,
+    max_length: int,
+    truncation_mode: str = "keep_start",
+    rows: Sequence[int] | None = None,
+) -> list[Finding]:
+    """Pairs whose two sides TRL 1.16's collator truncates to the same tokens (``prompt + completion`` cut to
+    ``max_length`` from the end or the start): they carry no preference, as identical pairs do.
+
+    An error when more than half of the pairs are such (the loss would sit near log 2 with no gradient), else a
+    warning.
+    """
+    rows = list(range(len(prompt_ids))) if rows is None else list(rows)
+    keep_start = truncation_mode == "keep_start"
+    cut = slice(None, max_length) if keep_start else slice(-max_length, None)
+
+    def kept(prompt: Sequence[int], completion: Sequence[int]) -> tuple[list[int], list[int]]:
+        return (list(prompt) + list(completion))[cut], ([0] * len(prompt) + [1] * len(completion))[cut]
+
+    pairs = [  # keep_start: TRL drops a pair whose prompt alone fills max_length (token_findings names those)
+        pair
+        for pair in zip(rows, prompt_ids, chosen_ids, rejected_ids)
+        if not (keep_start and len(pair[1]) >= max_length)
+    ]
+    same = [
+        row
+        for row, prompt, chosen, rejected in pairs
+        if list(chosen) != list(rejected) and kept(prompt, chosen) == kept(prompt, rejected)
+    ]
+    if not same:
+        return []
+    message = (
+        f"{len(same)} of {len(pairs)} pairs have chosen and rejected identical after truncation to max_length="
+        f"{max_length} tokens (truncation_mode={truncation_mode}): like identical pairs they carry no preference "
+        "(their loss stays at log 2, with no gradient). Raise max_length or shorten the prompts."
+    )
+    severity = "error" if 2 * len(same) > len(pairs) else "warning"
+    return [_finding("identical_after_truncation", severity, message, same, lambda row: f"row {row}")]
+
+
 def _template_sample(pairs: Sequence[Pair]) -> list[Pair]:
     """The first :data:`TEMPLATE_SAMPLE_PER_SHAPE` conversational pairs of each shape
     (what a chat template branches on)."""
@@ -553,7 +612,7 @@ def template_round_trip(pairs: Sequence[Pair], tokenizer: Any) -> tuple[Finding 
             "chat_template_round_trip", "error", message, len(conversations)
         ), "Chat-template round trip: no template."
     details = {}
-    for pair in conversations:
+    for pair in tqdm(conversations, desc="Chat-template round trip", leave=False, mininterval=1):
         try:
             found = mismatch(tokenizer, pair.prompt, (pair.chosen, pair.rejected), pair.extra)
         except Exception as error:  # a template that raises (e.g. on a role it does not know)

@@ -6,6 +6,13 @@ overwrites or deletes a file it did not write. The folder's :data:`MANIFEST` lis
 entries this package's runs wrote there; anything else is the user's. A user's entry whose name a
 run writes (a model file, ``README.md``, ``checkpoint-*`` — which checkpoint rotation would delete)
 is refused in every case, with the names, before anything loads.
+
+Every write is listed before it happens: a checkpoint before its files are written; a save into the
+folder itself goes to :data:`STAGING` (listed first), whose entries :func:`move_in` then lists and
+moves in one by one. So a write cut short (a full disk, a kill) leaves only entries the manifest
+names, and the next run, resuming or reusing the folder, accepts it. ``dpo-plugin evaluate`` writes its
+report by the same rules (:func:`check_report_folder`). The lock file of :mod:`dpo_plugin.run_lock` is
+not an entry.
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import ConfigError
+from .run_lock import LOCK_FILE
 
 MANIFEST = "dpo_plugin_run.json"
+#: Where a save into the output folder is written first (listed in the manifest), then moved in name by name.
+STAGING = ".dpo_plugin_saving"
 #: Top-level names a training run may write (model, tokenizer, trainer files, checkpoints, reports).
 WRITTEN_NAMES = (
     "config.json",
@@ -56,7 +67,7 @@ WRITTEN_NAMES = (
 def entries(folder: str | Path) -> set[str]:
     """The top-level names in ``folder`` (none when it does not exist)."""
     folder = Path(folder)
-    return set(os.listdir(folder)) - {MANIFEST} if folder.is_dir() else set()
+    return set(os.listdir(folder)) - {MANIFEST, LOCK_FILE} if folder.is_dir() else set()
 
 
 def written(folder: str | Path) -> set[str]:
@@ -110,6 +121,31 @@ def check_output_dir(
     return users
 
 
+def check_report_folder(folder: str | Path, *, reuse: bool) -> set[str]:
+    """``dpo-plugin evaluate``'s rules, those of training for a report: it writes ``<folder>/eval/`` only into an
+    empty folder or a run of this package without a report, unless ``reuse`` (then beside the user's files, or
+    replacing its own earlier report); a user's ``eval`` is never replaced. Returns the user's entries."""
+    present, ours = entries(folder), written(folder)
+    users = present - ours
+    if "eval" in users:
+        raise ConfigError(
+            f"--output_dir {str(folder)!r} holds eval, which dpo-plugin did not write and the report would overwrite: "
+            "move it away or choose another --output_dir. Nothing was changed."
+        )
+    if "eval" in present and not reuse:
+        raise ConfigError(
+            f"--output_dir {str(folder)!r} already holds a report (eval/), which this evaluation would replace: "
+            "choose another --output_dir, or pass --reuse_output_dir to replace it."
+        )
+    if users and not (ours & present) and not reuse:
+        raise ConfigError(
+            f"--output_dir {str(folder)!r} is not empty ({', '.join(sorted(users)[:6])}) and is not a run of "
+            "dpo-plugin: choose an empty folder, or pass --reuse_output_dir to write eval/ beside those files (they "
+            "are never changed)."
+        )
+    return users
+
+
 def record(folder: str | Path, users: set[str], planned: Iterable[str] = ()) -> None:
     """List every entry of ``folder`` but the user's in its manifest (atomically), and ``planned`` ones about to be
     written (a checkpoint is listed before its files, so a kill while saving leaves it known as the run's)."""
@@ -121,3 +157,33 @@ def record(folder: str | Path, users: set[str], planned: Iterable[str] = ()) -> 
     tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"written": names}, indent=1) + "\n")
     os.replace(tmp, folder / MANIFEST)
+
+
+def move_in(folder: str | Path, staging: str | Path, users: set[str]) -> list[str]:
+    """Move every entry of ``staging`` into ``folder``, each listed in the manifest before it moves; an entry of
+    the run's own of the same name is replaced, a user's entry never (a ConfigError). Returns the names moved."""
+    folder, staging = Path(folder), Path(staging)
+    names = sorted(os.listdir(staging))
+    clashing = sorted(set(names) & users & set(os.listdir(folder)))
+    if clashing:
+        raise ConfigError(
+            f"output_dir {str(folder)!r} holds {', '.join(clashing)}, which this run did not write and will not "
+            f"overwrite; the saved files are in {staging}: move them yourself."
+        )
+    record(folder, users, planned=names)
+    for name in names:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    staging.rmdir()
+    record(folder, users)
+    return names
+
+
+def clear_staging(staging: str | Path) -> None:
+    """An empty staging folder (what a failed save left there is the run's own, listed in the manifest)."""
+    staging = Path(staging)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)

@@ -137,6 +137,7 @@ def _load_folder(path: Path, *, config: str | None, streaming: bool) -> Any:
         if streaming:
             loaded = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in loaded.items()})
         return loaded
+    _check_one_format_per_split(path)
     return _load_checked(
         [(file, FILE_BUILDERS[file.suffix.lower()]) for file in _folder_files(path)],
         lambda: datasets.load_dataset(str(path), config, streaming=streaming),
@@ -146,6 +147,30 @@ def _load_folder(path: Path, *, config: str | None, streaming: bool) -> Any:
         ),
         streaming=streaming,
     )
+
+
+def _check_one_format_per_split(folder: Path) -> None:
+    """A ConfigError when one split of a data folder has files of two formats (``train.jsonl`` and
+    ``train.parquet``): datasets would read one format and silently ignore the other's rows."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        splits = DataFilesDict.from_patterns(get_data_patterns(str(folder)), base_path=str(folder))
+    except Exception:  # noqa: BLE001 -- no data files, or a layout datasets reports itself when loading
+        return
+    for split, files in splits.items():
+        by_format: dict[str, list[str]] = {}
+        for file in files:
+            builder = FILE_BUILDERS.get(Path(file).suffix.lower())
+            if builder is not None:
+                by_format.setdefault(builder, []).append(Path(file).name)
+        if len(by_format) > 1:
+            named = " and ".join(", ".join(names) for names in by_format.values())
+            raise ConfigError(
+                f"The data folder {str(folder)!r} holds the {split} split in {len(by_format)} formats ({named}): "
+                "datasets would read only one of them and ignore the others' rows. Keep one format per split "
+                "(move or delete the other files), or name the file to train on in dataset_name."
+            )
 
 
 def _check_data_file(path: Path, builder: str) -> None:
@@ -184,7 +209,9 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
                 raise ConfigError(
                     f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})."
                 ) from None
-            yield from ((f"object {number} of the array", item) for number, item in enumerate(items, 1))
+            for number, item in enumerate(items, 1):
+                _check_unicode(path, f"object {number} of the array", item)
+                yield f"object {number} of the array", item
             return
         handle.seek(0)
         for number, line in enumerate(handle, 1):
@@ -199,7 +226,22 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
                     f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Fix or remove the "
                     f"line: each line of a JSON Lines file is one object, such as {PAIR_EXAMPLE}."
                 ) from None
+            if "\\u" in line:  # only a \uXXXX escape can write a lone surrogate
+                _check_unicode(path, f"line {number}", record)
             yield f"line {number}", record
+
+
+def _check_unicode(path: Path, where: str, record: Any) -> None:
+    """A ConfigError for a string holding half of a UTF-16 surrogate pair (``"\\ud800"``): valid JSON, but no text,
+    which Arrow refuses later with a 0-based row number."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(error.object[error.start])
+        raise ConfigError(
+            f"{path}, {where}: the escape \\u{code:04x} is half of a UTF-16 surrogate pair without its other half, "
+            "which is not text. Write the character itself, or both halves of its \\uXXXX pair."
+        ) from None
 
 
 def _is_one_object(path: Path) -> bool:

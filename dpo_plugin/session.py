@@ -13,15 +13,20 @@ preemption, and the checks after training. A host's trainer — a transformers `
    needed, which may be inside that ``__init__``), :meth:`attach` after it;
 4. each step :meth:`compute_loss`, and :meth:`after_backward` when a backward ends an optimizer step;
    at each log :meth:`extend_logs`;
-5. :meth:`before_train` / :meth:`after_train` around training, :meth:`before_save` / :meth:`after_save`
-   around each save.
+5. :meth:`training` around its ``train()`` (the output folder's lock, the resume compared with the
+   checkpoint's run, the model saved before the checks, signals during the checks), :meth:`save_model`
+   for each save (a save into the output folder is staged through its manifest), :meth:`save_final`
+   when the run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
-from collections.abc import Callable, Mapping
+import shlex
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,7 @@ from transformers import Trainer, TrainerCallback
 
 from .checkpoints import resume_checkpoint
 from .chosen_drift import ChosenDriftWatch
-from .data_checks import check_datasets, log_truncation
+from .data_checks import check_datasets, check_truncation
 from .data_quality import DataReport, ensure_template_round_trip
 from .errors import ConfigError
 from .evaluation.runner import build_context, build_judge, check_metrics, run_checks
@@ -42,12 +47,16 @@ from .forward.layout_choice import ESTIMATE_BATCHES, Workload, choose_layout
 from .forward.logps import ForwardSettings, first_rows, forward_pairs
 from .forward.scorer import Scorer
 from .guard import PreemptionCallback, StepGuard
+from .interruption import stopped_by_signals
 from .loss_mix import LossMix
-from .output_folder import check_output_dir, entries, record
+from .output_folder import STAGING, check_output_dir, clear_staging, entries, move_in, record
 from .plugins import adapters, reference_strategies
 from .reference.base import ReferenceStrategy, RunFacts
+from .run_lock import acquire, release
+from .run_record import architecture, check_resume, data_fingerprint, write_record
 from .settings import LossRequest, PluginSettings
 from .step_metrics import StepMetrics
+from .write_failures import free_bytes, reported_write_failures, state_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +103,19 @@ def _checkpointing_kwargs(args: Any) -> dict[str, Any] | None:
 
 
 class _RecordOutputs(TrainerCallback):
-    """The output folder's manifest lists each checkpoint before it is written, and all of it after."""
+    """The output folder's manifest lists each checkpoint (and the model card TRL writes beside it) before it is
+    written, and all of it after; each checkpoint records its run (for a resume to compare)."""
 
     def __init__(self, session: DPOSession):
         self.session = session
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if control.should_save:
-            self.session.record_outputs(planned=[f"checkpoint-{state.global_step}"])
+            name = f"checkpoint-{state.global_step}"
+            self.session.saving = (name, free_bytes(args.output_dir))
+            self.session.record_outputs(planned=[name, "README.md"])
+            if self.session.trainer.accelerator.is_main_process:
+                write_record(Path(self.session.output_dir) / name, self.session.run_settings())
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.session.record_outputs()
@@ -142,6 +156,7 @@ class DPOSession:
         strategy: type[ReferenceStrategy] = reference_strategies()[settings.reference].obj
         self.reference_strategy = strategy.from_params(settings.options("reference_params"))
         self.data_report: DataReport | None = None
+        self.data_format: str | None = None
         self.check_report: dict[str, Any] | None = None
         self.layout: str | None = None
         self.initial_adapter_dir: Path | None = None
@@ -149,13 +164,72 @@ class DPOSession:
         self._connection: Connection | None = None
         self._reference_ready = False
         self._drift_warned = False
+        self._train_dataset: Any = None
+        self._resumes: str | None = None  # the checkpoint already compared with this run
+        self._saved_step: int | None = None  # the step whose model save_final saved
+        #: the checkpoint being saved, and the bytes free before (for the message when its write fails)
+        self.saving: tuple[str, int | None] = ("a checkpoint", None)
+        #: ``(data, split)`` of the held-out pairs, as ``dpo-plugin evaluate`` takes them (set by a host's CLI)
+        self.eval_data: tuple[str, str] | None = None
 
     # -- before the host's trainer exists --------------------------------------------------------
     def check_data(self, train_dataset: Any, eval_dataset: Any) -> None:
         """The columns of every split and the data-quality checks of the training split (errors stop the run)."""
-        self.data_report = check_datasets(
+        self.data_report, self.data_format = check_datasets(
             train_dataset, eval_dataset, self.backend, allow_errors=self.settings.allow_data_errors
         )
+        self._train_dataset = train_dataset
+
+    def check_chat_template(self, processing_class: Any) -> None:
+        """Conversational data needs a tokenizer with a chat template (checked before the model loads)."""
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        templates = (getattr(processing_class, "chat_template", None), getattr(tokenizer, "chat_template", None))
+        if self.data_format == "messages" and processing_class is not None and not any(templates):
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise ConfigError(
+                f"The data is conversational (lists of messages), but the tokenizer of {name!r} has no chat template "
+                "to render them. Use a chat (instruct) model's tokenizer, set tokenizer.chat_template, or write the "
+                "pairs as plain text."
+            )
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str | None:
+        """A fingerprint of the raw training pairs (None when streaming), for a resume to compare."""
+        return data_fingerprint(self._train_dataset)
+
+    def run_settings(self, shape: Mapping[str, Any] | None = None, max_length: Any = "") -> dict[str, Any]:
+        """What a checkpoint records about this run (:mod:`dpo_plugin.run_record`); ``shape`` and ``max_length``
+        default to the trainer's model and forward settings."""
+        if shape is None:
+            shape = self._architecture(self.trainer.accelerator.unwrap_model(self.trainer.model))
+        if max_length == "":
+            max_length = self.scorer.settings.max_length
+        return {
+            "losses": {c.name: {"weight": c.weight, **c.params} for c in self.loss_mix.components},
+            "reference": {"name": self.settings.reference, **self.settings.options("reference_params")},
+            "data": self.data_fingerprint,
+            "max_length": max_length,
+            "architecture": dict(shape),
+        }
+
+    @staticmethod
+    def _architecture(model: Any) -> dict[str, Any]:
+        """The shape of a loaded policy: its config's, and its active adapter's under PEFT."""
+        peft = getattr(model, "peft_config", None)
+        adapter = peft.get(getattr(model, "active_adapter", "default")) if isinstance(peft, dict) else None
+        return architecture(model.config.to_dict(), adapter.to_dict() if adapter is not None else None)
+
+    def check_resume(self, checkpoint: str | None, model_config: Mapping[str, Any] | None = None, **known: Any) -> None:
+        """Refuse a resume whose checkpoint was saved by another run (see :mod:`dpo_plugin.run_record`), once per
+        checkpoint. Before the model loads, a host passes ``model_config`` and the ``max_length`` it knows."""
+        if checkpoint is None or self._resumes == checkpoint:
+            return
+        if model_config is not None:
+            current = self.run_settings(architecture(model_config, None), known.get("max_length"))
+        else:
+            current = self.run_settings()
+            self._resumes = checkpoint  # compared in full (the adapter's shape too)
+        check_resume(checkpoint, current, allow_changes=self.settings.resume_changed)
 
     def pre_load(self, model_init_kwargs: dict[str, Any]) -> dict[str, Any]:
         """The adapter recipe's pre-load step (e.g. QLoRA's quantization) on the policy's loading kwargs."""
@@ -283,28 +357,40 @@ class DPOSession:
 
     def prepared_reference(self) -> ReferenceStrategy:
         """The reference strategy, set up with the scorer and the reference the trainer holds (once)."""
+        if not self._reference_ready:
+            self._check_tokenised()
         self.prepared_layout()
         if not self._reference_ready:
             self._reference_ready = True
             connection = self._connection
             assert connection is not None
-            self.reference_strategy.setup(self.scorer, connection.ref_model())
+            with stopped_by_signals(f"the reference's set-up ({self.reference_strategy.name})", self._nothing_trained):
+                self.reference_strategy.setup(self.scorer, connection.ref_model())
         return self.reference_strategy
+
+    def _check_tokenised(self) -> None:
+        """The host's tokenised training split checked (truncation, the chat template), before any reference pass."""
+        forward, allow = self.scorer.settings, self.settings.allow_data_errors
+        check_truncation(
+            self.data_report,
+            self.trainer.train_dataset,
+            max_length=forward.max_length,
+            truncation_mode=forward.truncation_mode,
+            allow_errors=allow,
+        )
+        ensure_template_round_trip(self.data_report, self.trainer.processing_class, allow_errors=allow)
+
+    def _nothing_trained(self) -> str:
+        cached = getattr(self.reference_strategy, "cache_files", None)
+        kept = (
+            f" (the reference log-probs computed so far are cached in {cached[0].parent} and reused)" if cached else ""
+        )
+        return f"Nothing was trained or saved yet; run the same command again to start over{kept}."
 
     def attach(self, *, base_weights_change: bool) -> None:
         """After the host's trainer is built: the reference set up, the callbacks, the guard and the metrics."""
         trainer = self.trainer
         self.initial_adapter_dir = self._save_initial_adapter(base_weights_change)
-        forward = self.scorer.settings
-        log_truncation(
-            self.data_report,
-            trainer.train_dataset,
-            max_length=forward.max_length,
-            truncation_mode=forward.truncation_mode,
-        )
-        ensure_template_round_trip(
-            self.data_report, trainer.processing_class, allow_errors=self.settings.allow_data_errors
-        )
         self.prepared_reference()
         trainer.add_callback(_ReferenceSteps(self.reference_strategy))
         self.preemption = PreemptionCallback(trainer.accelerator)
@@ -334,8 +420,9 @@ class DPOSession:
 
         directory = Path(self.output_dir) / "adapter_init"
         if trainer.accelerator.is_main_process:
-            save_initial_adapter(trainer.accelerator.unwrap_model(trainer.model), directory)
-            record(self.output_dir, self.user_entries)
+            with self.holding_output():
+                record(self.output_dir, self.user_entries, [directory.name])
+                save_initial_adapter(trainer.accelerator.unwrap_model(trainer.model), directory)
         return directory
 
     # -- each step ---------------------------------------------------------------------------------
@@ -387,14 +474,46 @@ class DPOSession:
         )
 
     # -- around training and saving -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def holding_output(self) -> Iterator[None]:
+        """The output folder's lock held: one run per folder (:mod:`dpo_plugin.run_lock`)."""
+        acquire(self.output_dir)
+        try:
+            yield
+        finally:
+            release(self.output_dir)
+
+    @contextlib.contextmanager
+    def training(self, resume_from_checkpoint: Any) -> Iterator[str | None]:
+        """Around the host's ``train()``: yields the checkpoint to resume from (``True``/``"true"``: the newest
+        intact one), compared with this run; afterwards the model is saved and the checks run.
+
+        The output folder is locked throughout; a checkpoint that cannot be written is a one-line
+        :class:`~dpo_plugin.write_failures.WriteFailed`.
+        """
+        with self.holding_output():
+            checkpoint = self.before_train(resume_from_checkpoint)
+            with reported_write_failures(
+                lambda: self.saving[0],
+                self.output_dir,
+                needed=self._checkpoint_bytes,
+                advice=self._after_failed_checkpoint,
+                free=lambda: self.saving[1],
+            ):
+                yield checkpoint
+            self.after_train()
+
     def before_train(self, resume_from_checkpoint: Any) -> str | None:
-        """The checkpoint to resume from (``True``/``"true"``: the newest intact one), the output folder checked."""
+        """The checkpoint to resume from (``True``/``"true"``: the newest intact one) compared with this run, the
+        output folder checked."""
         checkpoint = resume_checkpoint(resume_from_checkpoint, self.output_dir)
         self._check_output(resuming=checkpoint is not None)
+        self.check_resume(checkpoint)
         return checkpoint
 
     def after_train(self) -> None:
-        """The manifest completed; a signal's stop raised as :class:`Preempted`; the configured checks run."""
+        """The manifest completed; a signal's stop raised as :class:`Preempted`; with checks, the model saved first,
+        then the checks run (a signal during them stops them and says how to run them on the saved model)."""
         self.record_outputs()
         if self.preemption.received:
             step = self.trainer.state.global_step
@@ -404,7 +523,9 @@ class DPOSession:
                 f"holds the run. Resume it with --resume_from_checkpoint {saved} (or --resume_from_checkpoint true)."
             )
         if self.settings.checks:
-            self.check_report = self.run_checks()
+            self.save_final()
+            with stopped_by_signals("the post-training checks", self._checks_advice):
+                self.check_report = self.run_checks()
 
     def _check_output(self, resuming: bool) -> None:
         """Before the first write into output_dir: refuse it if the run would overwrite or delete the user's files."""
@@ -420,6 +541,124 @@ class DPOSession:
         """Note in the output folder's manifest what this run wrote there, or is about to (the main process)."""
         if self.trainer.accelerator.is_main_process:
             record(self.output_dir, self.user_entries, planned)
+
+    def save_model(self, save: Callable[[str], None], output_dir: str | None, internal: bool) -> None:
+        """A save by the host's trainer (``save(folder)``, ``internal``: one of its checkpoints): finite weights
+        only. A save into the output folder itself is written to a staging folder listed in its manifest, then moved
+        in name by name (listed first), so that a save cut short (disk full, a kill) leaves a folder the next run
+        accepts."""
+        self.before_save(self.trainer.model)
+        target = output_dir or self.output_dir
+        if Path(target).absolute() != Path(self.output_dir).absolute():
+            save(target)
+            self.after_save(target, internal)
+            return
+
+        def write(staging: str) -> None:
+            save(staging)
+            self.after_save(staging, False)
+
+        with self.holding_output():
+            self._staged("the trained model", write)
+
+    def save_final(self) -> None:
+        """The trained model (:meth:`save_model`) and the training log (``trainer_state.json``) in output_dir, once
+        per step; a signal meanwhile lets the save finish (then, with checks pending, stops)."""
+        trainer = self.trainer
+        if self._saved_step == trainer.state.global_step:
+            return
+        with stopped_by_signals("the save of the trained model", self._saved_advice, finish=True):
+            trainer.save_model(self.output_dir)
+            main = trainer.accelerator.is_main_process
+
+            def write_log(folder: str) -> None:
+                if main:
+                    trainer.state.save_to_json(str(Path(folder) / "trainer_state.json"))
+
+            with self.holding_output():
+                self._staged("the training log", write_log)
+        self._saved_step = trainer.state.global_step
+        logger.info("Model and training log (trainer_state.json) saved to %s.", self.output_dir)
+
+    def _staged(self, what: str, write: Callable[[str], Any]) -> None:
+        """``write(staging)``, then its files moved into output_dir through the manifest (the main process)."""
+        accelerator = self.trainer.accelerator
+        staging = Path(self.output_dir) / STAGING
+        if not self.output_checked:
+            self._check_output(resuming=False)
+        if accelerator.is_main_process:
+            record(self.output_dir, self.user_entries, [STAGING])
+            clear_staging(staging)
+        accelerator.wait_for_everyone()
+        with reported_write_failures(what, self.output_dir, needed=self._model_bytes, advice=self._after_failed_save):
+            write(str(staging))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                move_in(self.output_dir, staging, self.user_entries)
+
+    def _policy(self) -> Any:
+        return self.trainer.accelerator.unwrap_model(self.trainer.model)
+
+    def _model_bytes(self) -> int:
+        """The bytes a save of the policy writes: all its weights, or under PEFT its adapter's."""
+        from accelerate.utils import is_peft_model
+
+        model = self._policy()
+        return state_bytes(model, trainable_only=is_peft_model(model))
+
+    def _checkpoint_bytes(self) -> int:
+        """The bytes of a checkpoint: the weights saved, and the optimizer's two moments of each trained weight."""
+        return self._model_bytes() + 2 * state_bytes(self._policy(), trainable_only=True)
+
+    def _resume_hint(self) -> str:
+        from .checkpoints import last_checkpoint
+
+        newest = last_checkpoint(self.output_dir)
+        if newest is None:
+            return "No intact checkpoint was saved before it: free space, then run again (with reuse_output_dir: true)."
+        return (
+            f"The newest intact checkpoint is {newest}: free space, then resume with --resume_from_checkpoint true "
+            "(the checkpoint cut short is listed as this run's and skipped)."
+        )
+
+    def _after_failed_checkpoint(self) -> str:
+        return f"Training stopped at step {self.trainer.state.global_step}. {self._resume_hint()}"
+
+    def _after_failed_save(self) -> str:
+        return (
+            f"What was written is in {Path(self.output_dir) / STAGING}, listed as this run's (its next save replaces "
+            f"it); nothing else in the folder changed. {self._resume_hint()}"
+        )
+
+    def _saved_advice(self) -> str | None:
+        if not self.settings.checks:
+            return None  # nothing was left to do: the run ends as it would have
+        return f"The trained model is saved in {self.output_dir}; the checks did not run. {self.evaluate_command()}"
+
+    def _checks_advice(self) -> str:
+        return f"The trained model is saved in {self.output_dir}. {self.evaluate_command()}"
+
+    def evaluate_command(self) -> str:
+        """How to run this run's checks on its saved model: the ``dpo-plugin evaluate`` command."""
+        data, split = self.eval_data or ("<the held-out data>", "test")
+        command = ["dpo-plugin", "evaluate", "--model", self.output_dir, "--data", data, "--split", split]
+        command += ["--checks", *self.settings.checks, "--output_dir", self.output_dir]
+        initial = self.scorer.initial_source
+        from accelerate.utils import is_peft_model
+
+        if initial is not None and not is_peft_model(self._policy()):
+            command += ["--reference", initial]
+        if self.settings.judge is not None:
+            command += ["--judge", self.settings.judge]
+        for name in ("judge_params", "check_params"):
+            if self.settings.options(name):
+                command += [f"--{name}", json.dumps(self.settings.options(name))]
+        max_length = self.scorer.settings.max_length
+        command += (["--max_length", str(max_length)] if max_length else []) + [
+            "--beta",
+            f"{self.loss_mix.reward_beta(self.request.beta):g}",
+        ]
+        return f"Run the checks on it with: {shlex.join(command)}"
 
     def before_save(self, model: Any) -> None:
         """Finite weights only; the output folder checked when the model is saved without training first."""

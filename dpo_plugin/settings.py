@@ -82,7 +82,11 @@ class PluginSettings:
         default=None, metadata={"help": "Judge for the win-rate check: function, reward_model, llm, openai."}
     )
     judge_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "Options of the judge, e.g. {function: 'module:attr'}."}
+        default=None,
+        metadata={
+            "help": "Options of the judge, e.g. {function: 'module:attr', timeout: 60}. A module:attr runs that "
+            "module's code (its file is logged), as trust_remote_code does."
+        },
     )
     strict_checks: bool = field(
         default=False,
@@ -126,6 +130,13 @@ class PluginSettings:
         default=False,
         metadata={
             "help": "Let dpo-plugin train write into a non-empty output_dir; files it did not write are never changed."
+        },
+    )
+    resume_changed: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint although the run changed since it was saved (losses, reference, data, "
+            "max_length; refused by default, naming each change). Another architecture is refused always."
         },
     )
     allow_negative_loss_weights: bool = field(

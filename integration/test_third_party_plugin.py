@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ JUDGE_PACKAGE = REPO / "integration" / "example_judge"
 CHECK_PACKAGE = REPO / "integration" / "example_check"
 DISTRIBUTIONS = ("dpo-plugin-example-loss", "dpo-plugin-example-judge", "dpo-plugin-example-check")
 CLI = str(Path(sys.executable).with_name("dpo-plugin"))
+#: the commands load these plugins (tests/conftest.py has the suite load none, whatever else is installed)
+ENV = {**os.environ, "DPO_PLUGIN_LOAD_PLUGINS": ",".join(DISTRIBUTIONS)}
 
 
 def _pip(*args: str) -> None:
@@ -38,7 +41,9 @@ def installed_plugin():
 
 
 def test_installed_plugin_is_listed(installed_plugin):
-    listing = json.loads(subprocess.run([CLI, "plugins", "--json"], capture_output=True, text=True, check=True).stdout)
+    listing = json.loads(
+        subprocess.run([CLI, "plugins", "--json"], capture_output=True, text=True, check=True, env=ENV).stdout
+    )
     plugin = next(p for p in listing["plugins"] if p["name"] == "example_loss")
     assert plugin["distribution"] == "dpo-plugin-example-loss" and plugin["version"] == "0.1.0"
     assert plugin["registered"]["losses"] == ["squared_hinge"]
@@ -67,7 +72,7 @@ def test_yaml_selects_the_plugin_loss(installed_plugin, tmp_path):
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run([CLI, "train", "--config", str(path)], capture_output=True, text=True)
+    result = subprocess.run([CLI, "train", "--config", str(path)], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     steps = [entry for entry in history if "loss/squared_hinge" in entry]
@@ -96,7 +101,7 @@ def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
     )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run([CLI, "train", "--config", str(path)], capture_output=True, text=True)
+    result = subprocess.run([CLI, "train", "--config", str(path)], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert set(report["checks"]) == {"length_growth", "win_rate"}
@@ -131,7 +136,7 @@ def test_yaml_uses_the_plugin_judge_and_check(installed_plugin, tmp_path):
 def test_uninstalled_plugin_is_gone(installed_plugin):
     _pip("uninstall", "-y", "dpo-plugin-example-loss")
     try:
-        listing = subprocess.run([CLI, "plugins", "--json"], capture_output=True, text=True, check=True).stdout
+        listing = subprocess.run([CLI, "plugins", "--json"], capture_output=True, text=True, check=True, env=ENV).stdout
         assert "squared_hinge" not in json.loads(listing)["losses"]
     finally:
         _pip("install", "--no-deps", "--no-build-isolation", str(PACKAGE))

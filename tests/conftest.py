@@ -11,6 +11,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # caches the tests write (reference log-probs) go to a folder of this session, never the user's ~/.cache
 os.environ["DPO_PLUGIN_CACHE"] = tempfile.mkdtemp(prefix="dpo-plugin-test-cache-")
+# the suite sees the built-ins only, whatever else is installed: a test that installs a plugin loads it by name
+os.environ["DPO_PLUGIN_LOAD_PLUGINS"] = ""
 
 import pytest  # noqa: E402
 

@@ -40,7 +40,7 @@ def test_train_help_is_short_plugin_fields_first_then_losses_and_common_trl_keys
     lines = out.splitlines()
     assert lines[0] == USAGE and len(lines) < 110  # TRL's parser prints 968 lines
     fields = plugin_fields()
-    assert [f.name for f in fields][:3] == ["loss_params", "reference", "reference_params"] and len(fields) == 18
+    assert [f.name for f in fields][:3] == ["loss_params", "reference", "reference_params"] and len(fields) == 19
     positions = [_option_line(lines, f.name) for f in fields]
     assert positions == sorted(positions)  # in DPOConfig's order
     text = _words(out)

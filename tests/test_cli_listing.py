@@ -38,8 +38,9 @@ BUILTIN_LOSSES = {
 
 
 def run_cli(*args: str, check: bool = True, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    """The console script on this checkout's code (first on PYTHONPATH: the script may be installed from another)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPO_PLUGIN_")}
+    """The console script on this checkout's code (first on PYTHONPATH: the script may be installed from another),
+    with no third-party plugin but those the test names in ``DPO_PLUGIN_LOAD_PLUGINS`` (others may be installed)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPO_PLUGIN_")} | {"DPO_PLUGIN_LOAD_PLUGINS": ""}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run([CLI, *args], capture_output=True, text=True, check=check, env={**clean, **env}, cwd=cwd)
 
@@ -72,7 +73,9 @@ def third_party(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def plugins_json(third_party):
-    return json.loads(run_cli("plugins", "--json", PYTHONPATH=third_party).stdout)
+    return json.loads(
+        run_cli("plugins", "--json", PYTHONPATH=third_party, DPO_PLUGIN_LOAD_PLUGINS="listing_plugin").stdout
+    )
 
 
 def test_plugins_json_lists_the_builtin_losses_with_their_plugins(plugins_json):
@@ -112,7 +115,7 @@ def test_plugins_json_lists_an_installed_third_party_plugin(plugins_json):
 
 
 def test_plugins_table(third_party):
-    lines = run_cli("plugins", PYTHONPATH=third_party).stdout.splitlines()
+    lines = run_cli("plugins", PYTHONPATH=third_party, DPO_PLUGIN_LOAD_PLUGINS="listing_plugin").stdout.splitlines()
     assert lines[0].split() == ["plugin", "from", "registers"] and set(lines[1].replace(" ", "")) == {"-"}
     rows = {line.split()[0]: line for line in lines[2:]}
     assert rows["dpo_plugin.loss_variants.squared"].split(None, 4)[1:] == [
@@ -196,6 +199,7 @@ BROKEN_PACKAGES = {
         "import dpo_plugin\n\n@dpo_plugin.hookimpl\ndef register_loss(register):\n    pass\n",
     ),
 }
+BROKEN = ",".join(BROKEN_PACKAGES)  # their entry points: the plugins those commands load
 HOOKS = (
     "register_losses, register_reference_strategies, register_adapters, register_judges, register_checks, "
     "register_hosts, post_train"
@@ -232,14 +236,16 @@ def broken_site(tmp_path_factory) -> str:
 
 
 def test_plugins_lists_the_others_marks_the_broken_ones_and_fails(broken_site):
-    result = run_cli("plugins", check=False, PYTHONPATH=broken_site)
+    result = run_cli("plugins", check=False, PYTHONPATH=broken_site, DPO_PLUGIN_LOAD_PLUGINS=BROKEN)
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == BROKEN_ERROR
     rows = {line.split()[0]: line.split(None, 3)[1:] for line in result.stdout.splitlines()[2:]}
     assert rows["dpo_plugin.loss_variants.squared"][2] == "(built-in)  losses: ipo, ipo_paper, sppo_hard, cal_dpo"
     assert rows["boom"] == ["dpo-plugin-boom", "0.3.0", "BROKEN: RuntimeError: this plugin needs the cuda driver"]
     assert rows["typo_loss"][:2] == ["dpo-plugin-typo", "0.1.0"]
     assert rows["typo_loss"][2].startswith("BROKEN: PluginValidationError: plugin 'typo_loss' implements unknown hook")
-    listing = json.loads(run_cli("plugins", "--json", check=False, PYTHONPATH=broken_site).stdout)
+    listing = json.loads(
+        run_cli("plugins", "--json", check=False, PYTHONPATH=broken_site, DPO_PLUGIN_LOAD_PLUGINS=BROKEN).stdout
+    )
     plugins = {p["name"]: p for p in listing["plugins"]}
     assert plugins["boom"]["error"] == "RuntimeError: this plugin needs the cuda driver"
     assert set(BUILTIN_LOSSES) <= set(plugins) and "sigmoid" in listing["losses"]
@@ -252,11 +258,11 @@ def test_other_commands_fail_with_the_one_line_error_before_any_model_loads(brok
         f"output_dir: {tmp_path / 'out'}\nbf16: false\n"
     )
     for command in (["losses"], ["train", "--config", str(config)]):
-        result = run_cli(*command, check=False, PYTHONPATH=broken_site)
+        result = run_cli(*command, check=False, PYTHONPATH=broken_site, DPO_PLUGIN_LOAD_PLUGINS=BROKEN)
         assert result.returncode == 2 and result.stderr.splitlines()[-1] == BROKEN_ERROR, result.stderr[-2000:]
         assert "Traceback" not in result.stderr
 
 
 def test_the_variable_the_error_names_gets_past_it(broken_site):
-    result = run_cli("plugins", PYTHONPATH=broken_site, DPO_PLUGIN_BLOCK_PLUGINS="boom,typo_loss")
+    result = run_cli("plugins", PYTHONPATH=broken_site, DPO_PLUGIN_LOAD_PLUGINS=BROKEN, DPO_PLUGIN_BLOCK_PLUGINS=BROKEN)
     assert "BROKEN" not in result.stdout and "boom" not in result.stdout and result.stderr == ""

@@ -431,3 +431,36 @@ def test_a_pretty_printed_json_object_is_left_to_datasets(tmp_path):
     path = tmp_path / "pairs.json"
     path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}, indent=2))
     assert load_preference_data(str(path), split="train").to_list() == [{"prompt": "p", "chosen": "c", "rejected": "r"}]
+
+
+def test_a_folder_with_one_split_in_two_formats_names_both_files(tmp_path):
+    """The newcomer's folder: train.jsonl (48 rows) beside train.parquet (10 rows); datasets read the 10 alone."""
+    from dpo_plugin.data_checks import check_data
+
+    rows = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(48)]
+    (tmp_path / "data").mkdir()
+    _write(tmp_path / "data" / "train.jsonl", rows)
+    _write(tmp_path / "data" / "train.parquet", rows[:10])
+    message = (
+        f"The data folder '{tmp_path / 'data'}' holds the train split in 2 formats (train.jsonl and train.parquet): "
+        "datasets would read only one of them and ignore the others' rows."
+    )
+    with pytest.raises(ConfigError) as info:
+        load_preference_data(str(tmp_path / "data"))
+    assert str(info.value).startswith(message)
+    (tmp_path / "data" / "train.parquet").unlink()
+    assert check_data(load_preference_data(str(tmp_path / "data"), split="train")).rows == 48
+
+
+def test_a_lone_surrogate_is_named_by_its_file_line(tmp_path):
+    """Valid JSON, not text: Arrow refused it as 0-based "row 4" (twice in the log) for line 5."""
+    lines = [json.dumps(row) for row in ROWS]
+    lines[4] = '{"prompt": "p4 \\ud800 x", "chosen": "c", "rejected": "r"}'
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_preference_data(str(path))
+    assert str(info.value) == (
+        f"{path}, line 5: the escape \\ud800 is half of a UTF-16 surrogate pair without its other half, which is "
+        "not text. Write the character itself, or both halves of its \\uXXXX pair."
+    )

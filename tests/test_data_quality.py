@@ -465,3 +465,45 @@ def test_tool_call_data_typed_as_json_is_read_and_counted_as_trl_does(tmp_path):
     assert expected[0] == [19, 19] and expected[2] == [9, 9]
     report = check_data(dataset, tokenizer=tool_tokenizer, max_length=512, min_pairs=1)
     assert report.findings == []
+
+
+def test_tool_call_messages_without_a_content_key_are_accepted_as_trl_accepts_them(tmp_path):
+    """What datasets 5 stores for TRL's own tool-call data: an assistant message with tool_calls and no content."""
+    from dpo_plugin.testing.tiny import tiny_tokenizer
+
+    rows = [_tool_call_pair("Oslo", {"city": "Oslo"}), _tool_call_pair("Rome", {"city": "Rome"})]
+    for row in rows:
+        del row["chosen"][0]["content"]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_preference_data(str(path), split="train")
+    tool_tokenizer = tiny_tokenizer()
+    tool_tokenizer.chat_template = TOOL_TEMPLATE
+    prepared = _trl_prepared(dataset, tool_tokenizer)  # TRL tokenises them
+    pairs, problems = read_pairs(dataset)
+    assert not problems and len(pairs) == 2
+    expected = tuple([len(ids) for ids in prepared[column]] for column in ("prompt_ids", "chosen_ids", "rejected_ids"))
+    assert token_lengths(pairs, tool_tokenizer) == expected
+    assert check_data(dataset, tokenizer=tool_tokenizer, max_length=512, min_pairs=1).findings == []
+    del rows[0]["chosen"][0]["tool_calls"]  # neither content nor tool calls: still malformed
+    _, problems = read_pairs(rows)
+    assert problems[0].detail == "chosen[0] has keys ['role']"
+
+
+def test_pairs_identical_after_truncation_are_counted_like_identical_pairs(tokenizer):
+    """The byte tokenizer: one token per character, plain completions end with EOS. A 20-token prompt leaves room
+    for 4 tokens at max_length 24: "ab…" and "ab…" are cut to the same "abcd"; "abXY…" still differs at its third."""
+    rows = [
+        {"prompt": "x" * 20, "chosen": "abcd right", "rejected": "abcd wrong"},
+        {"prompt": "y" * 20, "chosen": "abcd yes", "rejected": "abcd no"},
+        {"prompt": "z" * 20, "chosen": "abXY one", "rejected": "abcd two"},
+    ]
+    found = _by_code(check_data(Dataset.from_list(rows), tokenizer=tokenizer, max_length=24, min_pairs=1))
+    same = found["identical_after_truncation"]
+    assert (same.severity, same.count, _rows(same)) == ("error", 2, [0, 1])  # 2 of 3: most pairs
+    assert same.message.startswith("2 of 3 pairs have chosen and rejected identical after truncation to max_length=24")
+    found = _by_code(check_data(Dataset.from_list(rows[1:]), tokenizer=tokenizer, max_length=24, min_pairs=1))
+    assert found["identical_after_truncation"].severity == "warning"  # 1 of 2: not most
+    assert "identical_after_truncation" not in _by_code(
+        check_data(Dataset.from_list(rows), tokenizer=tokenizer, max_length=40, min_pairs=1)
+    )

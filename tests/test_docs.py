@@ -200,3 +200,44 @@ def test_wide_tables_break_code_only_at_spaces(site):
     css = (site / "extra.css").read_text()
     assert re.search(r"table:not\(\[class\]\) code \{\s*word-break: normal;\s*overflow-wrap: normal;", css)
     assert 'href="../extra.css"' in _page(site, "losses")
+
+
+def _update_docs():
+    """scripts/update_docs.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_docs", REPO / "scripts" / "update_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_parts_of_the_pages_are_written_and_current():
+    """The tables and the included files are in the markdown itself (a page reads whole as a file on a code host),
+    and equal what the code and the files give now: run scripts/update_docs.py after changing them."""
+    update = _update_docs()
+    stale = [page.name for page in update.pages() if update.refresh(page.read_text()) != page.read_text()]
+    assert stale == [], "run: python scripts/update_docs.py"
+    for page in update.pages():
+        text = page.read_text()
+        assert "--8<--" not in text and not re.search(r"<!-- (registry:[a-z_]+|config-fields|metrics) -->", text)
+    losses = (REPO / "docs" / "losses.md").read_text()
+    assert all(f"| `{name}` |" in losses for name in dpo_plugin.losses())
+    assert (REPO / "docs" / "examples" / "train.py").read_text() in (REPO / "docs" / "python-api.md").read_text()
+
+
+def test_a_third_party_plugin_is_not_in_the_built_in_tables(register_plugin):
+    """A loss installed beside the package (here registered at runtime) is not the package's to document."""
+
+    class Plugin:
+        @staticmethod
+        @dpo_plugin.hookimpl
+        def register_losses(register):
+            def extra_loss(logps, *, beta: float = 0.1):
+                """Some third-party loss: `(β·Δ)²`."""
+
+            register("extra_loss", extra_loss)
+
+    register_plugin(Plugin, "third-party")
+    assert "extra_loss" in dpo_plugin.losses()
+    assert "extra_loss" not in _update_docs().generated("registry:losses")

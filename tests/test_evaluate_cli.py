@@ -203,3 +203,43 @@ def test_base_applies_to_adapter_folders_only(lora_run, tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "--base applies to a PEFT adapter folder" in capsys.readouterr().err
+
+
+def _margin_only(folder: Path, **options) -> dict:
+    from dpo_plugin.evaluation.saved_model import evaluate_saved_model
+
+    return evaluate_saved_model(
+        TINY, DATA, reference=TINY, checks=["reward_margin"], output_dir=str(folder), max_length=128, **options
+    )
+
+
+def test_evaluate_never_overwrites_a_report_it_did_not_write(tmp_path):
+    from dpo_plugin.errors import ConfigError
+
+    mine = tmp_path / "eval" / "report.md"
+    mine.parent.mkdir()
+    mine.write_text("my own notes")
+    for reuse in (False, True):
+        with pytest.raises(ConfigError, match="holds eval, which dpo-plugin did not write and the report would"):
+            _margin_only(tmp_path, reuse_output_dir=reuse)
+    assert mine.read_text() == "my own notes" and sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+
+
+def test_evaluate_writes_by_trains_rules(tmp_path):
+    """Not into a folder of other files unless told; not over its own earlier report unless told; listed in the
+    folder's manifest."""
+    from dpo_plugin.errors import ConfigError
+    from dpo_plugin.output_folder import MANIFEST
+
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match=r"is not empty \(notes.txt\) and is not a run of dpo-plugin"):
+        _margin_only(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    _margin_only(tmp_path, reuse_output_dir=True)
+    assert json.loads((tmp_path / MANIFEST).read_text())["written"] == ["eval"]
+    first = (tmp_path / "eval" / "report.json").read_text()
+    with pytest.raises(ConfigError, match=r"already holds a report \(eval/\), which this evaluation would replace"):
+        _margin_only(tmp_path)
+    assert (tmp_path / "eval" / "report.json").read_text() == first
+    _margin_only(tmp_path, reuse_output_dir=True)  # its own report, replaced on request
+    assert (tmp_path / "notes.txt").read_text() == "keep"

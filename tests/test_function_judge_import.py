@@ -33,11 +33,16 @@ def beside_the_config(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_a_module_in_the_current_directory_is_imported(beside_the_config):
+def test_a_module_in_the_current_directory_is_imported(beside_the_config, caplog):
     assert not any(os.path.abspath(p or ".") == str(beside_the_config) for p in sys.path)
+    path_before = list(sys.path)
     judge = FunctionJudge("judge_capital:judge")
     assert judge(["Capital of France?"] * 2, ["Paris.", "Lyon."], ["Lyon.", "Paris."]) == [0.0, 1.0]
-    assert sys.path[-1] == str(beside_the_config)  # searched last: it never hides an installed package
+    assert sys.modules["judge_capital"].__file__ == str(beside_the_config / "judge_capital.py")
+    assert sys.path == path_before  # the folder is not put on sys.path: no other import can come from it
+    assert f"imports {beside_the_config / 'judge_capital.py'} from the current directory: this runs its code" in (
+        caplog.text
+    )
 
 
 def test_a_module_nowhere_to_be_found_names_pythonpath(beside_the_config):
@@ -92,3 +97,61 @@ def test_the_console_script_finds_the_judge_beside_it(tmp_path):
     assert evaluate("judge_elsewhere:judge").endswith(
         "put that folder on PYTHONPATH (PYTHONPATH=/path/to/folder dpo-plugin …)."
     )
+
+
+def test_a_target_that_cannot_judge_a_pair_is_refused_before_it_is_called(beside_the_config):
+    """``os:system`` and a one-argument function: refused at construction, so never called."""
+    (beside_the_config / "needs_a_package.py").write_text(
+        "import pathlib\n\ndef judge(command):\n    pathlib.Path('called').touch()\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        FunctionJudge("needs_a_package:judge")
+    assert str(info.value) == (
+        "judge_params.function 'needs_a_package:judge' is a callable with the signature (command), not a judge "
+        "function: it must take (prompt, a, b) and return 0, 1 or 0.5. It was not called."
+    )
+    with pytest.raises(ConfigError, match=r"'os:system' is a callable with the signature \(command\), not a judge"):
+        FunctionJudge("os:system")
+    assert not (beside_the_config / "called").exists()
+
+
+def test_a_standard_module_name_is_never_taken_from_the_current_directory(beside_the_config):
+    """winreg is a standard module (on Windows): a winreg.py beside the config is not imported in its place."""
+    (beside_the_config / "winreg.py").write_text("import pathlib\npathlib.Path('ran').touch()\n\ndef judge(p, a, b):\n")
+    with pytest.raises(ConfigError, match="cannot be imported: No module named 'winreg'"):
+        import_callable("winreg:judge")
+    assert not (beside_the_config / "ran").exists() and "winreg" not in sys.modules
+
+
+def test_the_file_a_judge_is_imported_from_is_logged(caplog):
+    import dpo_plugin.demo.arithmetic as arithmetic
+
+    FunctionJudge("dpo_plugin.demo.arithmetic:judge_correct")
+    assert f"imports dpo_plugin.demo.arithmetic from {arithmetic.__file__}: this runs its code" in caplog.text
+
+
+def test_a_hung_judge_times_out_and_after_three_in_a_row_is_not_called_again(capsys):
+    import threading
+    import time
+
+    release, calls = threading.Event(), []
+
+    def judge(prompt, a, b):
+        calls.append(prompt)
+        if prompt != "quick":
+            release.wait(30)  # hangs (until the test ends)
+        return 0
+
+    function_judge = FunctionJudge(judge, timeout=0.2)
+    started = time.monotonic()
+    try:
+        verdicts = function_judge(["quick", "hangs 1", "hangs 2", "hangs 3", "hangs 4"], ["a"] * 5, ["b"] * 5)
+    finally:
+        release.set()
+    elapsed = time.monotonic() - started
+    assert verdicts == [0.0, None, None, None, None] and calls == ["quick", "hangs 1", "hangs 2", "hangs 3"]
+    assert function_judge.errors == ["no verdict within 0.2 s (judge_params.timeout)"] * 3 + [
+        "not called: the judge gave no verdict within 0.2 s 3 times in a row"
+    ]
+    assert 0.6 <= elapsed < 5  # three waits of 0.2 s, not the hung calls' 30 s
+    assert "Judging (FunctionJudge)" in capsys.readouterr().err  # the progress bar

@@ -98,7 +98,7 @@ def test_function_judge_bad_reference():
         FunctionJudge("dpo_plugin.demo.arithmetic:nothing")
     with pytest.raises(ConfigError, match="cannot be imported"):
         FunctionJudge("no_such_module_anywhere:f")
-    with pytest.raises(ConfigError, match="is a str, not a callable"):
+    with pytest.raises(ConfigError, match="is a str, not a judge function"):
         FunctionJudge("dpo_plugin.plugins:ENTRY_POINT_GROUP")
     with pytest.raises(ConfigError, match="needs judge_params"):
         FunctionJudge()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 
@@ -70,6 +71,37 @@ def test_precomputed_reuses_its_cache(make_model, tokenizer, tmp_path, cache_dir
     assert second.session.reference_strategy.computed_pairs == 0  # the reference model was never called
     assert first.train_dataset["ref_chosen_logps"] == second.train_dataset["ref_chosen_logps"]
     second.train()  # trains from the cached columns
+
+
+@pytest.mark.parametrize("fault", ["a file", "a full disk"])
+def test_a_cache_that_cannot_be_written_is_a_warning_and_training_goes_on(
+    fault, make_model, tokenizer, tmp_path, caplog
+):
+    """The cache is an optimisation: a pass whose result cannot be written is kept in memory, never thrown away."""
+    from fault_injection import can_mount, small_filesystem
+
+    written = _trainer(
+        make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": str(tmp_path / "ok")}
+    )
+    if fault == "a file":
+        blocked, context = tmp_path / "cache-file", contextlib.nullcontext()
+        blocked.write_text("not a folder")
+        reason = "it is a file, not a folder"
+    elif can_mount():
+        context = small_filesystem(tmp_path / "disk", 4096)
+        blocked, reason = tmp_path / "disk" / "cache", "the disk is full (about "
+    else:
+        pytest.skip("needs to mount a small tmpfs (root)")
+    with context, caplog.at_level(logging.WARNING):
+        if fault == "a full disk":
+            (tmp_path / "disk" / "filler").write_bytes(b"\0" * 4096)  # the disk holds one page: now full
+        trainer = _trainer(
+            make_model(), tokenizer, tmp_path, reference="precomputed", reference_params={"cache_dir": str(blocked)}
+        )
+        trainer.train()
+    assert f"The reference log-probs for train could not be cached in {blocked} ({reason}" in caplog.text
+    assert "training goes on with them in memory" in caplog.text and trainer.state.global_step == 8 // 4 * 3
+    assert trainer.session.reference_strategy.computed_pairs == written.session.reference_strategy.computed_pairs
 
 
 def test_precomputed_rejects_a_tampered_cache(make_model, tokenizer, tmp_path, cache_dir, caplog):

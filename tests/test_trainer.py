@@ -239,6 +239,29 @@ def test_pairs_trl_drops_or_truncates_are_logged_and_none_left_is_an_error(make_
         )
 
 
+def test_completions_truncated_to_the_same_tokens_are_refused_before_the_reference_pass(
+    make_model, tokenizer, tmp_path
+):
+    """Prompts so long that each completion keeps one token, the same on both sides: the loss would sit at log 2
+    (the newcomer's 0.6931 with a gradient norm of 1e-8). Refused before a reference log-prob is computed."""
+    rows = [
+        {"prompt": f"Question {i}: " + "x" * 40, "chosen": " yes, right", "rejected": " yo, wrong"} for i in range(8)
+    ]
+    prompt_tokens = len(tokenizer(rows[0]["prompt"])["input_ids"])
+    cache = tmp_path / "cache"
+    args = DPOConfig(
+        **config_kwargs(
+            output_dir=str(tmp_path / "out"),
+            max_length=prompt_tokens + 2,  # " y" is the only completion token left on both sides
+            reference="precomputed",
+            reference_params={"cache_dir": str(cache)},
+        )
+    )
+    with pytest.raises(ConfigError, match=r"\[identical_after_truncation, 8 row\(s\)\] 8 of 8 pairs have chosen and"):
+        DPOTrainer(make_model(), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    assert not cache.exists()  # no reference pass ran
+
+
 def test_a_model_reused_by_a_second_trainer_gets_a_copy_that_stays_fixed(make_model, tokenizer, tmp_path):
     """A model an earlier trainer patched with TRL's fused head:
     the second trainer's copy must not run the live policy."""

@@ -6,6 +6,8 @@ The held-out split is tokenised and scored exactly as the host's trainer would (
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,7 @@ def evaluate_saved_model(
     max_length: int | None = 1024,
     batch_size: int = 8,
     backend: ForwardBackend | None = None,
+    reuse_output_dir: bool = False,
 ) -> dict[str, Any]:
     """Run the post-training checks on a saved model against a reference, without training.
 
@@ -102,23 +105,47 @@ def evaluate_saved_model(
     for an adapter, its base (the policy with the adapter disabled), else none (the checks that need
     one are skipped). Names, settings and data are checked before any model loads; the pairs are
     tokenised and scored as the host's training does (``backend``: the default host's), with ``beta``.
+
+    The report goes to ``<output_dir>/eval/`` by training's rules (an empty folder, or a run without a report,
+    unless ``reuse_output_dir``: :func:`~dpo_plugin.output_folder.check_report_folder`), under the folder's lock.
     """
+    from ..output_folder import check_report_folder
     from ..preference_data import load_preference_data, validate_preference_columns
-    from .runner import build_context, run_checks
+    from ..run_lock import holding
+    from .runner import build_context
 
     judge_object = _checks_plan(checks, check_params, judge, judge_params)
-    held_out = load_preference_data(data, split=split)
-    validate_preference_columns(held_out)
-    policy, strategy, scorer = _scoring(model, base, reference, held_out, max_length, batch_size, backend)
-    pairs = scorer.splits()["eval"]
-    dropped = None if len(pairs) else f"every pair of the {split} split was dropped at max_length={max_length}"
-    context = build_context(
-        scorer, strategy, pairs, judge=judge_object, beta=beta, output_dir=output_dir, no_pairs_note=dropped
-    )
-    evaluated = {"model": model, "base": policy.base, "reference": reference or policy.base, "data": data}
-    evaluated |= {"split": split, "judge": judge, "beta": beta, "max_length": max_length}
-    extra = {"evaluated": evaluated, "reference": strategy.describe()}
-    report, _ = run_checks(context, checks, check_params, output_dir=output_dir, extra=extra)
+    with holding(output_dir):
+        users = check_report_folder(output_dir, reuse=reuse_output_dir)
+        held_out = load_preference_data(data, split=split)
+        validate_preference_columns(held_out)
+        policy, strategy, scorer = _scoring(model, base, reference, held_out, max_length, batch_size, backend)
+        pairs = scorer.splits()["eval"]
+        dropped = None if len(pairs) else f"every pair of the {split} split was dropped at max_length={max_length}"
+        context = build_context(
+            scorer, strategy, pairs, judge=judge_object, beta=beta, output_dir=output_dir, no_pairs_note=dropped
+        )
+        evaluated = {"model": model, "base": policy.base, "reference": reference or policy.base, "data": data}
+        evaluated |= {"split": split, "judge": judge, "beta": beta, "max_length": max_length}
+        extra = {"evaluated": evaluated, "reference": strategy.describe()}
+        return _report(context, checks, check_params, output_dir, extra, users)
+
+
+def _report(
+    context: Any, checks: list[str], params: Any, output_dir: str, extra: dict[str, Any], users: set[str]
+) -> dict[str, Any]:
+    """The checks run and their report written to ``<output_dir>/eval/`` (listed in the folder's manifest); a
+    signal stops them before the report is written."""
+    from ..interruption import stopped_by_signals
+    from ..output_folder import record
+    from .runner import run_checks
+
+    if "eval" in os.listdir(output_dir):  # its own earlier report, replaced on request (reuse_output_dir)
+        shutil.rmtree(Path(output_dir) / "eval")
+    with stopped_by_signals("the checks", lambda: "The report was not written: run the same command again."):
+        record(output_dir, users, ["eval"])
+        report, _ = run_checks(context, checks, params, output_dir=output_dir, extra=extra)
+    record(output_dir, users)
     return report
 
 

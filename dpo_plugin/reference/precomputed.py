@@ -191,13 +191,40 @@ class PrecomputedReference(ReferenceStrategy):
         if scores is None:
             scores = self._compute(dataset, split)
             if self.scorer.is_main_process:
-                write_cache(path, fingerprint, scores)
-            logger.info("Reference log-probs for %s (%d pairs) cached in %s.", split, len(dataset), path)
+                self._keep(path, fingerprint, scores, split)
         else:
             logger.info("Reference log-probs for %s loaded from the cache %s.", split, path)
         self.cache_files.append(path)
         self._scores[fingerprint] = scores
         return scores
+
+    def _keep(self, path: Path, fingerprint: str, scores: PairScores, split: str) -> None:
+        """Cache the scores; the cache is an optimisation, so a write that fails (disk full, ``cache_dir`` a file)
+        is a warning, and the run goes on with the scores in memory."""
+        from ..write_failures import cause, free_bytes, is_write_failure
+
+        try:
+            write_cache(path, fingerprint, scores)
+        except Exception as error:
+            if not is_write_failure(error):
+                raise
+            for leftover in path.parent.glob(f"{path.stem}.tmp*") if path.parent.is_dir() else ():
+                leftover.unlink(missing_ok=True)  # what the failed write left
+            needed = sum(getattr(scores, name).nbytes for name in CACHED)
+            reason = (
+                "it is a file, not a folder"
+                if path.parent.exists() and not path.parent.is_dir()
+                else cause(error, needed=needed, free=free_bytes(path.parent))
+            )
+            logger.warning(
+                "The reference log-probs for %s could not be cached in %s (%s); training goes on with them in memory "
+                "(a later run computes them again).",
+                split,
+                path.parent,
+                reason,
+            )
+            return
+        logger.info("Reference log-probs for %s (%d pairs) cached in %s.", split, len(scores), path)
 
     def _compute(self, dataset: Any, split: str) -> PairScores:
         """Score a split with the reference (:meth:`_reference`)."""

@@ -128,8 +128,16 @@ class Judge:
         return self.judge_batch(list(prompts), list(first), list(second))
 
     def judge_batch(self, prompts: list[Any], first: list[str], second: list[str]) -> list[float | None]:
-        """One verdict per pair; by default :meth:`judge_pair` pair by pair."""
-        return [self.safe_pair(prompt, a, b) for prompt, a, b in zip(prompts, first, second)]
+        """One verdict per pair; by default :meth:`judge_pair` pair by pair, with a progress bar."""
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(zip(prompts, first, second), total=len(prompts), desc=self.progress_label, leave=False)
+        return [self.safe_pair(prompt, a, b) for prompt, a, b in pairs]
+
+    @property
+    def progress_label(self) -> str:
+        """The progress bar's label: ``Judging (FunctionJudge)``."""
+        return f"Judging ({type(self).__name__})"
 
     def judge_pair(self, prompt: Any, first: str, second: str) -> Any:
         """0 when ``first`` is better, 1 when ``second`` is, 0.5 for a tie."""

@@ -123,8 +123,11 @@ class OpenAIJudge(Judge):
             logger.info("No API key in $%s: requests to %s go without an Authorization header.", api_key_env, self.url)
 
     def judge_batch(self, prompts: list[Any], first: list[str], second: list[str]) -> list[float | None]:
+        from tqdm.auto import tqdm
+
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self.safe_pair, prompts, first, second))
+            verdicts = pool.map(self.safe_pair, prompts, first, second)
+            return list(tqdm(verdicts, total=len(prompts), desc=self.progress_label, leave=False))
 
     def judge_pair(self, prompt: Any, first: str, second: str) -> float:
         question = self.template.format(prompt=prompt_text(prompt), first=first, second=second)

@@ -43,6 +43,7 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 f"{list(self.loss_type)}: give one weight per loss, in the same order."
             )
         self._cpu_processes_together()
+        self._positive_counts()
         try:
             trl.DPOConfig.__post_init__(self)
         except ValueError as error:
@@ -73,6 +74,13 @@ class _PluginFields(PluginSettings, trl.DPOConfig):
                 "%d processes on a machine without a GPU: use_cpu=True, so they train together (gloo).", processes
             )
             self.use_cpu = True
+
+    def _positive_counts(self) -> None:
+        """Batch sizes and accumulation steps of at least 1 (torch's sampler would refuse 0 after the model loaded)."""
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}.")
 
     # -- plugin plans ---------------------------------------------------------------------------
     @property

@@ -285,22 +285,27 @@ class SessionHooks:
         super().log(logs, start_time)  # type: ignore[misc]
 
     def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """TRL's training loop, then the configured post-training checks (report in ``<output_dir>/eval/``).
+        """TRL's training loop; with checks, the trained model saved into ``output_dir``, then the checks run (report
+        in ``<output_dir>/eval/``).
 
-        ``resume_from_checkpoint``: a checkpoint folder, or ``True``/``"true"`` for the output folder's
-        newest intact one. A signal (SIGTERM, SIGINT) saves a checkpoint and raises ``Preempted``.
+        ``resume_from_checkpoint``: a checkpoint folder, or ``True``/``"true"`` for the output folder's newest
+        intact one (refused when the run changed since it was saved, unless ``resume_changed``). A signal
+        (SIGTERM, SIGINT) saves a checkpoint, or during the checks stops them, and raises ``Preempted``.
         """
-        checkpoint = self.session.before_train(resume_from_checkpoint)
-        output = super().train(checkpoint, *args, **kwargs)  # type: ignore[misc]
-        self.session.after_train()
+        with self.session.training(resume_from_checkpoint) as checkpoint:
+            output = super().train(checkpoint, *args, **kwargs)  # type: ignore[misc]
         return output
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """TRL's save, of finite weights only; PiSSA/OLoRA converted to plain LoRA; ``merge_adapter``: a merged
-        model too."""
-        self.session.before_save(self.model)  # type: ignore[attr-defined]
-        super().save_model(output_dir, _internal_call)  # type: ignore[misc]
-        self.session.after_save(output_dir, _internal_call)
+        """TRL's save, of finite weights only, into ``output_dir`` through its manifest; PiSSA/OLoRA converted to
+        plain LoRA; ``merge_adapter``: a merged model too."""
+
+        def save(folder: str) -> None:  # TRL's save without its push (pushed below, once the files are in place)
+            super(SessionHooks, self).save_model(folder, True)  # type: ignore[misc]
+
+        self.session.save_model(save, output_dir, _internal_call)
+        if not _internal_call and self.args.push_to_hub:  # type: ignore[attr-defined]
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)  # type: ignore[attr-defined]
 
     @property
     def check_report(self) -> dict[str, Any] | None:
@@ -358,9 +363,10 @@ class SessionHooks:
             return dataset  # TRL was shown precompute only so that it would not reload a reference
         if isinstance(dataset, IterableDataset):
             raise ValueError(
-                f"reference: {strategy.name} (TRL's precompute_ref_log_probs) is not supported with IterableDataset: "
-                f"the {name} split streams, and it would be scored once before training. Load it without "
-                "streaming, or use reference: copy or adapter, which score each batch as it comes."
+                "`precompute_ref_log_probs=True` is not supported with IterableDataset. "  # TRL's own sentence first
+                f"reference: {strategy.name} needs a map-style Dataset to score once before training, but the {name} "
+                "split is an IterableDataset (streaming). Load it without streaming, or use reference: copy or "
+                "adapter, which score each batch as it comes."
             )
         scores = self.session.prepared_reference().score(dataset)
         dataset = dataset.remove_columns([c for c in REFERENCE_COLUMNS if c in dataset.column_names])

@@ -9,6 +9,7 @@ from typing import Any
 from ...checkpoints import resume_checkpoint
 from ...errors import ConfigError
 from ...output_folder import check_output_dir
+from ...run_lock import holding
 from ..base import TrainResult
 from .train_args import TrainRequest
 
@@ -37,7 +38,7 @@ def _apply_model_config_adapter(request: TrainRequest) -> None:
         return
     name, params = mapped
     config = request.config
-    if config.adapter not in ("none", name):
+    if config.adapter not in ("none", name) or (config.adapter == "none" and "adapter" in request.explicit):
         raise ConfigError(
             f"ModelConfig's use_peft options mean adapter: {name}, but adapter is {config.adapter!r}; set only one."
         )
@@ -69,7 +70,13 @@ def load_datasets(request: TrainRequest) -> tuple[Any, Any]:
 
 
 def run_training(request: TrainRequest) -> TrainResult:
-    """Load data and model, train, save, and run the requested post-training checks."""
+    """Load data and model, train, save, and run the requested post-training checks; the output folder is locked
+    from the start (one run per folder) and checked before anything loads."""
+    with holding(request.config.output_dir):
+        return _run_training(request)
+
+
+def _run_training(request: TrainRequest) -> TrainResult:
     from ...demo.smollm import resolve_model_name
     from .trainer import DPOTrainer
 
@@ -78,14 +85,15 @@ def run_training(request: TrainRequest) -> TrainResult:
     check_output_dir(config.output_dir, resuming=checkpoint is not None, reuse=config.reuse_output_dir, strict=True)
     _apply_model_config_adapter(request)
     config.model_init_kwargs = _model_init_kwargs(request)
+    config.resume_from_checkpoint = checkpoint  # the trainer compares it with this run before the model loads
     train, evaluation = load_datasets(request)
     model = resolve_model_name(request.model.model_name_or_path)
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation)
+    script = request.script
+    if script.dataset_name and evaluation is not None:
+        trainer.session.eval_data = (script.dataset_name, script.dataset_test_split)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(config.output_dir)
-    trainer.state.save_to_json(str(Path(config.output_dir) / "trainer_state.json"))
-    trainer.session.record_outputs()
-    logger.info("Model and training log (trainer_state.json) saved to %s.", config.output_dir)
+    trainer.session.save_final()  # (already saved before the checks, when there were checks)
     return TrainResult(
         Path(config.output_dir),
         dict(result.metrics),

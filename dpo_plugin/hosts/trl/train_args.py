@@ -227,7 +227,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     argv = _bare_resume(list(argv))
     values, source = _config_file(argv)
     _apply_env(values, source)
-    parser = TrlParser(_dataclass_types(), exit_on_error=False)
+    parser = TrlParser(_dataclass_types(), exit_on_error=False, allow_abbrev=False)  # no prefix matching of flags
     parser.set_defaults_with_config(**values)
     flags = flag_names(argv)
     explicit = set(values) | flags

@@ -15,6 +15,9 @@ import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 
+from ...checkpoints import resume_checkpoint
+from ...errors import ConfigError
+from ...model_files import load_model_config, load_processing_class
 from ...session import Connection, DPOSession, streams
 from .config import DPOConfig
 from .internals import (
@@ -82,7 +85,8 @@ class RunPlan:
 
     ``model``: the policy (loaded when given by name); ``ref_model``: the reference TRL holds (None for
     strategies that need none in TRL's hands); ``peft_config``: the adapter to wrap the policy with;
-    ``precompute``: show TRL ``precompute_ref_log_probs`` (so it neither reloads nor keeps a reference).
+    ``precompute``: show TRL ``precompute_ref_log_probs`` (so it neither reloads nor keeps a reference);
+    ``processing_class``: the one passed, or the model's, loaded (as TRL would) before the model.
     """
 
     model: Any
@@ -91,6 +95,7 @@ class RunPlan:
     base_weights_change: bool
     precompute: bool
     loaded_here: bool
+    processing_class: Any = None
 
 
 def plan_run(
@@ -114,10 +119,13 @@ def plan_run(
     train_dataset, eval_dataset = datasets
     session.check_data(train_dataset, eval_dataset)
     loaded_here = isinstance(model, str)
+    processing_class = _before_loading(session, args, model, processing_class)
     if isinstance(model, str):
         model = load_policy(model, args, session.pre_load, quantization_config)
     else:
         strip_fused_head(model)  # patched by an earlier trainer: a copy of it would still run the original
+    if peft_config is not None and args.adapter == "none" and "adapter" in args.explicit_fields:
+        raise ConfigError("A peft_config was passed, but adapter: none is set: they contradict each other; set one.")
     peft_config, rewrites = session.adapter_config(model, peft_config)
     peft = peft_config is not None or is_peft_model(model)
     run = session.run_facts(
@@ -130,7 +138,27 @@ def plan_run(
     connection = Connection(forward_settings(args), lambda: held_reference(trainer), obstacle, args.pad_to_multiple_of)
     session.connect(trainer, connection)
     precompute = session.reference_strategy.precomputes or (held is None and not peft)
-    return RunPlan(model, held, peft_config, rewrites, precompute, loaded_here)
+    return RunPlan(model, held, peft_config, rewrites, precompute, loaded_here, processing_class)
+
+
+def _before_loading(session: DPOSession, args: Any, model: Any, processing_class: Any) -> Any:
+    """What can be found wrong before the policy's weights load: its config and tokenizer files (loaded here when
+    the model is a name), the chat template conversational data needs, a resume of another run (``dpo-plugin
+    train`` sets ``resume_from_checkpoint``). Returns the processing class."""
+    if isinstance(model, str):
+        options = {
+            "revision": (args.model_init_kwargs or {}).get("revision"),
+            "trust_remote_code": args.trust_remote_code,
+        }
+        config = load_model_config(model, **options).to_dict()
+        processing_class = processing_class or load_processing_class(model, **options)
+    else:
+        config = model.config.to_dict()
+    session.check_chat_template(processing_class)
+    if args.resume_from_checkpoint not in (None, False):
+        checkpoint = resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        session.check_resume(checkpoint, config, max_length=args.max_length)
+    return processing_class
 
 
 def finish_run(trainer: Any, plan: RunPlan) -> None:
@@ -188,7 +216,7 @@ class DPOTrainer(SessionHooks, trl.DPOTrainer):
                 data_collator=data_collator,
                 train_dataset=train_dataset,
                 eval_dataset=eval_dataset,
-                processing_class=processing_class,
+                processing_class=plan.processing_class,
                 compute_metrics=compute_metrics,
                 callbacks=callbacks,
                 optimizers=optimizers,
