@@ -25,6 +25,7 @@ trainers), and each trainer's peak memory alone in a fresh process (``--only NAM
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -68,6 +69,8 @@ TRAINERS = (
     "ours_prefix_sharing",
     "ours_default",
 )
+#: prefix sharing with a given attention kernel (``packing.md``): the CUDA kernels are worth comparing on a GPU
+KERNEL_ROWS = ("ours_prefix_sharing@sdpa", "ours_prefix_sharing@flex", "ours_prefix_sharing@varlen")
 
 
 def word_tokenizer(vocab_size: int):
@@ -81,24 +84,35 @@ def word_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
 
 
-def preference_rows(pairs: int, vocab_size: int, seed: int, max_length: int = 1024) -> list[dict[str, str]]:
-    """Pairs with log-normal lengths (medians 150 prompt / 250 completion tokens), each sequence at most max_length."""
+def preference_rows(
+    pairs: int,
+    vocab_size: int,
+    seed: int,
+    max_length: int = 1024,
+    *,
+    prompt_median: float = 150,
+    completion_median: float = 250,
+    sigma: float = 0.6,
+    shortest: int = 8,
+) -> list[dict[str, str]]:
+    """Pairs with log-normal lengths (medians ``prompt_median`` / ``completion_median`` tokens, spread ``sigma``),
+    each sequence at most max_length."""
     rng = np.random.default_rng(seed)
 
     def length(median: float, cap: int) -> int:
-        return int(np.clip(rng.lognormal(np.log(median), 0.6), 8, cap))
+        return int(np.clip(rng.lognormal(np.log(median), sigma), shortest, cap))
 
     def text(n: int) -> str:
         return " ".join(f"w{i}" for i in rng.integers(0, vocab_size - 2, n))
 
     rows = []
     for _ in range(pairs):
-        prompt = length(150, max_length // 2)
+        prompt = length(prompt_median, max_length // 2)
         rows.append(
             {
                 "prompt": text(prompt),
-                "chosen": " " + text(length(250, max_length - prompt - 1)),
-                "rejected": " " + text(length(250, max_length - prompt - 1)),
+                "chosen": " " + text(length(completion_median, max_length - prompt - 1)),
+                "rejected": " " + text(length(completion_median, max_length - prompt - 1)),
             }
         )
     return rows
@@ -120,7 +134,7 @@ def settings(name: str, workdir: Path, device: torch.device) -> tuple[type, type
         return trl.DPOTrainer, trl.DPOConfig, {**common, **extra.get(name, {})}
     if name == "ours_default":
         return DPOTrainer, DPOConfig, {**common, "reference_params": {"cache_dir": str(workdir / "cache")}}
-    packing = name.removeprefix("ours_")
+    packing = name.removeprefix("ours_").split("@")[0]
     return DPOTrainer, DPOConfig, {**common, "gradient_checkpointing": False, "reference": "copy", "packing": packing}
 
 
@@ -128,9 +142,30 @@ def build(name: str, model_path: str, tokenizer, dataset, workdir: Path, device:
     trainer_class, config_class, values = settings(name, workdir, device)
     start = time.perf_counter()
     trainer = trainer_class(model_path, args=config_class(**values), train_dataset=dataset, processing_class=tokenizer)
+    if "@" in name:
+        use_kernel(trainer, name.split("@")[1])
     setup = time.perf_counter() - start
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
     return trainer, batch, setup
+
+
+def use_kernel(trainer, kernel: str) -> None:
+    """Compute the packed rows' attention with ``kernel`` (``sdpa``, ``flex``, ``varlen``), checked as the start-up
+    probe checks it; RuntimeError when this device cannot run it."""
+    from dpo_plugin.forward.layout_choice import layout_matches
+    from dpo_plugin.forward.segment_kernels import kernels_for
+
+    scorer = trainer.session.scorer
+    if kernel not in kernels_for(scorer.device):
+        raise RuntimeError(f"the {kernel} kernel is not offered on {scorer.device.type} (it needs CUDA)")
+    collator = dataclasses.replace(scorer.collator, kernel=kernel)
+    try:
+        gap = layout_matches(scorer, collator, trainer.session.backend.padded_collator)
+    except Exception as error:  # noqa: BLE001 -- the row is skipped, with the reason
+        raise RuntimeError(f"the {kernel} kernel cannot run here: {type(error).__name__}: {error}") from error
+    if not gap <= 5e-2:
+        raise RuntimeError(f"the {kernel} kernel's log-probs differ from the padded ones by {gap:.3g} nats per token")
+    trainer.data_collator = scorer.collator = collator
 
 
 def main() -> None:
@@ -141,7 +176,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=64, help="training pairs (the precompute pass scores them all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS + KERNEL_ROWS)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--only", help=argparse.SUPPRESS)
@@ -156,10 +191,19 @@ def main() -> None:
         transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape)).save_pretrained(model_path)
         tokenizer.save_pretrained(model_path)
     dataset = Dataset.from_list(preference_rows(args.pairs, shape["vocab_size"], args.seed))
-    names = [args.only] if args.only else args.trainers
+    names = [args.only] if args.only else list(args.trainers)
     trainers, batches, setup = {}, {}, {}
-    for name in names:
-        trainers[name], batches[name], setup[name] = build(name, str(model_path), tokenizer, dataset, workdir, device)
+    for name in list(names):
+        try:
+            trainers[name], batches[name], setup[name] = build(
+                name, str(model_path), tokenizer, dataset, workdir, device
+            )
+        except RuntimeError as error:
+            if "@" not in name:
+                raise
+            print(f"{name}: left out, {error}")
+            names.remove(name)
+            continue
         if args.only:
             report_alone(trainers[name], batches[name], args.warmup, args.steps, device)
             return

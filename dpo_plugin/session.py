@@ -52,8 +52,8 @@ from .faults import Preempted
 from .forward.backend import ForwardBackend
 from .forward.engine import Engine
 from .forward.heads import METRIC_FIELDS, WPO_FIELD
-from .forward.layout_choice import choose_layout
-from .forward.logps import ForwardSettings, forward_pairs
+from .forward.layout_choice import ESTIMATE_BATCHES, Workload, choose_layout
+from .forward.logps import ForwardSettings, first_rows, forward_pairs
 from .forward.scorer import Scorer
 from .guard import PreemptionCallback, StepGuard
 from .interruption import stopped_by_signals
@@ -95,6 +95,14 @@ def visits_every_pair(args: Any, rows: int | None) -> bool:
         pairs_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         return bool(args.max_steps * pairs_per_step >= rows)
     return bool(args.num_train_epochs >= 1)
+
+
+def streams(dataset: Any) -> bool:
+    """Whether a split, or any split of a mapping of them, is an ``IterableDataset`` (read as it streams)."""
+    from datasets import IterableDataset
+
+    splits = dataset.values() if isinstance(dataset, Mapping) else [dataset]
+    return any(isinstance(split, IterableDataset) for split in splits)
 
 
 def _checkpointing_kwargs(args: Any) -> dict[str, Any] | None:
@@ -268,7 +276,9 @@ class DPOSession:
             check_engine(self.requested_engine, base_weights_change=True)
         return peft_config, rewrites
 
-    def run_facts(self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any) -> RunFacts:
+    def run_facts(
+        self, *, peft: bool, base_weights_change: bool, args: Any, train_dataset: Any, eval_dataset: Any = None
+    ) -> RunFacts:
         """What the reference strategy is told about the run (``args``: the ``TrainingArguments``)."""
         from datasets import Dataset
 
@@ -279,6 +289,7 @@ class DPOSession:
             needs_reference=self.loss_mix.needs_reference,
             checks=bool(self.settings.checks),
             full_pass=visits_every_pair(args, rows),
+            streaming_eval=streams(eval_dataset),
         )
 
     def prepare_reference(self, policy: Any, ref_model: Any, run: RunFacts) -> Any:
@@ -353,9 +364,21 @@ class DPOSession:
                     padded_collator=self.backend.padded_collator,
                     blocked=connection.blocked,
                     pad_to_multiple_of=connection.pad_to_multiple_of,
+                    workload=self._workload(),
                 )
             self.trainer.data_collator = self.scorer.collator
         return self.layout
+
+    def _workload(self) -> Workload:
+        """What the layout is weighed on: the training split's first rows, its batches, the reference's forwards."""
+        args, strategy = self.trainer.args, self.reference_strategy
+        per_batch = self.loss_mix.needs_reference and strategy.provides_logps and not strategy.precomputes
+        return Workload(
+            first_rows(self.trainer.train_dataset, args.per_device_train_batch_size * ESTIMATE_BATCHES),
+            args.per_device_train_batch_size,
+            reference_forwards=int(per_batch),
+            may_time=args.world_size == 1,
+        )
 
     def prepared_reference(self) -> ReferenceStrategy:
         """The reference strategy, set up with the scorer and the reference the trainer holds (once)."""

@@ -4,6 +4,8 @@ non-finite training)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import trl
@@ -123,3 +125,56 @@ def test_precompute_ref_batch_size_reaches_the_precomputed_strategy():
         DPOConfig(**config_kwargs(precompute_ref_batch_size=3, reference_params={"batch_size": 5}))
     with pytest.raises(ConfigError, match="reference is 'copy', which precomputes nothing"):
         DPOConfig(**config_kwargs(precompute_ref_batch_size=3, reference="copy"))
+
+
+@pytest.mark.parametrize("shape", ["split", "dict"])
+def test_reference_auto_with_a_streaming_eval_split_trains_and_evaluates_as_trl(shape, tokenizer, tmp_path, caplog):
+    """Nothing said about the reference and an eval split that streams: TRL trains and evaluates, and so does ours
+    (``auto`` does not precompute what cannot be scored once), with TRL's eval loss."""
+    from dpo_plugin.testing.tiny import save_tiny
+
+    folder = str(save_tiny(tmp_path / "init"))
+    held_out = preference_rows(12)[8:]
+    losses = {}
+    for name, (trainer_class, config_class) in {
+        "trl": (trl.DPOTrainer, trl.DPOConfig),
+        "ours": (DPOTrainer, DPOConfig),
+    }.items():
+        streaming = _iterable(held_out) if shape == "split" else {"a": _iterable(held_out), "b": _iterable(held_out)}
+        args = config_class(**config_kwargs(output_dir=str(tmp_path / name), max_steps=2))
+        with caplog.at_level(logging.INFO, logger="dpo_plugin"):
+            trainer = trainer_class(
+                folder,
+                args=args,
+                train_dataset=preference_dataset(),
+                eval_dataset=streaming,
+                processing_class=tokenizer,
+            )
+        trainer.train()
+        metrics = trainer.evaluate()
+        losses[name] = metrics["eval_loss"] if shape == "split" else (metrics["eval_a_loss"], metrics["eval_b_loss"])
+    assert losses["ours"] == pytest.approx(losses["trl"], rel=1e-5)
+    assert "reference: auto → copy (full fine-tuning; not precomputed: an eval split streams" in caplog.text
+
+
+def test_a_streaming_split_given_to_evaluate_later_is_scored_batch_by_batch_with_the_reference(tokenizer, tmp_path):
+    """``auto`` precomputed the splits it was given; a streaming split met after training is scored against the
+    reloaded initial model batch by batch: the same rewards as a run that keeps a copy of the reference."""
+    from dpo_plugin.testing.tiny import save_tiny
+
+    folder = str(save_tiny(tmp_path / "init"))
+    held_out = preference_rows(12)[8:]
+    metrics = {}
+    for reference in ("auto", "copy"):
+        settings = config_kwargs(output_dir=str(tmp_path / reference), max_steps=2)
+        params = {"cache_dir": str(tmp_path / "cache")} if reference == "auto" else None
+        args = DPOConfig(**settings, reference=reference, reference_params=params)
+        trainer = DPOTrainer(folder, args=args, train_dataset=preference_dataset(), processing_class=tokenizer)
+        assert trainer.session.reference_strategy.describe().startswith(
+            "auto → precomputed" if reference == "auto" else "copy"
+        )
+        trainer.train()
+        metrics[reference] = trainer.evaluate(eval_dataset=_iterable(held_out))
+    for key in ("eval_loss", "eval_rewards/chosen", "eval_rewards/rejected", "eval_logratio/chosen"):
+        assert metrics["auto"][key] == pytest.approx(metrics["copy"][key], rel=1e-5, abs=1e-7), key
+    assert metrics["auto"]["eval_rewards/margins"] != 0  # the policy trained a step: the rewards are not all zero

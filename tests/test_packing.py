@@ -1,5 +1,6 @@
 """Packed layouts: the rows built by hand-worked examples, the attention per segment against a padded forward,
-the rejected branch blind to the chosen one, the training run in each mode, and every fallback."""
+the rejected branch blind to the chosen one, the training run in each mode, and every fallback (``auto``'s choice
+by cost: test_layout_choice.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from transformers.models.llama.modeling_llama import LlamaAttention
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from dpo_plugin.errors import ConfigError
+from dpo_plugin.forward import segment_kernels
 from dpo_plugin.forward.attention import ATTENTION
-from dpo_plugin.forward.packing import PLAN, SEGMENTED, Job, pack
+from dpo_plugin.forward.packing import PLAN, SEGMENTED, Job, SegmentPlan, pack
+from dpo_plugin.forward.segment_kernels import gathered, length_buckets
 from dpo_plugin.trl import DPOConfig, DPOTrainer
 
 PAIRS = [
@@ -38,17 +41,30 @@ def test_prefix_sharing_row_by_hand():
         Job(9, 12, ((9, 12),)),
         Job(12, 14, ((9, 10), (12, 14))),
     )
-    assert batch["tokens"].tolist() == [2, 1, 3, 1] and batch["predicted"].tolist() == [2, 1, 3, 1]
+    assert batch["tokens"].tolist() == [[2, 1, 3, 1]] and batch["predicted"].tolist() == [[2, 1, 3, 1]]
     assert batch["input_tokens"].item() == (3 + 2) + (3 + 3) + (2 + 1) + (2 + 1)  # TRL's padded rows hold 17
     # LD-DPO: tokens past the pair's shorter completion (pair 0: 2, so the rejected 12 is in the tail)
     assert batch["ld_tail"].tolist() == [[False] * 8 + [True] + [False] * 5]
-    mask = batch[PLAN].mask(1, torch.device("cpu"))[0, 0]
-    assert mask.tolist() == [  # 4 queries (p', 10, 11, 12) over 6 keys (5, 6, p', 10, 11, 12): lower-right causal
-        [True, True, True, False, False, False],
-        [True, True, True, True, False, False],
-        [True, True, True, True, True, False],
-        [True, True, True, True, True, True],
-    ]
+    # each job as one causal sequence over its keys: the rejected branch [p' 10 11 12] becomes [5 6 p' 10 11 12],
+    # whose last 4 outputs are the branch's
+    sequences = gathered(batch[PLAN], [[0], [1], [2], [3]], torch.device("cpu"))
+    assert sequences.index.tolist() == [0, 1, 2, 3, 4] + [0, 1, 5, 6, 7, 8] + [9, 10, 11] + [9, 12, 13]
+    assert sequences.output.tolist() == [0, 1, 2, 3, 4] + [7, 8, 9, 10] + [11, 12, 13] + [15, 16]
+    assert sequences.cu_seqlens.tolist() == [0, 5, 11, 14, 17]
+    # in length buckets, right-padded with position 0: [5 6 3 3] keys → groups {3, 3} and {5, 6}
+    buckets = gathered(batch[PLAN], [[2, 3], [0, 1]], torch.device("cpu"), multiple=8)
+    assert buckets.index.tolist() == [9, 10, 11, 9, 12, 13] + [0, 1, 2, 3, 4, 0] + [0, 1, 5, 6, 7, 8] + [0] * 6
+    assert buckets.output.tolist() == [6, 7, 8, 9, 10] + [14, 15, 16, 17] + [0, 1, 2] + [4, 5]
+    assert buckets.shapes == ((2, 3), (2, 6))
+
+
+def test_length_buckets_minimise_padded_work_plus_a_cost_per_call():
+    lengths = [5, 6, 3, 3]
+    # one call: 4 × 6² / 2 + c; {3, 3} {5, 6}: 2 × 3² / 2 + 2 × 6² / 2 + 2c; {3, 3} {5} {6}: 9 + 12.5 + 18 + 3c
+    assert length_buckets(lengths, call_cost=1000) == [[2, 3, 0, 1]]  # 1072 against 2045 and 3039.5
+    assert length_buckets(lengths, call_cost=10) == [[2, 3], [0, 1]]  # 65 against 82 and 69.5
+    assert length_buckets(lengths, call_cost=1) == [[2, 3], [0], [1]]  # 42.5 against 73 and 47
+    assert length_buckets([7], call_cost=0) == [[0]] and length_buckets([], call_cost=1) == []
 
 
 def test_padding_free_row_with_truncation_and_padding():
@@ -61,7 +77,7 @@ def test_padding_free_row_with_truncation_and_padding():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 0, 1]]
     assert batch["completion_of"].tolist() == [[-1, -1, -1, 0, -1, -1, -1, 2, -1, -1, 1, -1, -1, 3, -1, -1]]
     assert [j.ranges for j in batch[PLAN].jobs] == [((0, 4),), ((4, 8),), ((8, 11),), ((11, 14),), ((14, 16),)]
-    assert batch["tokens"].tolist() == [1, 1, 1, 1] and batch["input_tokens"].item() == 14
+    assert batch["tokens"].tolist() == [[1, 1, 1, 1]] and batch["input_tokens"].tolist() == [14]
 
 
 def test_keep_end_truncation_that_cuts_the_prompt_does_not_share_it():
@@ -117,10 +133,29 @@ def _sequence_logps(model, batch):
     )
 
 
+def _varlen_on_cpu(q, k, v, cu, longest, scale):
+    """What flash attention's varlen kernel computes (causal attention within each ``cu_seqlens`` span), on a CPU."""
+    spans = zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)
+    return torch.cat(
+        [
+            torch.nn.functional.scaled_dot_product_attention(
+                *(t[a:b].transpose(0, 1) for t in (q, k, v)), is_causal=True, scale=scale, enable_gqa=True
+            ).transpose(0, 1)
+            for a, b in spans
+        ]
+    )
+
+
 @pytest.mark.parametrize("model", [_qwen2, _llama], ids=["qwen2-gqa", "llama"])
 @pytest.mark.parametrize("share", [False, True], ids=["padding_free", "prefix_sharing"])
 @pytest.mark.parametrize("truncation", [(None, "keep_start"), (4, "keep_start"), (4, "keep_end")])
-def test_packed_log_probs_equal_the_padded_ones(model, share, truncation):
+@pytest.mark.parametrize("kernel", ["sdpa", "flex", "varlen"])
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_packed_log_probs_equal_the_padded_ones(model, share, truncation, kernel, monkeypatch):
+    """Every kernel's forward (flex without gradients, as on a CPU; varlen's layout through a CPU stand-in for
+    flash attention's kernel, which needs CUDA) against TRL's padded rows."""
+    if kernel == "varlen":
+        monkeypatch.setattr(segment_kernels, "varlen_function", lambda: _varlen_on_cpu)
     max_length, mode = truncation
     model = model()
     pairs = PAIRS + [{"prompt_ids": [30, 31, 32, 33, 34], "chosen_ids": [35, 36, 37], "rejected_ids": [38, 39]}]
@@ -128,8 +163,15 @@ def test_packed_log_probs_equal_the_padded_ones(model, share, truncation):
         model, DataCollatorForPreference(pad_token_id=0, max_length=max_length, truncation_mode=mode)(pairs)
     )
     model.set_attn_implementation(ATTENTION)
-    packed = _sequence_logps(model, pack(pairs, max_length=max_length, truncation_mode=mode, share_prompt=share))
-    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+    batch = pack(pairs, max_length=max_length, truncation_mode=mode, share_prompt=share, kernel=kernel)
+    torch.testing.assert_close(_sequence_logps(model, batch), padded, rtol=1e-5, atol=1e-5)
+
+
+def _leaking(batch):
+    """``batch`` with a plan whose rejected branch also attends to the chosen tokens (what the test must catch)."""
+    chosen, branch = batch[PLAN].jobs
+    leak = Job(branch.start, branch.end, ((chosen.start, branch.end),))
+    return {**batch, PLAN: SegmentPlan((chosen, leak))}
 
 
 def test_the_rejected_branch_never_sees_the_chosen_one():
@@ -137,12 +179,14 @@ def test_the_rejected_branch_never_sees_the_chosen_one():
     model.set_attn_implementation(ATTENTION)
     pair = {"prompt_ids": [3, 4, 5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10, 11]}
     other = {**pair, "chosen_ids": [90, 91, 92, 93, 94]}  # another chosen answer, longer
-    first, second = (
-        _sequence_logps(model, pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True))
-        for p in (pair, other)
-    )
-    assert first[1] == second[1]  # the rejected answer's log-prob: bit for bit the same
+    batches = [pack([p], max_length=None, truncation_mode="keep_start", share_prompt=True) for p in (pair, other)]
+    first, second = (_sequence_logps(model, batch) for batch in batches)
+    # the rejected answer's log-prob is the same (up to BLAS blocking over rows of other lengths: ~1e-8 in float64)
+    assert abs(first[1] - second[1]) < 1e-6
     assert abs(first[0] - second[0]) > 1  # the chosen ones differ
+    # a branch that saw the chosen tokens would differ by far more than that tolerance
+    leaked = [_sequence_logps(model, _leaking(batch))[1] for batch in batches]
+    assert abs(leaked[0] - leaked[1]) > 1e-3 and abs(leaked[0] - first[1]) > 1e-3
 
 
 def _trainer(tmp_path, model=None, **overrides):
@@ -177,13 +221,6 @@ def test_training_in_each_layout(packing, reference, tmp_path):
     logged = [e for e in trainer.state.log_history if "loss" in e]
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logged)
     assert any("eval_loss" in e for e in trainer.state.log_history)
-
-
-def test_auto_packs_by_prefix_sharing_and_says_so(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="dpo_plugin"):
-        trainer = _trainer(tmp_path, max_steps=1)
-    assert trainer.session.layout == "prefix_sharing"
-    assert "packing: auto → prefix_sharing" in caplog.text
 
 
 def test_the_packed_batch_layout_changes_no_number_of_a_training_run(tmp_path):
@@ -329,3 +366,28 @@ def _qwen2_trainable():
     from dpo_plugin.testing.tiny import tiny_model
 
     return tiny_model(len(_tokenizer()))
+
+
+def test_per_model_answers_once_per_model_object_and_keeps_no_model_alive():
+    """accelerate's unwrap and PEFT checks read package metadata on every call; the forward asks once per model."""
+    import gc
+    import weakref
+
+    from dpo_plugin.forward.engine import per_model
+
+    asked = []
+
+    def unwrap(model):
+        asked.append(model)
+        return getattr(model, "inner", model)
+
+    remembered = per_model(unwrap)
+    plain, wrapper = torch.nn.Linear(2, 2), torch.nn.Module()
+    wrapper.inner = torch.nn.Linear(2, 2)
+    for _ in range(3):
+        assert remembered(plain) is plain and remembered(wrapper) is wrapper.inner
+    assert asked == [plain, wrapper]
+    watch = weakref.ref(plain)
+    del plain, asked[:]
+    gc.collect()
+    assert watch() is None  # remembering its answer did not keep the model alive

@@ -5,7 +5,8 @@
 - :mod:`.logps`: a batch's per-sequence log-probabilities (padded or packed layout, LD-DPO, WPO);
 - :mod:`.heads`: the per-token head a host lends (TRL's fused LM head, or full logits);
 - :mod:`.backend`: what a host lends the forward (head, padded collator, tokenisation);
-- :mod:`.packing`, :mod:`.attention`, :mod:`.layout_choice`: packed rows, their attention, and ``packing: auto``;
+- :mod:`.packing`, :mod:`.attention`, :mod:`.segment_kernels`: packed rows and their attention (the kernels);
+- :mod:`.layout_choice`, :mod:`.layout_cost`: the layout checked and weighed by cost (``packing: auto``);
 - :mod:`.engine`: where scoring runs (device, precision, processes).
 """
 

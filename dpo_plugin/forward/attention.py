@@ -1,8 +1,8 @@
-"""The attention that reads packed rows: transformers' SDPA per segment of a :class:`~.packing.SegmentPlan`.
+"""The attention that reads packed rows, registered with transformers as :data:`ATTENTION`.
 
-Registered with transformers as :data:`ATTENTION`: each segment is computed with transformers' own
-SDPA (a causal square for a sequence or a prompt + chosen branch, a lower-right causal block for a
-rejected branch over the prompt's keys and its own), so no token attends across segments and no
+With a :class:`~.packing.SegmentPlan` in its keywords, each segment of the row is computed as a
+causal sequence over its own keys by the plan's kernel (:mod:`.segment_kernels`: SDPA by length
+buckets, varlen flash attention or flex_attention), so no token attends across segments and no
 dense ``[T, T]`` mask is ever built. Without a plan it is plain SDPA, so generation and padded
 batches are unchanged. :func:`support` says whether a model can take it.
 
@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ..errors import ConfigError
+from .engine import per_model
 from .packing import PLAN, SegmentPlan
+from .segment_kernels import attend
 
 #: The attention implementation name models run packed batches with (plain SDPA without a plan).
 ATTENTION = "dpo_plugin_segments"
@@ -39,27 +40,14 @@ def segment_attention(
     for option in ("sliding_window", "softcap"):
         if kwargs.get(option) is not None:
             raise NotImplementedError(f"packed DPO batches do not support attention with {option}; use packing: none")
-    outputs = []
-    for index, job in enumerate(plan.jobs):
-        keys = [key[:, :, a:b] for a, b in job.ranges]
-        values = [value[:, :, a:b] for a, b in job.ranges]
-        out, _ = sdpa_attention_forward(
-            module,
-            query[:, :, job.start : job.end],
-            keys[0] if len(keys) == 1 else torch.cat(keys, dim=2),
-            values[0] if len(values) == 1 else torch.cat(values, dim=2),
-            plan.mask(index, query.device),
-            is_causal=True,
-            **kwargs,
-        )
-        outputs.append(out)
-    return torch.cat(outputs, dim=1), None
+    return attend(module, query, key, value, plan, **kwargs), None
 
 
 AttentionInterface.register(ATTENTION, segment_attention)
 AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
+@per_model
 def _language_model(model: Any) -> Any:
     from accelerate.utils import extract_model_from_parallel, is_peft_model
 

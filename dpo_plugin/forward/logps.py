@@ -8,6 +8,7 @@ per-token outputs over each sequence's completion tokens, as TRL 1.16's ``_compu
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,15 +120,15 @@ def packed_layout(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Layout]:
     model_kwargs = {k: v for k, v in batch.items() if k not in PACKED_KEYS and k not in NON_MODEL_KEYS}
     model_kwargs |= {"labels": batch["packed_labels"], "attention_mask": SEGMENTED, PLAN: batch[PLAN]}
     targets = batch["completion_of"][0, 1:]
-    counted = targets >= 0
-    index = targets[counted]
     sequences = batch["tokens"].numel()
+    bins = targets.masked_fill(targets < 0, sequences)  # a position no sequence counts goes to a bin dropped after
 
-    def reduce(values: Tensor) -> Tensor:
-        selected = values[0][counted]
-        return torch.zeros(sequences, dtype=selected.dtype, device=selected.device).index_add(0, index, selected)
+    def reduce(values: Tensor) -> Tensor:  # one index_add, no boolean indexing (which waits for the device)
+        row = values[0]
+        return torch.zeros(sequences + 1, dtype=row.dtype, device=row.device).index_add(0, bins, row)[:sequences]
 
-    layout = Layout(reduce, batch["ld_tail"][:, 1:], batch["tokens"], batch["predicted"], batch["input_tokens"])
+    tokens, predicted, input_tokens = batch["tokens"][0], batch["predicted"][0], batch["input_tokens"].sum()
+    layout = Layout(reduce, batch["ld_tail"][:, 1:], tokens, predicted, input_tokens)
     return model_kwargs, layout
 
 
@@ -185,6 +186,20 @@ def _metric_sums(
         with torch.no_grad():
             aligned = layout.reduce(log_probs - _per_token(outputs, WPO_FIELD, layout))
         stats.wpo_mean = aligned / stats.predicted.clamp_min(1)
+
+
+def first_rows(dataset: Any, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` tokenised rows (:data:`TOKEN_COLUMNS`) of a split, map-style or streaming (none: [])."""
+    from datasets import Dataset, IterableDataset
+
+    if isinstance(dataset, Dataset):
+        rows: list[dict[str, Any]] = (
+            dataset.select(range(min(count, len(dataset)))).select_columns(TOKEN_COLUMNS).to_list()
+        )
+        return rows
+    if isinstance(dataset, IterableDataset):
+        return [{c: row[c] for c in TOKEN_COLUMNS} for row in itertools.islice(dataset, count)]
+    return []
 
 
 def logits_outputs(model: Any, batch: Mapping[str, Any]) -> Any:

@@ -15,17 +15,16 @@ twice. Here the batch's sequences go into one row without padding, each with its
   their prompt (``keep_end`` cutting into it) is packed as two sequences.
 
 Truncation is TRL 1.16's ``DataCollatorForPreference``'s, per sequence, before packing. The row's
-:class:`SegmentPlan` says which positions attend to which; :mod:`.attention` computes it.
+:class:`SegmentPlan` says which positions attend to which; :mod:`.segment_kernels` computes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
 
 #: The model keyword that carries a batch's :class:`SegmentPlan` down to the attention layers.
 PLAN = "dpo_plugin_segments"
@@ -37,36 +36,36 @@ PACKED_KEYS = frozenset({PLAN, "packed_labels", "completion_of", "ld_tail", "tok
 @dataclass(frozen=True)
 class Job:
     """One segment's attention: queries ``[start, end)`` of the row over the keys ``ranges``
-    (the last one ends at ``end``)."""
+    (the last one ends at ``end``), causal from the lower right."""
 
     start: int
     end: int
     ranges: tuple[tuple[int, int], ...]
 
     @property
-    def square(self) -> bool:
-        return self.ranges == ((self.start, self.end),)
+    def keys(self) -> int:
+        return sum(b - a for a, b in self.ranges)
 
 
 @dataclass
 class SegmentPlan:
-    """The segments of a packed row, in row order, covering every position (lower-right masks built once per device)."""
+    """The segments of a packed row, in row order, covering every position, and the attention kernel computing them.
+
+    What a kernel derives from the plan on a device (index tensors, a block mask) is built at the
+    first layer that needs it and kept for the others, the reference forward and the backward
+    (:meth:`prepared`); see :mod:`.segment_kernels`.
+    """
 
     jobs: tuple[Job, ...]
-    _masks: dict[tuple[int, str], Tensor] = field(default_factory=dict, repr=False)
+    kernel: str = "sdpa"
+    _prepared: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
-    def mask(self, index: int, device: torch.device) -> Tensor | None:
-        """None for a square (causal) segment; else the boolean ``[1, 1, Lq, Lk]`` lower-right causal mask."""
-        job = self.jobs[index]
-        if job.square:
-            return None
-        key = (index, str(device))
-        if key not in self._masks:
-            queries, keys = job.end - job.start, sum(b - a for a, b in job.ranges)
-            self._masks[key] = torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)[
-                None, None
-            ]
-        return self._masks[key]
+    def prepared(self, name: str, device: torch.device, build: Callable[[], Any]) -> Any:
+        """``build()`` the first time ``name`` is asked for on ``device``; the same object after."""
+        key = (name, str(device))
+        if key not in self._prepared:
+            self._prepared[key] = build()
+        return self._prepared[key]
 
 
 #: The attention mask a packed forward passes: 4D, so transformers builds none (the plan says who attends to whom).
@@ -75,13 +74,15 @@ SEGMENTED = torch.ones(1, 1, 1, 1, dtype=torch.bool)
 
 @dataclass(frozen=True)
 class PackedCollator:
-    """Collates tokenised pairs into one packed row (:func:`pack`), padded to a multiple of ``pad_to_multiple_of``."""
+    """Collates tokenised pairs into one packed row (:func:`pack`), padded to a multiple of ``pad_to_multiple_of``,
+    its attention computed by ``kernel`` (:data:`~.segment_kernels.KERNELS`)."""
 
     mode: str
     pad_token_id: int
     max_length: int | None = None
     truncation_mode: str = "keep_start"
     pad_to_multiple_of: int | None = None
+    kernel: str = "sdpa"
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         return pack(
@@ -91,10 +92,11 @@ class PackedCollator:
             share_prompt=self.mode == "prefix_sharing",
             pad_token_id=self.pad_token_id,
             pad_to_multiple_of=self.pad_to_multiple_of,
+            kernel=self.kernel,
         )
 
 
-def _truncate(
+def truncate(
     prompt: list[int], completion: list[int], max_length: int | None, mode: str
 ) -> tuple[list[int], list[int]]:
     """``(prompt part, completion part)`` of ``prompt + completion`` truncated as TRL's collator truncates it."""
@@ -154,23 +156,26 @@ def pack(
     share_prompt: bool,
     pad_token_id: int = 0,
     pad_to_multiple_of: int | None = None,
+    kernel: str = "sdpa",
 ) -> dict[str, Any]:
     """A packed batch of ``B`` tokenised pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``): one row, no padding.
 
     Sequence ``i`` is pair ``i``'s chosen answer, ``B + i`` its rejected one. Keys: ``input_ids``,
     ``position_ids`` and ``packed_labels`` ``[1, T]``, ``completion_of`` ``[1, T]`` (the sequence of
     each counted completion token, else -1), ``ld_tail`` ``[1, T]`` (completion tokens past the
-    shorter completion, for LD-DPO), ``tokens`` / ``predicted`` ``[2B]`` (completion tokens, and those
-    with a log-prob), ``input_tokens`` (the tokens TRL's padded batch would hold) and the plan.
-    With ``pad_to_multiple_of`` the row ends in a segment of ``pad_token_id`` that nothing reads.
+    shorter completion, for LD-DPO), ``tokens`` / ``predicted`` ``[1, 2B]`` (completion tokens, and those
+    with a log-prob), ``input_tokens`` ``[1]`` (the tokens TRL's padded batch would hold) and the plan.
+    Every tensor leads with the row's dimension, so accelerate's dispatcher (a streaming split's
+    batches) takes the batch whole. With ``pad_to_multiple_of`` the row ends in a segment of
+    ``pad_token_id`` that nothing reads.
     """
     count = len(examples)
     row = _Row(2 * count)
     input_tokens = 0
     for i, example in enumerate(examples):
         prompt = list(example["prompt_ids"])
-        chosen_prompt, chosen = _truncate(prompt, list(example["chosen_ids"]), max_length, truncation_mode)
-        rejected_prompt, rejected = _truncate(prompt, list(example["rejected_ids"]), max_length, truncation_mode)
+        chosen_prompt, chosen = truncate(prompt, list(example["chosen_ids"]), max_length, truncation_mode)
+        rejected_prompt, rejected = truncate(prompt, list(example["rejected_ids"]), max_length, truncation_mode)
         input_tokens += len(chosen_prompt) + len(chosen) + len(rejected_prompt) + len(rejected)
         if share_prompt and chosen_prompt == rejected_prompt and chosen_prompt:
             _add_shared(row, chosen_prompt, chosen, rejected, i, count + i)
@@ -186,7 +191,8 @@ def pack(
         row.add([pad_token_id] * (-len(row.ids) % pad_to_multiple_of), 0)
         row.segment()
     batch = _tensors(row, count)
-    batch["input_tokens"] = torch.tensor(input_tokens)
+    batch[PLAN] = SegmentPlan(tuple(row.jobs), kernel)
+    batch["input_tokens"] = torch.tensor([input_tokens])
     for column in ("ref_chosen_logps", "ref_rejected_logps"):
         if column in examples[0]:
             batch[column] = torch.tensor([example[column] for example in examples])
@@ -225,7 +231,6 @@ def _tensors(row: _Row, count: int) -> dict[str, Any]:
         "packed_labels": ids.masked_fill(completion_of < 0, -100),
         "completion_of": completion_of,
         "ld_tail": (counted & (ranks > limit))[None],
-        "tokens": torch.tensor(row.tokens),
-        "predicted": predicted,
-        PLAN: SegmentPlan(tuple(row.jobs)),
+        "tokens": torch.tensor([row.tokens]),
+        "predicted": predicted[None],
     }

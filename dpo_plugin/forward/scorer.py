@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -19,11 +20,10 @@ from torch import Tensor
 
 from ..distributed import whole
 from .backend import Collator, ForwardBackend, default_backend
-from .engine import Engine
+from .engine import Engine, per_model
 from .heads import TokenHead
 from .interface import PairScorer, PairScores
-from .logps import REFERENCE_COLUMNS, TOKEN_COLUMNS, ForwardSettings, SequenceStats, forward_pairs
-from .packing import PackedCollator
+from .logps import REFERENCE_COLUMNS, TOKEN_COLUMNS, ForwardSettings, SequenceStats, first_rows, forward_pairs
 
 
 @contextlib.contextmanager
@@ -54,6 +54,13 @@ def active_adapter(model: Any, name: str | None) -> Iterator[None]:
         model.set_adapter(previous)
 
 
+@per_model
+def _is_peft_model(model: Any) -> bool:
+    from accelerate.utils import is_peft_model
+
+    return bool(is_peft_model(model))
+
+
 class Scorer(PairScorer):
     """:class:`~.interface.PairScorer` over a host's head and collator (see the module docstring).
 
@@ -81,6 +88,7 @@ class Scorer(PairScorer):
         self._splits, self.engine, self.settings, self.batch_size = splits, engine, settings, batch_size
         self.initial_source, self.gradient_checkpointing_kwargs = initial_source, gradient_checkpointing_kwargs
         self.device, self.is_main_process = engine.device, engine.is_main_process
+        self._ready: weakref.WeakSet[Any] = weakref.WeakSet()  # models the head is ready for
 
     @property
     def policy(self) -> Any:
@@ -120,8 +128,9 @@ class Scorer(PairScorer):
         """The no-grad forward of a batch under ``model`` (None: the policy), as training runs it."""
         if model is None:
             model = self._get_policy()
-        else:
+        elif model not in self._ready:
             self.head.ensure(self.engine.unwrap(model))
+            self._ready.add(model)
         adapters = self.adapters_off() if adapters_off else contextlib.nullcontext()
         with (
             torch.no_grad(),
@@ -167,10 +176,8 @@ class Scorer(PairScorer):
     @property
     def reference_adapter(self) -> str | None:
         """TRL loads a copy of an existing adapter as "ref" when training it further."""
-        from accelerate.utils import is_peft_model
-
         policy = self.policy
-        return "ref" if is_peft_model(policy) and "ref" in policy.peft_config else None
+        return "ref" if _is_peft_model(policy) and "ref" in policy.peft_config else None
 
     def place(self, model: Any) -> Any:
         self.head.ensure(model)
@@ -181,9 +188,10 @@ class Scorer(PairScorer):
         return self.engine.unwrap(model)
 
     def fingerprint(self, dataset: Any) -> str:
-        layout = self.collator.mode if isinstance(self.collator, PackedCollator) else "padded"
+        # not the batch layout: every layout gives the same log-probs (the start-up probe checks it), and
+        # ``packing: auto`` may pick another one next run, whose cache must still be found
         head = type(self.head).__name__  # TRL 1.16's fused head and the logits differ in the last digits
-        digest = hashlib.blake2b(repr((self.settings, layout, head)).encode(), digest_size=16)
+        digest = hashlib.blake2b(repr((self.settings, head)).encode(), digest_size=16)
         table = dataset.with_format("arrow")[:]
         for column in TOKEN_COLUMNS:
             array = table.column(column).combine_chunks()
@@ -216,7 +224,7 @@ def pair_scorer(
     (:func:`~.layout_choice.choose_layout`). ``reloadable``: the model's ``name_or_path`` holds its
     initial weights (the checks' fallback reference); False when the model is the trained one.
     """
-    from .layout_choice import choose_layout
+    from .layout_choice import ESTIMATE_BATCHES, Workload, choose_layout
 
     backend = backend or default_backend()
     engine = Engine.local(device, bf16)
@@ -238,7 +246,9 @@ def pair_scorer(
         batch_size=batch_size,
         initial_source=source,
     )
-    choose_layout(scorer, packing, padded_collator=backend.padded_collator)
+    rows = first_rows(next(iter(prepared.values()), None), batch_size * ESTIMATE_BATCHES)
+    workload = Workload(rows, batch_size, training=False)
+    choose_layout(scorer, packing, padded_collator=backend.padded_collator, workload=workload)
     return scorer
 
 

@@ -29,11 +29,13 @@ def choose(policy: Any, run: RunFacts, *, ref_model: Any, params: set[str]) -> t
         return "path", "a ref_model was passed"
     if not run.needs_reference:
         return "none", "no chosen loss needs a reference"
-    if run.full_pass and fits and (adapter_off or reloadable or not run.checks):
+    once = run.full_pass and fits and (adapter_off or reloadable or not run.checks)
+    if once and not run.streaming_eval:
         return "precomputed", "the run visits every training pair at least once and the reference is frozen"
+    streaming = "; not precomputed: an eval split streams, so it cannot be scored once before training" if once else ""
     if adapter_off:
-        return "adapter", "PEFT: disabling the adapters gives the initial model"
-    return "copy", "full fine-tuning" if not run.peft else "the adapter rewrites the base weights"
+        return "adapter", "PEFT: disabling the adapters gives the initial model" + streaming
+    return "copy", ("full fine-tuning" if not run.peft else "the adapter rewrites the base weights") + streaming
 
 
 class AutoReference(ReferenceStrategy):
@@ -41,11 +43,13 @@ class AutoReference(ReferenceStrategy):
 
     ``path`` for a ``ref_model`` passed in; ``none`` when no loss needs a reference; ``precomputed``
     when the run visits the whole training set at least once (the one reference pass then costs no
-    more than the reference forwards it saves, and frees the reference's memory) and the checks can
-    still reach the reference (PEFT adapters off, or the initial model reloaded from its folder or
-    hub id); else ``adapter`` with PEFT and ``copy`` without (``copy`` also with PiSSA and OLoRA,
-    whose initialisation rewrites the base weights). The choice and its reason are logged. Each is
-    looked up by name in the registry, so a plugin that overrides a built-in strategy is used here too.
+    more than the reference forwards it saves, and frees the reference's memory), no eval split given
+    to the trainer streams (each split is scored once, before training; a streaming split passed to
+    ``evaluate()`` later is scored batch by batch), and the checks can still reach the reference (PEFT
+    adapters off, or the initial model reloaded from its folder or hub id); else ``adapter`` with PEFT
+    and ``copy`` without (``copy`` also with PiSSA and OLoRA, whose initialisation rewrites the base
+    weights). The choice and its reason are logged. Each is looked up by name in the registry, so a
+    plugin that overrides a built-in strategy is used here too.
     """
 
     name = "auto"
@@ -88,6 +92,9 @@ class AutoReference(ReferenceStrategy):
 
     def score(self, dataset: Any) -> Any:
         return self.chosen.score(dataset)
+
+    def batch_by_batch(self, split: str) -> AbstractContextManager[Any]:
+        return self.chosen.batch_by_batch(split)
 
     def on_step_end(self, state: Any) -> None:
         self.chosen.on_step_end(state)

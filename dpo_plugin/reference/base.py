@@ -10,7 +10,8 @@ The trainer drives a strategy through these calls, in order:
    sees the trainer) and ``model`` what ``prepare`` returned, placed on the device (or None).
    Loading, copying and precomputing happen by here.
 3. ``logps(batch) -> (ref_chosen, ref_rejected)`` for every batch that needs a reference;
-   ``score(split)`` for every pair of a split (the checks, TRL's precompute hook).
+   ``score(split)`` for every pair of a split (the checks, TRL's precompute hook); ``batch_by_batch(split)``
+   around the evaluation of a streaming split that a precomputing strategy did not score.
 4. ``on_step_end(state)`` after every optimizer step (e.g. TR-DPO syncs).
 5. ``generation_model()``: a context manager yielding the model the post-training checks compare
    against (``None`` when there is none; ``unavailable`` then says why); ``memory_bytes()`` what
@@ -48,9 +49,10 @@ class RunFacts:
     rewrites the base weights (PiSSA, OLoRA), so disabling it no longer gives the initial model;
     ``needs_reference``: some chosen loss needs reference log-probs; ``checks``: post-training checks
     will compare against the reference (keep what they need); ``full_pass``: the run's optimizer
-    steps visit every training pair at least once; ``initial_copy``: a copy of the initial policy the
-    host already loaded (Axolotl loads one when training without an adapter) — a strategy that needs
-    a frozen copy takes it instead of copying, and one that needs none lets it go.
+    steps visit every training pair at least once; ``streaming_eval``: an eval split given to the trainer
+    is an ``IterableDataset``, which cannot be scored once before training; ``initial_copy``: a copy of
+    the initial policy the host already loaded (Axolotl loads one when training without an adapter) — a
+    strategy that needs a frozen copy takes it instead of copying, and one that needs none lets it go.
     """
 
     peft: bool = False
@@ -58,6 +60,7 @@ class RunFacts:
     needs_reference: bool = True
     checks: bool = False
     full_pass: bool = False
+    streaming_eval: bool = False
     initial_copy: Any = field(default=None, compare=False, repr=False)
 
 
@@ -133,6 +136,11 @@ class ReferenceStrategy:
 
     def on_step_end(self, state: Any) -> None:
         """After every optimizer step."""
+
+    def batch_by_batch(self, split: str) -> contextlib.AbstractContextManager[Any]:
+        """Within the block, batches of a split that was not scored before (one that streams) get their reference
+        log-probabilities as they come; strategies that score every batch anyway need nothing here."""
+        return contextlib.nullcontext()
 
     def generation_model(self) -> contextlib.AbstractContextManager[Any]:
         """A context manager yielding the reference model the checks generate from and score with (None: none)."""

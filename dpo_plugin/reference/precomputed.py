@@ -130,6 +130,7 @@ class PrecomputedReference(ReferenceStrategy):
         self.cache_files: list[Path] = []
         self._weights = ""
         self._scores: dict[str, PairScores] = {}
+        self._live: tuple[Any] | None = None  # the reference scoring a streaming split's batches (batch_by_batch)
 
     def prepare(self, policy: Any, run: RunFacts, *, ref_model: Any = None) -> Any:
         if ref_model is not None and self.source_path is not None:
@@ -230,13 +231,21 @@ class PrecomputedReference(ReferenceStrategy):
         logger.info("Reference log-probs for %s (%d pairs) cached in %s.", split, len(scores), path)
 
     def _compute(self, dataset: Any, split: str) -> PairScores:
-        """Score a split: with the reference if it is still here, else the policy (adapters off, or untrained),
-        else the kept copy, else reloaded."""
+        """Score a split with the reference (:meth:`_reference`)."""
+        with self._reference(split) as model:
+            return self._score_with(model, dataset, split)
+
+    @contextlib.contextmanager
+    def _reference(self, split: str) -> Iterator[Any]:
+        """The reference for a split met now: the model if it is still here, else the policy (adapters off, or
+        untrained: None), else the kept copy, else reloaded for the block."""
         if self.source is not None or self.adapters_off or not (self.policy_moved or self.source_freed):
-            return self._score_with(self.source, dataset, split)
+            yield self.source
+            return
         if self.parked is not None:
             with self._unparked() as model:
-                return self._score_with(model, dataset, split)
+                yield model
+            return
         reloadable = self.source_path or self.scorer.initial_source
         if reloadable is None:
             raise ConfigError(
@@ -248,7 +257,18 @@ class PrecomputedReference(ReferenceStrategy):
             problem = self.unavailable if model is None else self._differs(model)
             if problem is not None:
                 raise ConfigError(f"reference: precomputed cannot score the {split} split: {problem}.")
-            return self._score_with(model, dataset, split)
+            yield model
+
+    @contextlib.contextmanager
+    def batch_by_batch(self, split: str) -> Iterator[None]:
+        """Within the block, a batch without cached reference log-probs (a streaming split's) is scored with the
+        reference (:meth:`_reference`, loaded once for the block) as it comes."""
+        with self._reference(split) as model:
+            self._live = (model,)
+            try:
+                yield
+            finally:
+                self._live = None
 
     def _score_with(self, model: Any, dataset: Any, split: str) -> PairScores:
         self.computed_pairs += len(dataset)
@@ -262,6 +282,8 @@ class PrecomputedReference(ReferenceStrategy):
 
     def logps(self, batch: Any) -> tuple[Any, Any]:
         cached = self.scorer.batch_reference(batch)
+        if cached is None and self._live is not None:
+            return self.scorer.logps(batch, self._live[0], adapters_off=self.adapters_off)
         if cached is None:
             raise ConfigError(
                 "reference: precomputed has no cached reference log-probs for this batch: pass every dataset you "

@@ -60,6 +60,7 @@ from ...errors import ConfigError
 from ...forward.backend import Collator
 from ...forward.heads import LogitsHead, TokenHead, TokenOutputs
 from ...forward.logps import REFERENCE_COLUMNS, ForwardSettings, logits_outputs
+from ...session import streams
 from ...settings import LossRequest
 
 if TYPE_CHECKING:
@@ -328,11 +329,20 @@ class SessionHooks:
 
         TRL refuses that case after training under full fine-tuning (its reference is gone); ours
         scores the split with the reference strategy (reloading the initial model if it must), then
-        lets TRL evaluate the prepared split.
+        lets TRL evaluate the prepared split. A streaming split under ``reference: auto`` (which chose
+        to precompute) is scored batch by batch with the reference instead; with ``reference:
+        precomputed`` asked for, TRL's refusal of a streaming split stands.
         """
         strategy = self.session.reference_strategy
         if eval_dataset is None or isinstance(eval_dataset, str) or not strategy.precomputes:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # type: ignore[misc]
+        if streams(eval_dataset) and strategy.name == "auto":  # chosen for the user: score its batches as they come
+            self.precompute_ref_logps = False
+            try:
+                with strategy.batch_by_batch(metric_key_prefix):
+                    return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # type: ignore[misc]
+            finally:
+                self.precompute_ref_logps = True
         named = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         prepared = {
             name: self._precompute_ref_logps(

@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import datasets
 import trl
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
@@ -19,7 +18,7 @@ from transformers import TrainerCallback
 from ...checkpoints import resume_checkpoint
 from ...errors import ConfigError
 from ...model_files import load_model_config, load_processing_class
-from ...session import Connection, DPOSession
+from ...session import Connection, DPOSession, streams
 from .config import DPOConfig
 from .internals import (
     TRL_DEFAULTS,
@@ -50,7 +49,14 @@ def plugin_config(args: Any, model: Any) -> DPOConfig:
 
 
 def packing_obstacle(
-    args: DPOConfig, model: Any, peft_config: Any, collator: Any, processor: Any, train: Any, compute_metrics: Any
+    args: DPOConfig,
+    model: Any,
+    peft_config: Any,
+    collator: Any,
+    processor: Any,
+    train: Any,
+    compute_metrics: Any,
+    evaluation: Any = None,
 ) -> str | None:
     """Why this run cannot take a packed layout, whatever the model (None when nothing stands in the way)."""
     from transformers import ProcessorMixin
@@ -66,8 +72,8 @@ def packing_obstacle(
         or bool({"image", "images"} & columns),
         "torch_compile would recompile for every packed row": bool(args.torch_compile),
         "compute_metrics expects TRL's padded rows": compute_metrics is not None,
-        "a streaming dataset on several processes is gathered as padded batches": isinstance(
-            train, datasets.IterableDataset
+        "a streaming dataset on several processes is gathered as padded batches": (
+            streams(train) or streams(evaluation)
         )
         and args.world_size > 1,
     }
@@ -126,10 +132,12 @@ def plan_run(
         raise ConfigError("A peft_config was passed, but adapter: none is set: they contradict each other; set one.")
     peft_config, rewrites = session.adapter_config(model, peft_config)
     peft = peft_config is not None or is_peft_model(model)
-    run = session.run_facts(peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset)
+    run = session.run_facts(
+        peft=peft, base_weights_change=rewrites, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset
+    )
     held = session.prepare_reference(model, ref_model, dataclasses.replace(run, initial_copy=initial_copy))
     obstacle = packing_obstacle(
-        args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics
+        args, model, peft_config, data_collator, processing_class, train_dataset, compute_metrics, eval_dataset
     )
     connection = Connection(forward_settings(args), lambda: held_reference(trainer), obstacle, args.pad_to_multiple_of)
     session.connect(trainer, connection)
