@@ -99,7 +99,8 @@ def main() -> None:
     trainers = {}
     for name in names:
         trainer_class, config_class = TRAINERS[name]
-        own = {"packing": "none"} if config_class is DPOConfig else {}
+        # equal settings: a reference model held (TRL loads one by default), padded batches
+        own = {"packing": "none", "reference": "copy"} if config_class is DPOConfig else {}
         trainers[name] = trainer_class(
             model_path, args=config_class(**settings, **own), train_dataset=dataset, processing_class=tokenizer
         )
