@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 import transformers
 import trl
-from bench_packing import PRESETS, preference_rows, word_tokenizer
+from bench_packing import PRESETS, preference_rows, saved_qwen2, word_tokenizer
 from bench_trainer import device_name
-from common import interleaved, isolated_peaks, prepare, report_alone
+from common import interleaved, isolated_peaks, prepare, report_alone, speedups
 from datasets import Dataset
 
 from dpo_plugin.forward.layout_cost import packed_cost, padded_cost
@@ -215,12 +215,7 @@ def main() -> None:
 
 def _profile_maker(profile: str, shape: dict, seed: int, workdir: Path, device: torch.device):
     """(trainer names, ``make(name)``, ``figures()``) of a length profile on the preset's Qwen2 shape."""
-    tokenizer = word_tokenizer(shape["vocab_size"])
-    model_path = workdir / "model"
-    if not model_path.exists():
-        torch.manual_seed(0)
-        transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape)).save_pretrained(model_path)
-        tokenizer.save_pretrained(model_path)
+    model_path, tokenizer = saved_qwen2(shape, workdir)
     dataset = Dataset.from_list(rows_of(profile, shape["vocab_size"], seed))
 
     def make(name: str):
@@ -258,13 +253,10 @@ def _print(group: str, result: dict, names) -> None:
     print(f"{'trainer':22s} {'step':>10s} {'tokens/s':>9s}{header} {'setup':>7s} {'peak alone':>11s}")
     for name in names:
         step = result["median_step_s"][name]
-        speedups = ""
-        for base in bases:
-            low, high = result["ratios_to"][base]["iqr"][name]
-            speedups += f"{1 / result['ratios_to'][base]['median'][name]:17.2f}× ({1 / high:.2f}–{1 / low:.2f})"
         peak = result["peak_alone_mib"][f"{group}/{name}"]
         print(
-            f"{name:22s} {step * 1000:7.1f} ms {tokens / step:9.0f}{speedups} {result['setup_s'][name]:6.1f}s "
+            f"{name:22s} {step * 1000:7.1f} ms {tokens / step:9.0f}{speedups(result, name, 17)} "
+            f"{result['setup_s'][name]:6.1f}s "
             f"{peak:7.0f} MiB"
         )
     figures = result["positions_per_real_token"]

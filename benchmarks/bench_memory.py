@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import transformers
 import trl
-from bench_packing import PRESETS, preference_rows, word_tokenizer
+from bench_packing import PRESETS, preference_rows, saved_qwen2
 from bench_trainer import device_name
 from common import report_alone
 from datasets import Dataset
@@ -58,12 +58,7 @@ def rows(max_length: int, vocab: int, seed: int) -> list[dict[str, str]]:
 
 def build(name: str, max_length: int, workdir: Path, device: torch.device, seed: int):
     shape = PRESETS["cpu"]
-    tokenizer = word_tokenizer(shape["vocab_size"])
-    model_path = workdir / "model"
-    if not model_path.exists():
-        torch.manual_seed(0)
-        transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape)).save_pretrained(model_path)
-        tokenizer.save_pretrained(model_path)
+    model_path, tokenizer = saved_qwen2(shape, workdir)
     values = dict(
         output_dir=str(workdir / f"{name}-{max_length}"),
         bf16=device.type == "cuda",

@@ -36,7 +36,7 @@ import torch
 import transformers
 import trl
 from bench_trainer import device_name
-from common import interleaved, isolated_peaks, prepare, report_alone
+from common import interleaved, isolated_peaks, prepare, report_alone, speedups
 from datasets import Dataset
 
 from dpo_plugin.trl import DPOConfig, DPOTrainer
@@ -168,6 +168,17 @@ def use_kernel(trainer, kernel: str) -> None:
     trainer.data_collator = scorer.collator = collator
 
 
+def saved_qwen2(shape: dict, workdir: Path) -> tuple[Path, object]:
+    """A Qwen2 model of ``shape`` (seeded) with its word-level tokenizer, saved in ``workdir/model`` once."""
+    tokenizer = word_tokenizer(shape["vocab_size"])
+    model_path = workdir / "model"
+    if not model_path.exists():
+        torch.manual_seed(0)
+        transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape)).save_pretrained(model_path)
+        tokenizer.save_pretrained(model_path)
+    return model_path, tokenizer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu")
@@ -184,12 +195,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dpo-bench-packing-"))
     shape = PRESETS[args.preset]
-    tokenizer = word_tokenizer(shape["vocab_size"])
-    model_path = workdir / "model"
-    if not model_path.exists():
-        torch.manual_seed(0)
-        transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape)).save_pretrained(model_path)
-        tokenizer.save_pretrained(model_path)
+    model_path, tokenizer = saved_qwen2(shape, workdir)
     dataset = Dataset.from_list(preference_rows(args.pairs, shape["vocab_size"], args.seed))
     names = [args.only] if args.only else list(args.trainers)
     trainers, batches, setup = {}, {}, {}
@@ -263,12 +269,9 @@ def _print(result: dict, names: list[str]) -> None:
     print(f"{'trainer':22s} {'step':>9s} {'tokens/s':>9s}{header} {'setup':>8s} {'peak alone':>11s}")
     for name in names:
         step = result["median_step_s"][name]
-        speedups = ""
-        for base in bases:
-            low, high = result["ratios_to"][base]["iqr"][name]
-            speedups += f"{1 / result['ratios_to'][base]['median'][name]:14.2f}× ({1 / high:.2f}–{1 / low:.2f})"
         print(
-            f"{name:22s} {step * 1000:7.0f} ms {tokens / step:9.0f}{speedups} {result['setup_s'][name]:7.1f}s "
+            f"{name:22s} {step * 1000:7.0f} ms {tokens / step:9.0f}{speedups(result, name, 14)} "
+            f"{result['setup_s'][name]:7.1f}s "
             f"{result['peak_alone_mib'][name]:8.0f} MiB"
         )
     print(

@@ -130,3 +130,12 @@ def isolated_peaks(script: str, argv: Sequence[str], names: Sequence[str]) -> di
             raise RuntimeError(f"{script} --only {name} failed:\n{done.stderr[-3000:]}")
         peaks[name] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
     return peaks
+
+
+def speedups(result: dict, name: str, width: int) -> str:
+    """``name``'s speed-up against each baseline of ``result["ratios_to"]`` with its IQR, as table cells."""
+    cells = ""
+    for ratios in result["ratios_to"].values():
+        low, high = ratios["iqr"][name]
+        cells += f"{1 / ratios['median'][name]:{width}.2f}× ({1 / high:.2f}–{1 / low:.2f})"
+    return cells
